@@ -1,0 +1,159 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Metadata;
+use super::validation::{
+    MAX_CONTENT_BYTES, MAX_FILE_REF_BYTES, MAX_FILES_PER_TURN, MAX_MODEL_FIELD_CHARS,
+    ValidationError, check_max_chars, check_metadata, check_tool_name,
+};
+
+/// Who spoke a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+            Role::Tool => "tool",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Role> {
+        [Role::User, Role::Assistant, Role::System, Role::Tool]
+            .into_iter()
+            .find(|role| role.as_str() == value)
+    }
+}
+
+/// One stored turn of a thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Turn {
+    pub thread_id: Uuid,
+    /// 1-based position in the thread, contiguous.
+    pub seq: u32,
+    pub role: Role,
+    pub content: String,
+    pub tool_name: Option<String>,
+    pub files: Vec<String>,
+    pub model_provider: Option<String>,
+    pub model_name: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A turn to append.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTurn {
+    pub role: Role,
+    /// Up to 1 MiB of UTF-8.
+    pub content: String,
+    pub tool_name: Option<String>,
+    /// Paths or URIs the turn refers to; at most 64.
+    #[serde(default)]
+    pub files: Vec<String>,
+    pub model_provider: Option<String>,
+    pub model_name: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+}
+
+impl NewTurn {
+    /// A turn with only a role and content.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_name: None,
+            files: Vec::new(),
+            model_provider: None,
+            model_name: None,
+            metadata: Metadata::new(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.content.is_empty() {
+            return Err(ValidationError::new("content", "must not be empty"));
+        }
+        if self.content.len() > MAX_CONTENT_BYTES {
+            return Err(ValidationError::new(
+                "content",
+                format!("must be at most {MAX_CONTENT_BYTES} bytes"),
+            ));
+        }
+        if let Some(name) = &self.tool_name {
+            check_tool_name("tool_name", name)?;
+        }
+        if self.files.len() > MAX_FILES_PER_TURN {
+            return Err(ValidationError::new(
+                "files",
+                format!("must list at most {MAX_FILES_PER_TURN} entries"),
+            ));
+        }
+        if self
+            .files
+            .iter()
+            .any(|f| f.is_empty() || f.len() > MAX_FILE_REF_BYTES)
+        {
+            return Err(ValidationError::new(
+                "files",
+                format!("entries must be 1 to {MAX_FILE_REF_BYTES} bytes"),
+            ));
+        }
+        if let Some(provider) = &self.model_provider {
+            check_max_chars("model_provider", provider, MAX_MODEL_FIELD_CHARS)?;
+        }
+        if let Some(model) = &self.model_name {
+            check_max_chars("model_name", model, MAX_MODEL_FIELD_CHARS)?;
+        }
+        check_metadata("metadata", &self.metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(content: &str) -> NewTurn {
+        NewTurn::new(Role::User, content)
+    }
+
+    #[test]
+    fn content_must_be_present_and_bounded() {
+        assert_eq!(turn("").validate().unwrap_err().field, "content");
+        assert!(turn(&"x".repeat(MAX_CONTENT_BYTES)).validate().is_ok());
+        assert!(turn(&"x".repeat(MAX_CONTENT_BYTES + 1)).validate().is_err());
+    }
+
+    #[test]
+    fn files_are_bounded() {
+        let mut too_many = turn("hi");
+        too_many.files = vec!["a.rs".into(); MAX_FILES_PER_TURN + 1];
+        assert_eq!(too_many.validate().unwrap_err().field, "files");
+        let mut empty_entry = turn("hi");
+        empty_entry.files = vec![String::new()];
+        assert_eq!(empty_entry.validate().unwrap_err().field, "files");
+    }
+
+    #[test]
+    fn roles_round_trip_through_their_names() {
+        for role in [Role::User, Role::Assistant, Role::System, Role::Tool] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("robot"), None);
+    }
+}

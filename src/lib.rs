@@ -1,0 +1,11 @@
+//! exai: conversation memory and tool execution for AI tool chains.
+
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod conversations;
+pub mod domain;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod telemetry;
