@@ -1,0 +1,178 @@
+//! Durable storage of threads and turns. One trait, one adapter per backend.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{Chain, ConversationPolicy, NewThread, NewTurn, Thread, ThreadWithTurns, Turn};
+
+/// Why a store call failed. Rejections the store decides atomically (expiry, turn
+/// limit) are reported here so that no caller has to check them in a separate step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("thread {0} not found")]
+    ThreadNotFound(Uuid),
+    #[error("parent thread {0} not found")]
+    ParentNotFound(Uuid),
+    #[error("thread {0} has expired")]
+    ThreadExpired(Uuid),
+    #[error("thread {thread_id} already holds {max_turns} turns")]
+    TurnLimitReached { thread_id: Uuid, max_turns: u32 },
+    /// The backend could not be reached or is overloaded; retrying later may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug, corrupt data, a full disk.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+/// Turns to append atomically, with the checks that guard them.
+#[derive(Debug, Clone)]
+pub struct AppendTurns {
+    pub thread_id: Uuid,
+    pub turns: Vec<NewTurn>,
+    /// When set and already used on this thread, the earlier turns are returned instead.
+    pub idempotency_key: Option<String>,
+    pub policy: ConversationPolicy,
+    pub now: DateTime<Utc>,
+}
+
+/// The thread after an append, and which of its turns the append produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub thread: ThreadWithTurns,
+    pub turns: Vec<Turn>,
+    /// The idempotency key had been used: nothing was written.
+    pub replayed: bool,
+}
+
+/// Which threads a listing returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Any,
+    /// Changed after the instant: still open.
+    ChangedAfter(DateTime<Utc>),
+    /// Changed at or before the instant: expired.
+    ChangedAtOrBefore(DateTime<Utc>),
+}
+
+/// Position after the last thread of a page, in (updated_at, id) descending order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadCursor {
+    pub updated_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl ThreadCursor {
+    pub fn after(thread: &Thread) -> Self {
+        Self {
+            updated_at: thread.updated_at,
+            id: thread.id,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}",
+            self.updated_at.timestamp_micros(),
+            self.id.simple()
+        )
+    }
+
+    pub fn decode(value: &str) -> Option<Self> {
+        let (micros, id) = value.split_once('_')?;
+        Some(Self {
+            updated_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: Uuid::try_parse(id).ok()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadQuery {
+    pub limit: u32,
+    pub after: Option<ThreadCursor>,
+    /// Case-insensitive substring of the title.
+    pub search: Option<String>,
+    pub activity: Activity,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Short backend name for logs, health and metrics.
+    fn backend(&self) -> &'static str;
+
+    async fn create_thread(
+        &self,
+        id: Uuid,
+        thread: &NewThread,
+        now: DateTime<Utc>,
+    ) -> Result<Thread, StoreError>;
+
+    async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError>;
+
+    /// Threads by most recent activity first, at most `query.limit` of them.
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError>;
+
+    /// Removes a thread and its turns; `false` when there was none.
+    async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Appends turns with contiguous `seq`s, serialized per thread, after checking
+    /// idempotency, then expiry, then the turn limit.
+    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, StoreError>;
+
+    /// Turns with `seq > after_seq`, at most `limit`; `None` when the thread does not exist.
+    async fn list_turns(
+        &self,
+        thread_id: Uuid,
+        after_seq: u32,
+        limit: u32,
+    ) -> Result<Option<Vec<Turn>>, StoreError>;
+
+    /// The chain of threads along `parent_id`, at most `max_depth` links, cycle-safe,
+    /// read in one round trip.
+    async fn history(&self, thread_id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError>;
+
+    /// Requests sent to the backend since start.
+    fn round_trips(&self) -> u64;
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(ref db) if is_busy(db.code().as_deref()) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// SQLite's SQLITE_BUSY and SQLITE_LOCKED (with extended codes): another writer holds the lock.
+fn is_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let cursor = ThreadCursor {
+            updated_at: crate::domain::truncate_to_micros(Utc::now()),
+            id: Uuid::new_v4(),
+        };
+        assert_eq!(ThreadCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(ThreadCursor::decode("nonsense"), None);
+        assert_eq!(ThreadCursor::decode("12_zz"), None);
+    }
+}

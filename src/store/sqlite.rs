@@ -1,0 +1,395 @@
+//! The embedded default: one SQLite file in WAL mode, every commit synced to disk.
+
+mod rows;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use uuid::Uuid;
+
+use self::rows::{
+    decode_thread, decode_turn, decode_uuid, encode_json, encode_time, thread_with_turns,
+};
+use super::{Activity, AppendTurns, Appended, Store, StoreError, ThreadQuery};
+use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, Turn};
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const READERS: u32 = 4;
+
+macro_rules! thread_columns {
+    () => {
+        "c.id, c.parent_id, c.title, c.tool_name, c.metadata, c.created_at, c.updated_at, \
+         c.turn_count, c.version"
+    };
+}
+
+macro_rules! turn_columns {
+    () => {
+        "m.conversation_id AS m_thread_id, m.seq AS m_seq, m.role AS m_role, \
+         m.content AS m_content, m.tool_name AS m_tool_name, m.files AS m_files, \
+         m.model_provider AS m_model_provider, m.model_name AS m_model_name, \
+         m.metadata AS m_metadata, m.created_at AS m_created_at"
+    };
+}
+
+const SELECT_THREAD: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    " FROM conversations c WHERE c.id = ?1"
+);
+
+const SELECT_THREAD_WITH_TURNS: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    ", ",
+    turn_columns!(),
+    " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id",
+    " WHERE c.id = ?1 ORDER BY m.seq"
+);
+
+const LIST_THREADS: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    " FROM conversations c",
+    " WHERE (?1 IS NULL OR (c.updated_at, c.id) < (?1, ?2))",
+    " AND (?3 IS NULL OR c.updated_at > ?3)",
+    " AND (?4 IS NULL OR c.updated_at <= ?4)",
+    " AND (?5 IS NULL OR c.title LIKE '%' || ?5 || '%' ESCAPE '\\')",
+    " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?6"
+);
+
+const LIST_TURNS: &str = concat!(
+    "SELECT c.id, ",
+    turn_columns!(),
+    " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq > ?2",
+    " WHERE c.id = ?1 ORDER BY m.seq LIMIT ?3"
+);
+
+/// Walks `parent_id` from the requested thread, refusing to revisit a thread, then
+/// joins every turn: the whole chain in one statement.
+const HISTORY: &str = concat!(
+    "WITH RECURSIVE chain (id, parent_id, depth, visited) AS (",
+    " SELECT id, parent_id, 0, '/' || id || '/' FROM conversations WHERE id = ?1",
+    " UNION ALL",
+    " SELECT c.id, c.parent_id, chain.depth + 1, chain.visited || c.id || '/'",
+    " FROM conversations c JOIN chain ON c.id = chain.parent_id",
+    " WHERE chain.depth < ?2 AND instr(chain.visited, '/' || c.id || '/') = 0",
+    ") SELECT chain.id AS chain_id, ",
+    turn_columns!(),
+    " FROM chain LEFT JOIN messages m ON m.conversation_id = chain.id",
+    " ORDER BY chain.depth DESC, m.seq"
+);
+
+const INSERT_TURN: &str = "INSERT INTO messages (conversation_id, seq, role, content, tool_name, \
+     files, model_provider, model_name, metadata, idempotency_key, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+pub struct SqliteStore {
+    /// A single connection: SQLite admits one writer at a time, and queueing writers
+    /// here rather than in SQLite's lock keeps appends in order without busy errors.
+    writer: SqlitePool,
+    reader: SqlitePool,
+    round_trips: AtomicU64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(
+                options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full),
+            )
+            .await?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            writer,
+            reader,
+            round_trips: AtomicU64::new(0),
+        })
+    }
+
+    /// Counts one statement sent to SQLite.
+    fn trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn load_thread_with_turns(
+        &self,
+        conn: &mut SqliteConnection,
+        id: Uuid,
+    ) -> Result<Option<ThreadWithTurns>, StoreError> {
+        self.trip();
+        let rows = sqlx::query(SELECT_THREAD_WITH_TURNS)
+            .bind(id.to_string())
+            .fetch_all(conn)
+            .await?;
+        thread_with_turns(&rows)
+    }
+
+    async fn append_in(
+        &self,
+        conn: &mut SqliteConnection,
+        append: &AppendTurns,
+    ) -> Result<Appended, StoreError> {
+        let id = append.thread_id;
+        self.trip();
+        let row = sqlx::query(SELECT_THREAD)
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let thread = decode_thread(&row.ok_or(StoreError::ThreadNotFound(id))?)?;
+        let count = append.turns.len() as u32;
+
+        if let Some(key) = &append.idempotency_key {
+            self.trip();
+            let first: Option<u32> = sqlx::query_scalar(
+                "SELECT seq FROM messages WHERE conversation_id = ?1 AND idempotency_key = ?2",
+            )
+            .bind(id.to_string())
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(first) = first {
+                let current = self.load_thread_with_turns(conn, id).await?;
+                let current = current.ok_or(StoreError::ThreadNotFound(id))?;
+                let turns = turns_from(&current.turns, first, count);
+                return Ok(Appended {
+                    thread: current,
+                    turns,
+                    replayed: true,
+                });
+            }
+        }
+        if append.policy.is_expired(thread.updated_at, append.now) {
+            return Err(StoreError::ThreadExpired(id));
+        }
+        if thread.turn_count + count > append.policy.max_turns {
+            return Err(StoreError::TurnLimitReached {
+                thread_id: id,
+                max_turns: append.policy.max_turns,
+            });
+        }
+
+        let now = encode_time(append.now);
+        for (offset, turn) in append.turns.iter().enumerate() {
+            let key = if offset == 0 {
+                append.idempotency_key.as_deref()
+            } else {
+                None
+            };
+            self.trip();
+            sqlx::query(INSERT_TURN)
+                .bind(id.to_string())
+                .bind(thread.turn_count + 1 + offset as u32)
+                .bind(turn.role.as_str())
+                .bind(&turn.content)
+                .bind(&turn.tool_name)
+                .bind(encode_json(&turn.files)?)
+                .bind(&turn.model_provider)
+                .bind(&turn.model_name)
+                .bind(encode_json(&turn.metadata)?)
+                .bind(key)
+                .bind(&now)
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.trip();
+        sqlx::query(
+            "UPDATE conversations SET turn_count = turn_count + ?2, updated_at = ?3, \
+             version = version + 1 WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(count)
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+
+        let current = self.load_thread_with_turns(conn, id).await?;
+        let current = current.ok_or(StoreError::ThreadNotFound(id))?;
+        let turns = turns_from(&current.turns, thread.turn_count + 1, count);
+        Ok(Appended {
+            thread: current,
+            turns,
+            replayed: false,
+        })
+    }
+}
+
+/// `count` turns starting at `first_seq`; seqs are contiguous from 1.
+fn turns_from(turns: &[Turn], first_seq: u32, count: u32) -> Vec<Turn> {
+    let start = (first_seq as usize).saturating_sub(1).min(turns.len());
+    let end = (start + count as usize).min(turns.len());
+    turns[start..end].to_vec()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_thread(
+        &self,
+        id: Uuid,
+        new: &NewThread,
+        now: DateTime<Utc>,
+    ) -> Result<Thread, StoreError> {
+        self.trip();
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, parent_id, title, tool_name, metadata, created_at, \
+             updated_at, turn_count, version) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6, 0, 1 \
+             WHERE ?2 IS NULL OR EXISTS (SELECT 1 FROM conversations WHERE id = ?2)",
+        )
+        .bind(id.to_string())
+        .bind(new.parent_id.map(|p| p.to_string()))
+        .bind(&new.title)
+        .bind(&new.tool_name)
+        .bind(encode_json(&new.metadata)?)
+        .bind(encode_time(now))
+        .execute(&self.writer)
+        .await?;
+        match (inserted.rows_affected(), new.parent_id) {
+            (0, Some(parent)) => Err(StoreError::ParentNotFound(parent)),
+            (0, None) => Err(StoreError::Internal(format!(
+                "thread {id} was not inserted"
+            ))),
+            _ => Ok(Thread {
+                id,
+                parent_id: new.parent_id,
+                title: new.title.clone(),
+                tool_name: new.tool_name.clone(),
+                metadata: new.metadata.clone(),
+                created_at: now,
+                updated_at: now,
+                turn_count: 0,
+                version: 1,
+            }),
+        }
+    }
+
+    async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
+        let mut conn = self.reader.acquire().await?;
+        self.load_thread_with_turns(&mut conn, id).await
+    }
+
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError> {
+        let (changed_after, changed_at_or_before) = match query.activity {
+            Activity::Any => (None, None),
+            Activity::ChangedAfter(t) => (Some(encode_time(t)), None),
+            Activity::ChangedAtOrBefore(t) => (None, Some(encode_time(t))),
+        };
+        let pattern = query.search.as_deref().map(escape_like);
+        self.trip();
+        let rows = sqlx::query(LIST_THREADS)
+            .bind(query.after.map(|c| encode_time(c.updated_at)))
+            .bind(query.after.map(|c| c.id.to_string()))
+            .bind(changed_after)
+            .bind(changed_at_or_before)
+            .bind(pattern)
+            .bind(query.limit)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(decode_thread).collect()
+    }
+
+    async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.trip();
+        let deleted = sqlx::query("DELETE FROM conversations WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, StoreError> {
+        self.trip();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let appended = self.append_in(&mut tx, append).await?;
+        self.trip();
+        tx.commit().await?;
+        Ok(appended)
+    }
+
+    async fn list_turns(
+        &self,
+        thread_id: Uuid,
+        after_seq: u32,
+        limit: u32,
+    ) -> Result<Option<Vec<Turn>>, StoreError> {
+        self.trip();
+        let rows = sqlx::query(LIST_TURNS)
+            .bind(thread_id.to_string())
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let turns = rows
+            .iter()
+            .map(decode_turn)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(turns.into_iter().flatten().collect()))
+    }
+
+    async fn history(&self, thread_id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
+        self.trip();
+        let rows = sqlx::query(HISTORY)
+            .bind(thread_id.to_string())
+            .bind(max_depth)
+            .fetch_all(&self.reader)
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut chain = Chain {
+            thread_ids: Vec::new(),
+            turns: Vec::new(),
+        };
+        for row in &rows {
+            let id = decode_uuid(row, "chain_id")?;
+            if chain.thread_ids.last() != Some(&id) {
+                chain.thread_ids.push(id);
+            }
+            chain.turns.extend(decode_turn(row)?);
+        }
+        Ok(Some(chain))
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+}
+
+/// Makes `%`, `_` and `\` in a search term match themselves.
+fn escape_like(term: &str) -> String {
+    term.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
