@@ -1,0 +1,56 @@
+//! TTL cache of thread documents in front of the store.
+
+mod memory;
+mod stats;
+
+pub use memory::MemoryCache;
+pub use stats::{CacheStats, HitRate};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A thread document as the API returns it, tagged with the thread version it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedThread {
+    pub version: i64,
+    pub body: Bytes,
+}
+
+/// What a `put` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    Stored,
+    /// The cache already held this version or a newer one; nothing changed.
+    Stale,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cache unavailable: {0}")]
+pub struct CacheError(pub String);
+
+#[async_trait]
+pub trait Cache: Send + Sync {
+    /// Short backend name for logs, health and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// The cached document, if any.
+    async fn get(&self, id: Uuid) -> Result<Option<Bytes>, CacheError>;
+
+    /// Stores `entry` for `ttl` unless an entry of the same or a newer version is
+    /// present. The comparison and the write are one atomic step.
+    async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Fill, CacheError>;
+
+    /// Drops the entry and blocks fills for `ttl`, so that a read which began
+    /// before a delete cannot bring the deleted thread back.
+    async fn remove(&self, id: Uuid, ttl: Duration) -> Result<(), CacheError>;
+}
+
+/// A removal marker: newer than every real version, and empty.
+fn tombstone() -> CachedThread {
+    CachedThread {
+        version: i64::MAX,
+        body: Bytes::new(),
+    }
+}

@@ -1,0 +1,298 @@
+//! The dual-storage service: reads through the cache, writes through it after the
+//! store has committed, and coalesces concurrent misses for one thread.
+
+mod single_flight;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use uuid::Uuid;
+
+use self::single_flight::SingleFlight;
+use crate::cache::{Cache, CacheError, CacheStats, CachedThread, Fill};
+use crate::domain::{
+    ConversationPolicy, HISTORY_MAX_DEPTH, History, NewThread, NewTurn, Thread, ThreadWithTurns,
+    Turn, ValidationError, check_idempotency_key, truncate_to_micros,
+};
+use crate::store::{Activity, AppendTurns, Store, StoreError, ThreadCursor, ThreadQuery};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which threads to list, by expiry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Active,
+    Expired,
+    #[default]
+    All,
+}
+
+/// One page of threads, newest activity first.
+pub struct ThreadList {
+    pub threads: Vec<Thread>,
+    pub next_cursor: Option<String>,
+    /// The instant expiry was judged at.
+    pub now: DateTime<Utc>,
+}
+
+/// The outcome of an append.
+#[derive(Debug)]
+pub struct TurnsAppended {
+    pub turns: Vec<Turn>,
+    pub turns_remaining: u32,
+    /// The idempotency key had been used before; nothing was written.
+    pub replayed: bool,
+}
+
+type Load = Result<Option<Bytes>, StoreError>;
+
+#[derive(Clone)]
+pub struct Conversations {
+    store: Arc<dyn Store>,
+    cache: Arc<dyn Cache>,
+    policy: ConversationPolicy,
+    flights: Arc<SingleFlight<Uuid, Load>>,
+    stats: Arc<CacheStats>,
+}
+
+impl Conversations {
+    pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, policy: ConversationPolicy) -> Self {
+        Self {
+            store,
+            cache,
+            policy,
+            flights: Arc::new(SingleFlight::new()),
+            stats: Arc::new(CacheStats::default()),
+        }
+    }
+
+    pub fn policy(&self) -> &ConversationPolicy {
+        &self.policy
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn cache(&self) -> &Arc<dyn Cache> {
+        &self.cache
+    }
+
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// Creates a thread and returns its document.
+    pub async fn create_thread(&self, new: NewThread) -> Result<(Uuid, Bytes), ConversationError> {
+        new.validate()?;
+        let this = self.clone();
+        detached(async move {
+            let now = now();
+            let thread = this.store.create_thread(Uuid::new_v4(), &new, now).await?;
+            let id = thread.id;
+            let document = this.encode(
+                &ThreadWithTurns {
+                    thread,
+                    turns: Vec::new(),
+                },
+                now,
+            );
+            let body = document.body.clone();
+            this.fill(id, document, now, now).await;
+            Ok((id, body))
+        })
+        .await
+    }
+
+    /// The thread document with all turns, from the cache when it holds it.
+    pub async fn get_thread(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
+        match self.cache.get(id).await {
+            Ok(Some(body)) => {
+                self.stats.hit();
+                return Ok(Some(body));
+            }
+            Ok(None) => self.stats.miss(),
+            Err(error) => self.cache_failed(error),
+        }
+        self.flights.run(id, || self.load(id)).await
+    }
+
+    pub async fn list_threads(
+        &self,
+        limit: u32,
+        after: Option<ThreadCursor>,
+        search: Option<String>,
+        status: StatusFilter,
+    ) -> Result<ThreadList, StoreError> {
+        let now = now();
+        let cutoff = self.policy.expiry_cutoff(now);
+        let activity = match status {
+            StatusFilter::All => Activity::Any,
+            StatusFilter::Active => Activity::ChangedAfter(cutoff),
+            StatusFilter::Expired => Activity::ChangedAtOrBefore(cutoff),
+        };
+        let query = ThreadQuery {
+            limit: limit + 1,
+            after,
+            search,
+            activity,
+        };
+        let mut threads = self.store.list_threads(&query).await?;
+        let next_cursor =
+            next_page(&mut threads, limit).map(|last| ThreadCursor::after(last).encode());
+        Ok(ThreadList {
+            threads,
+            next_cursor,
+            now,
+        })
+    }
+
+    /// Deletes a thread from the store, then from the cache; `false` when it did not exist.
+    pub async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
+        let this = self.clone();
+        detached(async move {
+            let deleted = this.store.delete_thread(id).await?;
+            this.flights.forget(&id);
+            let block_fills_for = this.policy.timeout.to_std().unwrap_or_default();
+            if let Err(error) = this.cache.remove(id, block_fills_for).await {
+                this.cache_failed(error);
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    /// Appends turns atomically. Returns once the store has committed them.
+    pub async fn append_turns(
+        &self,
+        thread_id: Uuid,
+        turns: Vec<NewTurn>,
+        idempotency_key: Option<String>,
+    ) -> Result<TurnsAppended, ConversationError> {
+        for turn in &turns {
+            turn.validate()?;
+        }
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let this = self.clone();
+        detached(async move {
+            let now = now();
+            let append = AppendTurns {
+                thread_id,
+                turns,
+                idempotency_key,
+                policy: this.policy,
+                now,
+            };
+            let appended = this.store.append_turns(&append).await?;
+            this.flights.forget(&thread_id);
+            if !appended.replayed {
+                let document = this.encode(&appended.thread, now);
+                this.fill(thread_id, document, appended.thread.thread.updated_at, now)
+                    .await;
+            }
+            Ok(TurnsAppended {
+                turns: appended.turns,
+                turns_remaining: this
+                    .policy
+                    .turns_remaining(appended.thread.thread.turn_count),
+                replayed: appended.replayed,
+            })
+        })
+        .await
+    }
+
+    /// Turns after `after_seq` and the `after_seq` of the next page; `None` for an unknown thread.
+    pub async fn list_turns(
+        &self,
+        thread_id: Uuid,
+        after_seq: u32,
+        limit: u32,
+    ) -> Result<Option<(Vec<Turn>, Option<u32>)>, StoreError> {
+        let Some(mut turns) = self
+            .store
+            .list_turns(thread_id, after_seq, limit + 1)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let next = next_page(&mut turns, limit).map(|last| last.seq);
+        Ok(Some((turns, next)))
+    }
+
+    pub async fn history(&self, thread_id: Uuid) -> Result<Option<History>, StoreError> {
+        let chain = self.store.history(thread_id, HISTORY_MAX_DEPTH).await?;
+        Ok(chain.map(History::from))
+    }
+
+    async fn load(&self, id: Uuid) -> Load {
+        let Some(thread) = self.store.get_thread(id).await? else {
+            return Ok(None);
+        };
+        let now = now();
+        let document = self.encode(&thread, now);
+        let body = document.body.clone();
+        self.fill(id, document, thread.thread.updated_at, now).await;
+        Ok(Some(body))
+    }
+
+    fn encode(&self, thread: &ThreadWithTurns, now: DateTime<Utc>) -> CachedThread {
+        let view = thread.thread.view(Some(&thread.turns), &self.policy, now);
+        let body = serde_json::to_vec(&view).expect("a thread view always serializes");
+        CachedThread {
+            version: thread.thread.version,
+            body: body.into(),
+        }
+    }
+
+    async fn fill(
+        &self,
+        id: Uuid,
+        document: CachedThread,
+        updated_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        let ttl = self.policy.cache_ttl(updated_at, now);
+        match self.cache.put(id, document, ttl).await {
+            Ok(Fill::Stored) => {}
+            Ok(Fill::Stale) => self.stats.rejected_fill(),
+            Err(error) => self.cache_failed(error),
+        }
+    }
+
+    fn cache_failed(&self, error: CacheError) {
+        self.stats.error();
+        tracing::warn!(cache = self.cache.backend(), %error, "cache call failed; serving from the store");
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    truncate_to_micros(Utc::now())
+}
+
+/// Trims a `limit + 1` fetch to `limit` and returns the last item kept when more follow.
+fn next_page<T>(items: &mut Vec<T>, limit: u32) -> Option<&T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    if more { items.last() } else { None }
+}
+
+/// Runs a write to completion even if the request that asked for it goes away,
+/// so that a commit is always followed by its cache update.
+async fn detached<T, E>(work: impl Future<Output = Result<T, E>> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    tokio::spawn(work).await.unwrap_or_else(|failure| {
+        Err(StoreError::Internal(format!("write task failed: {failure}")).into())
+    })
+}
