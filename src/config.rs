@@ -1,0 +1,381 @@
+//! Every setting, read once from the environment and validated before anything starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::TimeDelta;
+use url::Url;
+
+use crate::domain::ConversationPolicy;
+
+/// A value that must never reach a log, an error message or a page.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A setting that cannot be used, named by its variable.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Sqlite { data_dir: PathBuf },
+    Postgres { url: Secret },
+    Supabase { url: Url, key: Secret },
+}
+
+impl StoreConfig {
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StoreConfig::Sqlite { .. } => "sqlite",
+            StoreConfig::Postgres { .. } => "postgres",
+            StoreConfig::Supabase { .. } => "supabase",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub store: StoreConfig,
+    pub redis_url: Option<Secret>,
+    pub conversation: ConversationPolicy,
+    pub api_keys: Vec<Secret>,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment; `bind` (from the command line) wins over `EXAI_BIND`.
+    pub fn from_env(bind: Option<SocketAddr>) -> Result<Config, ConfigError> {
+        Self::load(|name| std::env::var(name).ok(), bind)
+    }
+
+    /// Reads settings through `var`; empty values count as unset.
+    pub fn load(
+        var: impl Fn(&str) -> Option<String>,
+        bind: Option<SocketAddr>,
+    ) -> Result<Config, ConfigError> {
+        let var = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let bind = match bind {
+            Some(bind) => bind,
+            None => parse_or(
+                &var,
+                "EXAI_BIND",
+                "127.0.0.1:8080".parse().expect("valid default"),
+            )?,
+        };
+        let store = store_config(&var)?;
+        let redis_url = var("REDIS_URL")
+            .map(|url| {
+                check_url("REDIS_URL", &url, &["redis", "rediss", "unix"]).map(|_| Secret(url))
+            })
+            .transpose()?;
+        let conversation = ConversationPolicy {
+            timeout: timeout_hours(&var)?,
+            max_turns: parse_or(&var, "MAX_CONVERSATION_TURNS", 20)?,
+        };
+        if conversation.max_turns == 0 {
+            return Err(invalid("MAX_CONVERSATION_TURNS", "must be at least 1"));
+        }
+        let api_keys = api_keys(&var)?;
+        let allow_unauthenticated = parse_or(&var, "EXAI_ALLOW_UNAUTHENTICATED", false)?;
+        if api_keys.is_empty() && !bind.ip().is_loopback() && !allow_unauthenticated {
+            return Err(invalid(
+                "EXAI_BIND",
+                format!(
+                    "{bind} is not a loopback address and no EXAI_API_KEYS are set; \
+                     set keys, or EXAI_ALLOW_UNAUTHENTICATED=true to serve without them"
+                ),
+            ));
+        }
+        let log_format = match var("EXAI_LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "EXAI_LOG_FORMAT",
+                    format!("{other:?} is not pretty or json"),
+                ));
+            }
+        };
+        Ok(Config {
+            bind,
+            store,
+            redis_url,
+            conversation,
+            api_keys,
+            log_format,
+        })
+    }
+}
+
+fn parse_or<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .map_err(|e| invalid(name, format!("{text:?}: {e}"))),
+    }
+}
+
+fn check_url(name: &'static str, text: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| invalid(name, format!("not a URL: {e}")))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(invalid(
+            name,
+            format!("scheme must be one of {}", schemes.join(", ")),
+        ));
+    }
+    Ok(url)
+}
+
+fn store_config(var: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
+    let derived = if var("SUPABASE_URL").is_some() {
+        "supabase"
+    } else if var("DATABASE_URL").is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let chosen = var("EXAI_STORE");
+    match chosen.as_deref().unwrap_or(derived) {
+        "sqlite" => Ok(StoreConfig::Sqlite {
+            data_dir: var("EXAI_DATA_DIR")
+                .unwrap_or_else(|| "./data".into())
+                .into(),
+        }),
+        "postgres" => {
+            let url = var("DATABASE_URL")
+                .ok_or_else(|| invalid("DATABASE_URL", "required when EXAI_STORE=postgres"))?;
+            check_url("DATABASE_URL", &url, &["postgres", "postgresql"])?;
+            Ok(StoreConfig::Postgres { url: Secret(url) })
+        }
+        "supabase" => {
+            let url = var("SUPABASE_URL")
+                .ok_or_else(|| invalid("SUPABASE_URL", "required when EXAI_STORE=supabase"))?;
+            let url = check_url("SUPABASE_URL", &url, &["https", "http"])?;
+            let key = var("SUPABASE_SERVICE_ROLE_KEY")
+                .or_else(|| var("SUPABASE_KEY"))
+                .ok_or_else(|| {
+                    invalid(
+                        "SUPABASE_SERVICE_ROLE_KEY",
+                        "required (or SUPABASE_KEY) with SUPABASE_URL",
+                    )
+                })?;
+            Ok(StoreConfig::Supabase {
+                url,
+                key: Secret(key),
+            })
+        }
+        other => Err(invalid(
+            "EXAI_STORE",
+            format!("{other:?} is not sqlite, postgres or supabase"),
+        )),
+    }
+}
+
+fn timeout_hours(var: &impl Fn(&str) -> Option<String>) -> Result<TimeDelta, ConfigError> {
+    const NAME: &str = "CONVERSATION_TIMEOUT_HOURS";
+    let hours: f64 = parse_or(var, NAME, 24.0)?;
+    let millis = hours * 3_600_000.0;
+    if !(1000.0..=10.0 * 365.0 * 86_400_000.0).contains(&millis) {
+        return Err(invalid(
+            NAME,
+            "must be between one second and ten years, in hours",
+        ));
+    }
+    Ok(TimeDelta::milliseconds(millis as i64))
+}
+
+/// Keys from `EXAI_API_KEYS` and the lines of `EXAI_API_KEYS_FILE`, separated by
+/// commas or newlines.
+fn api_keys(var: &impl Fn(&str) -> Option<String>) -> Result<Vec<Secret>, ConfigError> {
+    let mut text = var("EXAI_API_KEYS").unwrap_or_default();
+    if let Some(path) = var("EXAI_API_KEYS_FILE") {
+        let file = std::fs::read_to_string(&path)
+            .map_err(|e| invalid("EXAI_API_KEYS_FILE", format!("cannot read {path}: {e}")))?;
+        text.push('\n');
+        text.push_str(&file);
+    }
+    Ok(text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(Secret::new)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(|name| vars.get(name).cloned(), None)
+    }
+
+    fn failing_variable(vars: &[(&str, &str)]) -> &'static str {
+        load(vars)
+            .expect_err("configuration should be refused")
+            .variable
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            config.store,
+            StoreConfig::Sqlite {
+                data_dir: "./data".into()
+            }
+        );
+        assert_eq!(config.conversation.timeout, TimeDelta::hours(24));
+        assert_eq!(config.conversation.max_turns, 20);
+        assert!(config.api_keys.is_empty() && config.redis_url.is_none());
+    }
+
+    #[test]
+    fn store_is_derived_from_what_is_configured() {
+        let postgres = load(&[("DATABASE_URL", "postgres://u:p@db/exai")]).unwrap();
+        assert_eq!(postgres.store.backend(), "postgres");
+        let supabase = load(&[
+            ("DATABASE_URL", "postgres://u:p@db/exai"),
+            ("SUPABASE_URL", "https://abc.supabase.co"),
+            ("SUPABASE_KEY", "sb_secret_x"),
+        ])
+        .unwrap();
+        assert_eq!(supabase.store.backend(), "supabase");
+        let forced = load(&[
+            ("EXAI_STORE", "sqlite"),
+            ("DATABASE_URL", "postgres://db/x"),
+        ])
+        .unwrap();
+        assert_eq!(forced.store.backend(), "sqlite");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_eq!(failing_variable(&[("EXAI_BIND", "localhost")]), "EXAI_BIND");
+        assert_eq!(failing_variable(&[("EXAI_STORE", "mongo")]), "EXAI_STORE");
+        assert_eq!(
+            failing_variable(&[("EXAI_STORE", "supabase")]),
+            "SUPABASE_URL"
+        );
+        assert_eq!(
+            failing_variable(&[("SUPABASE_URL", "https://abc.supabase.co")]),
+            "SUPABASE_SERVICE_ROLE_KEY"
+        );
+        assert_eq!(
+            failing_variable(&[("DATABASE_URL", "mysql://db")]),
+            "DATABASE_URL"
+        );
+        assert_eq!(failing_variable(&[("REDIS_URL", "not a url")]), "REDIS_URL");
+        assert_eq!(
+            failing_variable(&[("CONVERSATION_TIMEOUT_HOURS", "soon")]),
+            "CONVERSATION_TIMEOUT_HOURS"
+        );
+        assert_eq!(
+            failing_variable(&[("CONVERSATION_TIMEOUT_HOURS", "-1")]),
+            "CONVERSATION_TIMEOUT_HOURS"
+        );
+        assert_eq!(
+            failing_variable(&[("MAX_CONVERSATION_TURNS", "0")]),
+            "MAX_CONVERSATION_TURNS"
+        );
+        assert_eq!(
+            failing_variable(&[("EXAI_LOG_FORMAT", "xml")]),
+            "EXAI_LOG_FORMAT"
+        );
+        assert_eq!(
+            failing_variable(&[("EXAI_API_KEYS_FILE", "/nonexistent/keys")]),
+            "EXAI_API_KEYS_FILE"
+        );
+    }
+
+    #[test]
+    fn fractional_hours_are_allowed() {
+        let config = load(&[("CONVERSATION_TIMEOUT_HOURS", "0.5")]).unwrap();
+        assert_eq!(config.conversation.timeout, TimeDelta::minutes(30));
+    }
+
+    #[test]
+    fn non_loopback_needs_keys_or_an_explicit_opt_out() {
+        assert_eq!(
+            failing_variable(&[("EXAI_BIND", "0.0.0.0:8080")]),
+            "EXAI_BIND"
+        );
+        assert!(load(&[("EXAI_BIND", "0.0.0.0:8080"), ("EXAI_API_KEYS", "k1")]).is_ok());
+        assert!(
+            load(&[
+                ("EXAI_BIND", "0.0.0.0:8080"),
+                ("EXAI_ALLOW_UNAUTHENTICATED", "true")
+            ])
+            .is_ok()
+        );
+        assert!(load(&[("EXAI_BIND", "[::1]:9000")]).is_ok());
+    }
+
+    #[test]
+    fn keys_come_from_the_variable_and_the_file() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "k3\n\n k4 \n").unwrap();
+        let config = load(&[
+            ("EXAI_API_KEYS", "k1, k2"),
+            ("EXAI_API_KEYS_FILE", file.path().to_str().unwrap()),
+        ])
+        .unwrap();
+        let keys: Vec<&str> = config.api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["k1", "k2", "k3", "k4"]);
+        assert_eq!(format!("{:?}", config.api_keys[0]), "Secret(***)");
+    }
+}

@@ -1,0 +1,172 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{json_bytes, page_size};
+use crate::app::AppState;
+use crate::conversations::StatusFilter;
+use crate::domain::{History, NewThread, ThreadView};
+use crate::http::error::{ApiError, ErrorCode, Problem};
+use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::store::ThreadCursor;
+
+const MAX_SEARCH_CHARS: usize = 200;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListThreadsParams {
+    /// Page size, 1 to 100 (default 20).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Case-insensitive substring of the title.
+    q: Option<String>,
+    /// `active`, `expired` or `all` (default).
+    status: Option<StatusFilter>,
+}
+
+/// A page of threads, newest activity first.
+#[derive(Serialize, ToSchema)]
+pub struct ThreadPage<'a> {
+    data: Vec<ThreadView<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+fn thread_not_found(id: Uuid) -> ApiError {
+    ApiError::new(ErrorCode::ThreadNotFound, format!("no thread {id}"))
+}
+
+/// Starts a thread. Its `id` is the `continuation_id` to pass around.
+#[utoipa::path(post, path = "/v1/threads", tag = "threads", request_body = NewThread,
+    responses(
+        (status = CREATED, body = ThreadView, description = "The new thread, with `turns: []`",
+            headers(("location" = String, description = "URL of the thread"))),
+        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_thread(
+    State(state): State<AppState>,
+    AppJson(new): AppJson<NewThread>,
+) -> Result<Response, ApiError> {
+    let (id, body) = state.conversations.create_thread(new).await?;
+    let mut response = json_bytes(StatusCode::CREATED, body);
+    let location = format!("/v1/threads/{id}")
+        .parse()
+        .expect("a path is a valid header value");
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+/// Lists threads by most recent activity, with keyset paging.
+#[utoipa::path(get, path = "/v1/threads", tag = "threads", params(ListThreadsParams),
+    responses(
+        (status = OK, body = ThreadPage),
+        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_threads(
+    State(state): State<AppState>,
+    AppQuery(params): AppQuery<ListThreadsParams>,
+) -> Result<Response, ApiError> {
+    let limit = page_size(params.limit)?;
+    let after = params
+        .cursor
+        .map(|cursor| {
+            ThreadCursor::decode(&cursor).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::ValidationFailed,
+                    "cursor: not a cursor this API returned",
+                )
+            })
+        })
+        .transpose()?;
+    if params
+        .q
+        .as_ref()
+        .is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS)
+    {
+        return Err(ApiError::new(
+            ErrorCode::ValidationFailed,
+            format!("q: must be at most {MAX_SEARCH_CHARS} characters"),
+        ));
+    }
+    let search = params.q.filter(|q| !q.is_empty());
+    let conversations = &state.conversations;
+    let list = conversations
+        .list_threads(limit, after, search, params.status.unwrap_or_default())
+        .await?;
+    let policy = conversations.policy();
+    let data = list
+        .threads
+        .iter()
+        .map(|t| t.view(None, policy, list.now))
+        .collect();
+    Ok(Json(ThreadPage {
+        data,
+        next_cursor: list.next_cursor,
+    })
+    .into_response())
+}
+
+/// Reads a thread with all of its turns.
+#[utoipa::path(get, path = "/v1/threads/{id}", tag = "threads",
+    params(("id" = Uuid, Path, description = "Thread id (continuation_id)")),
+    responses(
+        (status = OK, body = ThreadView),
+        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+        (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_thread(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let body = state
+        .conversations
+        .get_thread(id)
+        .await?
+        .ok_or_else(|| thread_not_found(id))?;
+    Ok(json_bytes(StatusCode::OK, body))
+}
+
+/// Deletes a thread and its turns.
+#[utoipa::path(delete, path = "/v1/threads/{id}", tag = "threads",
+    params(("id" = Uuid, Path, description = "Thread id (continuation_id)")),
+    responses(
+        (status = NO_CONTENT, description = "Deleted"),
+        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+        (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_thread(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    if state.conversations.delete_thread(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(thread_not_found(id))
+    }
+}
+
+/// The conversation a thread continues: its chain along `parent_id` (up to 20 links),
+/// every turn oldest first, and the files they mention.
+#[utoipa::path(get, path = "/v1/threads/{id}/history", tag = "threads",
+    params(("id" = Uuid, Path, description = "Thread id (continuation_id)")),
+    responses(
+        (status = OK, body = History),
+        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+        (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_history(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<History>, ApiError> {
+    let history = state
+        .conversations
+        .history(id)
+        .await?
+        .ok_or_else(|| thread_not_found(id))?;
+    Ok(Json(history))
+}

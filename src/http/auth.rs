@@ -1,0 +1,83 @@
+//! Bearer API keys for `/v1`.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+use super::error::{ApiError, ErrorCode};
+use crate::app::AppState;
+use crate::config::Secret;
+
+/// Accepted keys, kept as SHA-256 digests so that comparing a presented key takes the
+/// same time whatever its length or how much of it matches.
+pub struct ApiKeys {
+    digests: Vec<[u8; 32]>,
+}
+
+impl ApiKeys {
+    pub fn new(keys: &[Secret]) -> Self {
+        Self {
+            digests: keys.iter().map(|key| digest(key.expose())).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    pub fn accepts(&self, presented: &str) -> bool {
+        let presented = digest(presented);
+        let matched = self
+            .digests
+            .iter()
+            .fold(Choice::from(0), |found, key| found | key.ct_eq(&presented));
+        matched.into()
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn bearer_token(request: &Request) -> Option<&str> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if state.api_keys.is_empty() {
+        return Ok(next.run(request).await);
+    }
+    match bearer_token(&request) {
+        Some(token) if state.api_keys.accepts(token) => Ok(next.run(request).await),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "the API key is not valid",
+        )),
+        None => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "send an API key as Authorization: Bearer <key>",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configured_keys_are_accepted() {
+        let keys = ApiKeys::new(&[Secret::new("alpha-key"), Secret::new("beta-key")]);
+        assert!(keys.accepts("alpha-key") && keys.accepts("beta-key"));
+        assert!(!keys.accepts("alpha") && !keys.accepts("") && !keys.accepts("alpha-key "));
+        assert!(ApiKeys::new(&[]).is_empty());
+    }
+}

@@ -1,0 +1,259 @@
+//! One catalogue of error codes, rendered as RFC 9457 problem+json.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::request_context;
+use crate::conversations::ConversationError;
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Seconds a client should wait before retrying when the store is unavailable.
+const RETRY_AFTER_SECS: &str = "2";
+
+/// Stable error codes. Clients branch on `code`, never on `detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    InvalidId,
+    Unauthorized,
+    NotFound,
+    ThreadNotFound,
+    MethodNotAllowed,
+    TurnLimitReached,
+    ThreadExpired,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    Internal,
+    StoreUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        self.describe().0
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.describe().1
+    }
+
+    fn title(self) -> &'static str {
+        self.describe().2
+    }
+
+    fn describe(self) -> (&'static str, StatusCode, &'static str) {
+        use ErrorCode::*;
+        match self {
+            MalformedJson => (
+                "malformed_json",
+                StatusCode::BAD_REQUEST,
+                "Request body is not valid JSON",
+            ),
+            InvalidId => (
+                "invalid_id",
+                StatusCode::BAD_REQUEST,
+                "Malformed id in path",
+            ),
+            Unauthorized => (
+                "unauthorized",
+                StatusCode::UNAUTHORIZED,
+                "Missing or invalid API key",
+            ),
+            NotFound => ("not_found", StatusCode::NOT_FOUND, "No such route"),
+            ThreadNotFound => (
+                "thread_not_found",
+                StatusCode::NOT_FOUND,
+                "Thread not found",
+            ),
+            MethodNotAllowed => (
+                "method_not_allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ),
+            TurnLimitReached => (
+                "turn_limit_reached",
+                StatusCode::CONFLICT,
+                "Turn limit reached",
+            ),
+            ThreadExpired => ("thread_expired", StatusCode::GONE, "Thread expired"),
+            PayloadTooLarge => (
+                "payload_too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ),
+            UnsupportedMediaType => (
+                "unsupported_media_type",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Request body must be application/json",
+            ),
+            ValidationFailed => (
+                "validation_failed",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid request",
+            ),
+            Internal => (
+                "internal",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            ),
+            StoreUnavailable => (
+                "store_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Store unavailable",
+            ),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// URI naming the problem type: `urn:exai:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code from the catalogue.
+    pub code: String,
+    /// The `x-request-id` of the request, to find it in the server logs.
+    pub request_id: Option<String>,
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    detail: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// Logs the cause once, with the request id, and tells the client nothing more.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let request_id = request_context::current_request_id();
+        tracing::error!(request_id = request_id.as_deref(), %cause, "internal error");
+        Self::new(
+            ErrorCode::Internal,
+            "an internal error occurred; the request id locates it in the server logs",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let problem = Problem {
+            kind: format!("urn:exai:problem:{}", self.code.as_str()),
+            title: self.code.title().to_owned(),
+            status: status.as_u16(),
+            detail: self.detail,
+            code: self.code.as_str().to_owned(),
+            request_id: request_context::current_request_id(),
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match self.code {
+            ErrorCode::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ErrorCode::StoreUnavailable => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        use ErrorCode::*;
+        match error {
+            StoreError::ThreadNotFound(id) => Self::new(ThreadNotFound, format!("no thread {id}")),
+            StoreError::ParentNotFound(id) => {
+                Self::new(ValidationFailed, format!("parent_id: no thread {id}"))
+            }
+            StoreError::ThreadExpired(id) => Self::new(
+                ThreadExpired,
+                format!(
+                    "thread {id} has expired and can no longer be continued; it stays readable. \
+                     Start a new thread with parent_id {id} to continue the conversation"
+                ),
+            ),
+            StoreError::TurnLimitReached {
+                thread_id,
+                max_turns,
+            } => Self::new(
+                TurnLimitReached,
+                format!(
+                    "thread {thread_id} holds its maximum of {max_turns} turns; \
+                     start a new thread with parent_id {thread_id} to continue"
+                ),
+            ),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "store unavailable");
+                Self::new(
+                    StoreUnavailable,
+                    "the store cannot be reached right now; retry later",
+                )
+            }
+            StoreError::Internal(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        Self::new(ErrorCode::ValidationFailed, error.to_string())
+    }
+}
+
+impl From<ConversationError> for ApiError {
+    fn from(error: ConversationError) -> Self {
+        match error {
+            ConversationError::Invalid(invalid) => invalid.into(),
+            ConversationError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let code = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::ValidationFailed,
+            _ => ErrorCode::MalformedJson,
+        };
+        Self::new(code, rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(ErrorCode::InvalidId, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(ErrorCode::ValidationFailed, rejection.body_text())
+    }
+}

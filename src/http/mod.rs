@@ -1,0 +1,12 @@
+//! The HTTP edge: routes, extractors, authentication and problem+json errors.
+
+mod api;
+mod auth;
+mod error;
+mod extract;
+mod request_context;
+mod router;
+
+pub use auth::ApiKeys;
+pub use error::{ApiError, ErrorCode, Problem};
+pub use router::{openapi, router};

@@ -1,0 +1,129 @@
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use exai::app::{App, AppState, open_store};
+use exai::config::{Config, StoreConfig};
+use exai::{http, server, telemetry};
+
+/// Conversation memory and tool execution for AI tool chains.
+#[derive(Parser)]
+#[command(name = "exai", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Apply database migrations to the configured store.
+    Migrate,
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// Listen address; overrides EXAI_BIND.
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+}
+
+/// Exit code for a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    if let Command::Openapi = command {
+        let document = http::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes");
+        println!("{document}");
+        return ExitCode::SUCCESS;
+    }
+
+    if let Err(error) = dotenvy::dotenv()
+        && !error.not_found()
+    {
+        eprintln!("exai: .env: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let bind = match &command {
+        Command::Serve(args) => args.bind,
+        _ => None,
+    };
+    let config = match Config::from_env(bind) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("exai: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init(config.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("exai: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match command {
+            Command::Migrate => migrate(&config).await,
+            _ => serve(&config).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+async fn serve(config: &Config) -> Result<(), BoxError> {
+    let app = App::from_config(config).await?;
+    tracing::info!(
+        store = app.conversations.store().backend(),
+        location = %store_location(&config.store),
+        cache = app.conversations.cache().backend(),
+        max_turns = config.conversation.max_turns,
+        timeout_hours = config.conversation.timeout.as_seconds_f64() / 3600.0,
+        api_keys = config.api_keys.len(),
+        "exai starting"
+    );
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", config.bind))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    server::serve(listener, AppState::new(app), server::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> Result<(), BoxError> {
+    open_store(&config.store).await?;
+    tracing::info!(store = config.store.backend(), location = %store_location(&config.store), "migrations applied");
+    Ok(())
+}
+
+/// Where the store lives, without credentials.
+fn store_location(store: &StoreConfig) -> String {
+    match store {
+        StoreConfig::Sqlite { data_dir } => data_dir.join("exai.db").display().to_string(),
+        StoreConfig::Postgres { .. } => "DATABASE_URL".into(),
+        StoreConfig::Supabase { url, .. } => url.to_string(),
+    }
+}
