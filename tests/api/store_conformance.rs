@@ -1,0 +1,411 @@
+//! One behaviour for every store backend: each case runs against each of them.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use exai::domain::{ConversationPolicy, Metadata, NewThread, NewTurn, Role, truncate_to_micros};
+use exai::store::{Activity, AppendTurns, Store, StoreError, ThreadCursor, ThreadQuery};
+use serde_json::json;
+use std::sync::Arc;
+use uuid::Uuid;
+
+use crate::support;
+
+fn now() -> DateTime<Utc> {
+    truncate_to_micros(Utc::now())
+}
+
+fn titled(title: &str) -> NewThread {
+    NewThread {
+        title: Some(title.into()),
+        ..NewThread::default()
+    }
+}
+
+fn user(content: &str) -> NewTurn {
+    NewTurn::new(Role::User, content)
+}
+
+fn append(thread_id: Uuid, turns: Vec<NewTurn>, policy: ConversationPolicy) -> AppendTurns {
+    AppendTurns {
+        thread_id,
+        turns,
+        idempotency_key: None,
+        policy,
+        now: now(),
+    }
+}
+
+async fn new_thread(store: &dyn Store, new: NewThread, at: DateTime<Utc>) -> Uuid {
+    store
+        .create_thread(Uuid::new_v4(), &new, at)
+        .await
+        .expect("create thread")
+        .id
+}
+
+pub async fn creates_and_reads_threads(store: &dyn Store) {
+    let mut metadata = Metadata::new();
+    metadata.insert("origin".into(), json!({"tool": "chat", "n": 3}));
+    let new = NewThread {
+        title: Some("Ünïcode title".into()),
+        tool_name: Some("chat".into()),
+        parent_id: None,
+        metadata,
+    };
+    let at = now();
+    let created = store.create_thread(Uuid::new_v4(), &new, at).await.unwrap();
+    assert_eq!((created.turn_count, created.version), (0, 1));
+    assert_eq!((created.created_at, created.updated_at), (at, at));
+
+    let read = store
+        .get_thread(created.id)
+        .await
+        .unwrap()
+        .expect("thread exists");
+    assert_eq!(read.thread, created);
+    assert!(read.turns.is_empty());
+    assert_eq!(store.get_thread(Uuid::new_v4()).await.unwrap(), None);
+}
+
+pub async fn refuses_a_missing_parent(store: &dyn Store) {
+    let missing = Uuid::new_v4();
+    let new = NewThread {
+        parent_id: Some(missing),
+        ..NewThread::default()
+    };
+    let refused = store.create_thread(Uuid::new_v4(), &new, now()).await;
+    assert_eq!(refused, Err(StoreError::ParentNotFound(missing)));
+}
+
+pub async fn appends_with_contiguous_seqs(store: &dyn Store) {
+    let id = new_thread(store, titled("seqs"), now()).await;
+    let first = store
+        .append_turns(&append(id, vec![user("one")], support::policy(20)))
+        .await
+        .unwrap();
+    assert_eq!(first.turns.len(), 1);
+    assert_eq!(first.turns[0].seq, 1);
+    assert!(!first.replayed);
+
+    let mut rich = user("three");
+    rich.role = Role::Assistant;
+    rich.tool_name = Some("chat".into());
+    rich.files = vec!["src/main.rs".into(), "https://example.org/a".into()];
+    rich.model_provider = Some("glm".into());
+    rich.model_name = Some("glm-4.6".into());
+    rich.metadata.insert("tokens".into(), json!(42));
+    let batch = append(id, vec![user("two"), rich.clone()], support::policy(20));
+    let second = store.append_turns(&batch).await.unwrap();
+    assert_eq!(
+        second.turns.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(second.thread.thread.turn_count, 3);
+    assert_eq!(second.thread.thread.version, 3);
+    assert_eq!(second.thread.thread.updated_at, batch.now);
+    assert_eq!(second.thread.turns.len(), 3);
+
+    let stored = store.get_thread(id).await.unwrap().unwrap();
+    assert_eq!(stored.turns, second.thread.turns);
+    let last = &stored.turns[2];
+    assert_eq!(
+        (last.role, last.content.as_str(), last.thread_id),
+        (Role::Assistant, "three", id)
+    );
+    assert_eq!(last.files, rich.files);
+    assert_eq!(last.tool_name, rich.tool_name);
+    assert_eq!(
+        (last.model_provider.as_deref(), last.model_name.as_deref()),
+        (Some("glm"), Some("glm-4.6"))
+    );
+    assert_eq!(last.metadata, rich.metadata);
+    assert_eq!(last.created_at, batch.now);
+}
+
+pub async fn replays_an_idempotent_append(store: &dyn Store) {
+    let id = new_thread(store, titled("idempotent"), now()).await;
+    let mut keyed = append(id, vec![user("once")], support::policy(20));
+    keyed.idempotency_key = Some("key-1".into());
+    let original = store.append_turns(&keyed).await.unwrap();
+
+    keyed.turns = vec![user("a different body")];
+    let replay = store.append_turns(&keyed).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.turns, original.turns);
+    assert_eq!(replay.thread.thread.turn_count, 1);
+    assert_eq!(replay.thread.thread.version, original.thread.thread.version);
+
+    keyed.idempotency_key = Some("key-2".into());
+    let next = store.append_turns(&keyed).await.unwrap();
+    assert_eq!((next.replayed, next.turns[0].seq), (false, 2));
+}
+
+pub async fn refuses_appends_to_an_expired_thread(store: &dyn Store) {
+    let policy = ConversationPolicy {
+        timeout: TimeDelta::hours(1),
+        max_turns: 20,
+    };
+    let id = new_thread(store, titled("old"), now() - TimeDelta::hours(2)).await;
+    let refused = store
+        .append_turns(&append(id, vec![user("late")], policy))
+        .await;
+    assert_eq!(refused.unwrap_err(), StoreError::ThreadExpired(id));
+    let still_there = store.get_thread(id).await.unwrap().unwrap();
+    assert_eq!(still_there.thread.turn_count, 0);
+}
+
+pub async fn refuses_appends_past_the_turn_limit(store: &dyn Store) {
+    let policy = support::policy(2);
+    let id = new_thread(store, titled("limited"), now()).await;
+    store
+        .append_turns(&append(id, vec![user("1")], policy))
+        .await
+        .unwrap();
+    let too_many = store
+        .append_turns(&append(id, vec![user("2"), user("3")], policy))
+        .await;
+    assert_eq!(
+        too_many.unwrap_err(),
+        StoreError::TurnLimitReached {
+            thread_id: id,
+            max_turns: 2
+        }
+    );
+    store
+        .append_turns(&append(id, vec![user("2")], policy))
+        .await
+        .unwrap();
+    let full = store
+        .append_turns(&append(id, vec![user("3")], policy))
+        .await;
+    assert!(matches!(full, Err(StoreError::TurnLimitReached { .. })));
+    assert_eq!(store.get_thread(id).await.unwrap().unwrap().turns.len(), 2);
+}
+
+pub async fn refuses_appends_to_an_unknown_thread(store: &dyn Store) {
+    let id = Uuid::new_v4();
+    let refused = store
+        .append_turns(&append(id, vec![user("?")], support::policy(20)))
+        .await;
+    assert_eq!(refused.unwrap_err(), StoreError::ThreadNotFound(id));
+}
+
+pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {
+    let base = now() - TimeDelta::hours(10);
+    let mut ids = Vec::new();
+    for (i, title) in ["alpha", "Beta", "gamma 100%", "delta_x", "epsilon"]
+        .iter()
+        .enumerate()
+    {
+        ids.push(new_thread(store, titled(title), base + TimeDelta::hours(i as i64)).await);
+    }
+    let query = |limit, after, search: Option<&str>, activity| ThreadQuery {
+        limit,
+        after,
+        search: search.map(str::to_owned),
+        activity,
+    };
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_threads(&query(2, after, None, Activity::Any))
+            .await
+            .unwrap();
+        seen.extend(page.iter().map(|t| t.id).filter(|id| ids.contains(id)));
+        match page.last() {
+            Some(last) if page.len() == 2 => after = Some(ThreadCursor::after(last)),
+            _ => break,
+        }
+    }
+    let newest_first: Vec<Uuid> = ids.iter().rev().copied().collect();
+    assert_eq!(seen, newest_first);
+
+    let titles = |threads: Vec<exai::domain::Thread>| -> Vec<String> {
+        threads
+            .into_iter()
+            .filter(|t| ids.contains(&t.id))
+            .filter_map(|t| t.title)
+            .collect()
+    };
+    let beta = store
+        .list_threads(&query(10, None, Some("BETA"), Activity::Any))
+        .await
+        .unwrap();
+    assert_eq!(titles(beta), ["Beta"]);
+    let percent = store
+        .list_threads(&query(10, None, Some("0%"), Activity::Any))
+        .await
+        .unwrap();
+    assert_eq!(titles(percent), ["gamma 100%"]);
+    let underscore = store
+        .list_threads(&query(10, None, Some("a_"), Activity::Any))
+        .await
+        .unwrap();
+    assert_eq!(titles(underscore), ["delta_x"]);
+
+    let cutoff = base + TimeDelta::hours(2);
+    let recent = store
+        .list_threads(&query(100, None, None, Activity::ChangedAfter(cutoff)))
+        .await
+        .unwrap();
+    assert_eq!(titles(recent), ["epsilon", "delta_x"]);
+    let old = store
+        .list_threads(&query(100, None, None, Activity::ChangedAtOrBefore(cutoff)))
+        .await
+        .unwrap();
+    assert_eq!(titles(old), ["gamma 100%", "Beta", "alpha"]);
+}
+
+pub async fn deletes_threads_with_their_turns(store: &dyn Store) {
+    let id = new_thread(store, titled("doomed"), now()).await;
+    store
+        .append_turns(&append(id, vec![user("bye")], support::policy(20)))
+        .await
+        .unwrap();
+    assert!(store.delete_thread(id).await.unwrap());
+    assert_eq!(store.get_thread(id).await.unwrap(), None);
+    assert_eq!(store.list_turns(id, 0, 10).await.unwrap(), None);
+    assert!(!store.delete_thread(id).await.unwrap());
+}
+
+pub async fn pages_through_turns(store: &dyn Store) {
+    let id = new_thread(store, titled("turns"), now()).await;
+    assert_eq!(store.list_turns(id, 0, 10).await.unwrap(), Some(vec![]));
+    let turns = (1..=5).map(|i| user(&i.to_string())).collect();
+    store
+        .append_turns(&append(id, turns, support::policy(20)))
+        .await
+        .unwrap();
+    let page = store.list_turns(id, 1, 2).await.unwrap().unwrap();
+    assert_eq!(page.iter().map(|t| t.seq).collect::<Vec<_>>(), [2, 3]);
+    let rest = store.list_turns(id, 3, 10).await.unwrap().unwrap();
+    assert_eq!(
+        rest.iter().map(|t| t.content.as_str()).collect::<Vec<_>>(),
+        ["4", "5"]
+    );
+    assert_eq!(store.list_turns(Uuid::new_v4(), 0, 10).await.unwrap(), None);
+}
+
+/// Builds a chain of `len` threads, each continuing the previous one, with two turns each.
+async fn chain(store: &dyn Store, len: usize) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = Vec::new();
+    for i in 0..len {
+        let new = NewThread {
+            parent_id: ids.last().copied(),
+            ..titled(&format!("link {i}"))
+        };
+        let id = new_thread(store, new, now()).await;
+        let mut second = user(&format!("{i}b"));
+        second.files = vec![format!("file{}", i % 3)];
+        let turns = vec![user(&format!("{i}a")), second];
+        store
+            .append_turns(&append(id, turns, support::policy(20)))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+pub async fn reads_history_along_parents_in_one_round_trip(store: &dyn Store) {
+    let ids = chain(store, 3).await;
+    let before = store.round_trips();
+    let history = store
+        .history(ids[2], 20)
+        .await
+        .unwrap()
+        .expect("chain exists");
+    assert_eq!(store.round_trips() - before, 1);
+    assert_eq!(history.thread_ids, ids);
+    let contents: Vec<&str> = history.turns.iter().map(|t| t.content.as_str()).collect();
+    assert_eq!(contents, ["0a", "0b", "1a", "1b", "2a", "2b"]);
+    assert_eq!(history.turns[0].thread_id, ids[0]);
+    assert_eq!(store.history(Uuid::new_v4(), 20).await.unwrap(), None);
+}
+
+pub async fn bounds_history_depth(store: &dyn Store) {
+    let ids = chain(store, 25).await;
+    let before = store.round_trips();
+    let history = store.history(ids[24], 20).await.unwrap().unwrap();
+    assert_eq!(
+        store.round_trips() - before,
+        1,
+        "a 20-deep chain is one round trip"
+    );
+    assert_eq!(history.thread_ids, ids[4..]);
+    assert_eq!(history.turns.len(), 42);
+}
+
+pub async fn serializes_concurrent_appends(store: Arc<dyn Store>) {
+    let id = new_thread(&*store, titled("busy"), now()).await;
+    let writers = (0..8).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..25 {
+                let turn = user(&format!("{w}-{i}"));
+                store
+                    .append_turns(&append(id, vec![turn], support::policy(1000)))
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.unwrap();
+    }
+    let thread = store.get_thread(id).await.unwrap().unwrap();
+    assert_eq!(thread.thread.turn_count, 200);
+    assert_eq!(
+        thread.turns.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
+}
+
+async fn sqlite() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
+    let (store, dir) = support::sqlite_store().await;
+    Some((store, dir))
+}
+
+conformance!(
+    sqlite_backend,
+    super::sqlite(),
+    cases: [
+        creates_and_reads_threads,
+        refuses_a_missing_parent,
+        appends_with_contiguous_seqs,
+        replays_an_idempotent_append,
+        refuses_appends_to_an_expired_thread,
+        refuses_appends_past_the_turn_limit,
+        refuses_appends_to_an_unknown_thread,
+        lists_threads_by_activity_with_keyset_paging,
+        deletes_threads_with_their_turns,
+        pages_through_turns,
+        reads_history_along_parents_in_one_round_trip,
+        bounds_history_depth,
+    ],
+    shared: [serializes_concurrent_appends]
+);
+
+/// A cycle cannot be made through the API (a parent must exist first), but adopted or
+/// hand-edited data can hold one; history must still end.
+#[tokio::test]
+async fn sqlite_history_survives_a_parent_cycle() {
+    let (store, dir) = support::sqlite_store().await;
+    let ids = chain(&*store, 2).await;
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("exai.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE conversations SET parent_id = ?1 WHERE id = ?2")
+        .bind(ids[1].to_string())
+        .bind(ids[0].to_string())
+        .execute(&raw)
+        .await
+        .unwrap();
+    let history = store.history(ids[1], 20).await.unwrap().unwrap();
+    assert_eq!(history.thread_ids, ids);
+    assert_eq!(history.turns.len(), 4);
+}
