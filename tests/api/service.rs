@@ -6,7 +6,9 @@ use exai::store::Store;
 use futures_util::future::join_all;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::support::slow_store::SlowStore;
 use crate::support::{memory_cache, policy, sqlite_store};
 
 fn user(content: &str) -> NewTurn {
@@ -51,8 +53,13 @@ async fn concurrent_misses_make_one_store_read() {
     let writer = Conversations::new(store.clone(), memory_cache(), policy(20));
     let (id, _) = writer.create_thread(NewThread::default()).await.unwrap();
 
-    // A second service with an empty cache over the same store: every read misses.
-    let cold = Conversations::new(store.clone(), memory_cache(), policy(20));
+    // A second service with an empty cache over the same store; its reads pause after
+    // the store answers, so every caller finds the cache empty and the load under way.
+    let slow = SlowStore {
+        inner: store.clone(),
+        read_delay: Duration::from_millis(200),
+    };
+    let cold = Conversations::new(Arc::new(slow), memory_cache(), policy(20));
     let before = store.round_trips();
     let reads = join_all((0..20).map(|_| cold.get_thread(id))).await;
     assert_eq!(store.round_trips() - before, 1);

@@ -2,6 +2,7 @@
 //! test is about the process itself.
 
 pub mod process;
+pub mod slow_store;
 
 /// Declares a conformance suite's cases as tests against one backend. `$open` yields
 /// `Some((subject, guard))`, or `None` when the backend is skipped; the guard keeps the

@@ -1,0 +1,67 @@
+//! A real store with a pause after each thread read, to widen the window between a
+//! store read and the cache fill that follows it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+use exai::domain::{Chain, NewThread, Thread, ThreadWithTurns, Turn};
+use exai::store::{AppendTurns, Appended, Store, StoreError, ThreadQuery};
+
+pub struct SlowStore {
+    pub inner: Arc<dyn Store>,
+    pub read_delay: Duration,
+}
+
+#[async_trait]
+impl Store for SlowStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn create_thread(
+        &self,
+        id: Uuid,
+        new: &NewThread,
+        now: DateTime<Utc>,
+    ) -> Result<Thread, StoreError> {
+        self.inner.create_thread(id, new, now).await
+    }
+
+    async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
+        let read = self.inner.get_thread(id).await;
+        tokio::time::sleep(self.read_delay).await;
+        read
+    }
+
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError> {
+        self.inner.list_threads(query).await
+    }
+
+    async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_thread(id).await
+    }
+
+    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, StoreError> {
+        self.inner.append_turns(append).await
+    }
+
+    async fn list_turns(
+        &self,
+        id: Uuid,
+        after_seq: u32,
+        limit: u32,
+    ) -> Result<Option<Vec<Turn>>, StoreError> {
+        self.inner.list_turns(id, after_seq, limit).await
+    }
+
+    async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
+        self.inner.history(id, max_depth).await
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.inner.round_trips()
+    }
+}
