@@ -4,14 +4,16 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cache::{Cache, MemoryCache};
+use crate::cache::{Cache, CacheError, MemoryCache, RedisCache};
 use crate::config::{Config, StoreConfig};
 use crate::conversations::Conversations;
 use crate::http::ApiKeys;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
 
 /// Bytes of thread documents the in-process cache may hold.
 const MEMORY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Prefix of every Redis key exai writes.
+const REDIS_NAMESPACE: &str = "exai";
 
 pub struct App {
     pub conversations: Conversations,
@@ -48,17 +50,22 @@ pub enum StartupError {
         backend: &'static str,
         source: StoreError,
     },
-    #[error("the {0} backend is not available in this build")]
-    Unsupported(&'static str),
+    #[error("REDIS_URL: {0}")]
+    Cache(CacheError),
 }
 
 impl App {
+    /// Builds every part from the configuration. Nothing here waits for a server:
+    /// a store or cache that is down is reported by requests and health, not here.
     pub async fn from_config(config: &Config) -> Result<App, StartupError> {
-        if config.redis_url.is_some() {
-            return Err(StartupError::Unsupported("redis"));
-        }
         let store = open_store(&config.store).await?;
-        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES));
+        let cache: Arc<dyn Cache> = match &config.redis_url {
+            Some(url) => Arc::new(
+                RedisCache::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Cache)?,
+            ),
+            None => Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)),
+        };
+        warm_up(store.clone());
         Ok(App {
             conversations: Conversations::new(store, cache, config.conversation),
             api_keys: ApiKeys::new(&config.api_keys),
@@ -66,22 +73,44 @@ impl App {
     }
 }
 
-/// Opens the configured store, applying its migrations where it owns its schema.
+/// Opens the configured store. SQLite applies its migrations here; Postgres and
+/// Supabase are migrated with `exai migrate`.
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartupError> {
-    match config {
+    let failed = |source| StartupError::Store {
+        backend: config.backend(),
+        source,
+    };
+    Ok(match config {
         StoreConfig::Sqlite { data_dir } => {
             std::fs::create_dir_all(data_dir).map_err(|source| StartupError::DataDir {
                 path: data_dir.clone(),
                 source,
             })?;
-            let store = SqliteStore::open(&data_dir.join("exai.db"))
-                .await
-                .map_err(|source| StartupError::Store {
-                    backend: "sqlite",
-                    source,
-                })?;
-            Ok(Arc::new(store))
+            Arc::new(
+                SqliteStore::open(&data_dir.join("exai.db"))
+                    .await
+                    .map_err(failed)?,
+            )
         }
-        other => Err(StartupError::Unsupported(other.backend())),
-    }
+        StoreConfig::Postgres { url } => {
+            Arc::new(PostgresStore::connect(url.expose()).map_err(failed)?)
+        }
+        StoreConfig::Supabase { url, key, .. } => {
+            Arc::new(SupabaseStore::connect(url, key).map_err(failed)?)
+        }
+    })
+}
+
+/// Opens a first connection in the background and says whether the store answers.
+fn warm_up(store: Arc<dyn Store>) {
+    tokio::spawn(async move {
+        match store.ping().await {
+            Ok(()) => tracing::info!(store = store.backend(), "store reachable"),
+            Err(error) => tracing::warn!(
+                store = store.backend(),
+                %error,
+                "store not reachable yet; requests answer 503 until it is"
+            ),
+        }
+    });
 }

@@ -46,9 +46,18 @@ fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
-    Sqlite { data_dir: PathBuf },
-    Postgres { url: Secret },
-    Supabase { url: Url, key: Secret },
+    Sqlite {
+        data_dir: PathBuf,
+    },
+    Postgres {
+        url: Secret,
+    },
+    /// `database_url` (the project's Postgres URL) is only needed by `exai migrate`.
+    Supabase {
+        url: Url,
+        key: Secret,
+        database_url: Option<Secret>,
+    },
 }
 
 impl StoreConfig {
@@ -58,6 +67,26 @@ impl StoreConfig {
             StoreConfig::Postgres { .. } => "postgres",
             StoreConfig::Supabase { .. } => "supabase",
         }
+    }
+
+    /// Where the data lives, without credentials, for logs.
+    pub fn location(&self) -> String {
+        match self {
+            StoreConfig::Sqlite { data_dir } => data_dir.join("exai.db").display().to_string(),
+            StoreConfig::Postgres { url } => without_password(url.expose()),
+            StoreConfig::Supabase { url, .. } => url.to_string(),
+        }
+    }
+}
+
+/// A URL with its password left out.
+pub fn without_password(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
     }
 }
 
@@ -105,7 +134,7 @@ impl Config {
         let store = store_config(&var)?;
         let redis_url = var("REDIS_URL")
             .map(|url| {
-                check_url("REDIS_URL", &url, &["redis", "rediss", "unix"]).map(|_| Secret(url))
+                check_url("REDIS_URL", &url, &["redis", "unix"]).map(|_| Secret(url))
             })
             .transpose()?;
         let conversation = ConversationPolicy {
@@ -182,6 +211,11 @@ fn store_config(var: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, Co
     } else {
         "sqlite"
     };
+    let database_url = var("DATABASE_URL")
+        .map(|url| {
+            check_url("DATABASE_URL", &url, &["postgres", "postgresql"]).map(|_| Secret(url))
+        })
+        .transpose()?;
     let chosen = var("EXAI_STORE");
     match chosen.as_deref().unwrap_or(derived) {
         "sqlite" => Ok(StoreConfig::Sqlite {
@@ -189,12 +223,10 @@ fn store_config(var: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, Co
                 .unwrap_or_else(|| "./data".into())
                 .into(),
         }),
-        "postgres" => {
-            let url = var("DATABASE_URL")
-                .ok_or_else(|| invalid("DATABASE_URL", "required when EXAI_STORE=postgres"))?;
-            check_url("DATABASE_URL", &url, &["postgres", "postgresql"])?;
-            Ok(StoreConfig::Postgres { url: Secret(url) })
-        }
+        "postgres" => Ok(StoreConfig::Postgres {
+            url: database_url
+                .ok_or_else(|| invalid("DATABASE_URL", "required when EXAI_STORE=postgres"))?,
+        }),
         "supabase" => {
             let url = var("SUPABASE_URL")
                 .ok_or_else(|| invalid("SUPABASE_URL", "required when EXAI_STORE=supabase"))?;
@@ -210,6 +242,7 @@ fn store_config(var: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, Co
             Ok(StoreConfig::Supabase {
                 url,
                 key: Secret(key),
+                database_url,
             })
         }
         other => Err(invalid(
@@ -339,6 +372,16 @@ mod tests {
         assert_eq!(
             failing_variable(&[("EXAI_API_KEYS_FILE", "/nonexistent/keys")]),
             "EXAI_API_KEYS_FILE"
+        );
+    }
+
+    #[test]
+    fn locations_never_show_passwords() {
+        let config = load(&[("DATABASE_URL", "postgres://exai:hunter2@db:5432/exai")]).unwrap();
+        assert_eq!(config.store.location(), "postgres://exai@db:5432/exai");
+        assert_eq!(
+            without_password("redis://:hunter2@cache:6379/0"),
+            "redis://cache:6379/0"
         );
     }
 

@@ -1,15 +1,18 @@
 //! The dual-storage service: reads through the cache, writes through it after the
 //! store has committed, and coalesces concurrent misses for one thread.
 
+mod guarded_cache;
 mod single_flight;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
+use self::guarded_cache::GuardedCache;
 use self::single_flight::SingleFlight;
-use crate::cache::{Cache, CacheError, CacheStats, CachedThread, Fill};
+use crate::cache::{Cache, CacheStats, CachedThread};
 use crate::domain::{
     ConversationPolicy, HISTORY_MAX_DEPTH, History, NewThread, NewTurn, Thread, ThreadWithTurns,
     Turn, ValidationError, check_idempotency_key, truncate_to_micros,
@@ -56,20 +59,18 @@ type Load = Result<Option<Bytes>, StoreError>;
 #[derive(Clone)]
 pub struct Conversations {
     store: Arc<dyn Store>,
-    cache: Arc<dyn Cache>,
+    cache: Arc<GuardedCache>,
     policy: ConversationPolicy,
     flights: Arc<SingleFlight<Uuid, Load>>,
-    stats: Arc<CacheStats>,
 }
 
 impl Conversations {
     pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, policy: ConversationPolicy) -> Self {
         Self {
             store,
-            cache,
+            cache: Arc::new(GuardedCache::new(cache)),
             policy,
             flights: Arc::new(SingleFlight::new()),
-            stats: Arc::new(CacheStats::default()),
         }
     }
 
@@ -82,11 +83,11 @@ impl Conversations {
     }
 
     pub fn cache(&self) -> &Arc<dyn Cache> {
-        &self.cache
+        self.cache.inner()
     }
 
     pub fn cache_stats(&self) -> &CacheStats {
-        &self.stats
+        self.cache.stats()
     }
 
     /// Creates a thread and returns its document.
@@ -97,7 +98,7 @@ impl Conversations {
             let now = now();
             let thread = this.store.create_thread(Uuid::new_v4(), &new, now).await?;
             let id = thread.id;
-            let document = this.encode(
+            let (document, ttl) = this.document(
                 &ThreadWithTurns {
                     thread,
                     turns: Vec::new(),
@@ -105,7 +106,7 @@ impl Conversations {
                 now,
             );
             let body = document.body.clone();
-            this.fill(id, document, now, now).await;
+            this.cache.write_through(id, document, ttl).await;
             Ok((id, body))
         })
         .await
@@ -113,13 +114,8 @@ impl Conversations {
 
     /// The thread document with all turns, from the cache when it holds it.
     pub async fn get_thread(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
-        match self.cache.get(id).await {
-            Ok(Some(body)) => {
-                self.stats.hit();
-                return Ok(Some(body));
-            }
-            Ok(None) => self.stats.miss(),
-            Err(error) => self.cache_failed(error),
+        if let Some(body) = self.cache.get(id).await {
+            return Ok(Some(body));
         }
         self.flights.run(id, || self.load(id)).await
     }
@@ -161,9 +157,7 @@ impl Conversations {
             let deleted = this.store.delete_thread(id).await?;
             this.flights.forget(&id);
             let block_fills_for = this.policy.timeout.to_std().unwrap_or_default();
-            if let Err(error) = this.cache.remove(id, block_fills_for).await {
-                this.cache_failed(error);
-            }
+            this.cache.remove(id, block_fills_for).await;
             Ok(deleted)
         })
         .await
@@ -195,9 +189,8 @@ impl Conversations {
             let appended = this.store.append_turns(&append).await?;
             this.flights.forget(&thread_id);
             if !appended.replayed {
-                let document = this.encode(&appended.thread, now);
-                this.fill(thread_id, document, appended.thread.thread.updated_at, now)
-                    .await;
+                let (document, ttl) = this.document(&appended.thread, now);
+                this.cache.write_through(thread_id, document, ttl).await;
             }
             Ok(TurnsAppended {
                 turns: appended.turns,
@@ -238,39 +231,24 @@ impl Conversations {
             return Ok(None);
         };
         let now = now();
-        let document = self.encode(&thread, now);
+        let (document, ttl) = self.document(&thread, now);
         let body = document.body.clone();
-        self.fill(id, document, thread.thread.updated_at, now).await;
+        self.cache.fill(id, document, ttl).await;
         Ok(Some(body))
     }
 
-    fn encode(&self, thread: &ThreadWithTurns, now: DateTime<Utc>) -> CachedThread {
+    /// The thread's API document for the cache, and how long it stays correct.
+    fn document(&self, thread: &ThreadWithTurns, now: DateTime<Utc>) -> (CachedThread, Duration) {
         let view = thread.thread.view(Some(&thread.turns), &self.policy, now);
         let body = serde_json::to_vec(&view).expect("a thread view always serializes");
-        CachedThread {
-            version: thread.thread.version,
-            body: body.into(),
-        }
-    }
-
-    async fn fill(
-        &self,
-        id: Uuid,
-        document: CachedThread,
-        updated_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) {
-        let ttl = self.policy.cache_ttl(updated_at, now);
-        match self.cache.put(id, document, ttl).await {
-            Ok(Fill::Stored) => {}
-            Ok(Fill::Stale) => self.stats.rejected_fill(),
-            Err(error) => self.cache_failed(error),
-        }
-    }
-
-    fn cache_failed(&self, error: CacheError) {
-        self.stats.error();
-        tracing::warn!(cache = self.cache.backend(), %error, "cache call failed; serving from the store");
+        let ttl = self.policy.cache_ttl(thread.thread.updated_at, now);
+        (
+            CachedThread {
+                version: thread.thread.version,
+                body: body.into(),
+            },
+            ttl,
+        )
     }
 }
 

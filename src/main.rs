@@ -5,7 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use exai::app::{App, AppState, open_store};
-use exai::config::{Config, StoreConfig};
+use exai::config::{Config, StoreConfig, without_password};
+use exai::store::migrate_postgres;
 use exai::{http, server, telemetry};
 
 /// Conversation memory and tool execution for AI tool chains.
@@ -97,8 +98,9 @@ async fn serve(config: &Config) -> Result<(), BoxError> {
     let app = App::from_config(config).await?;
     tracing::info!(
         store = app.conversations.store().backend(),
-        location = %store_location(&config.store),
+        location = %config.store.location(),
         cache = app.conversations.cache().backend(),
+        redis = config.redis_url.as_ref().map(|url| without_password(url.expose())),
         max_turns = config.conversation.max_turns,
         timeout_hours = config.conversation.timeout.as_seconds_f64() / 3600.0,
         api_keys = config.api_keys.len(),
@@ -114,16 +116,27 @@ async fn serve(config: &Config) -> Result<(), BoxError> {
 }
 
 async fn migrate(config: &Config) -> Result<(), BoxError> {
-    open_store(&config.store).await?;
-    tracing::info!(store = config.store.backend(), location = %store_location(&config.store), "migrations applied");
-    Ok(())
-}
-
-/// Where the store lives, without credentials.
-fn store_location(store: &StoreConfig) -> String {
-    match store {
-        StoreConfig::Sqlite { data_dir } => data_dir.join("exai.db").display().to_string(),
-        StoreConfig::Postgres { .. } => "DATABASE_URL".into(),
-        StoreConfig::Supabase { url, .. } => url.to_string(),
+    match &config.store {
+        StoreConfig::Sqlite { .. } => {
+            open_store(&config.store).await?;
+        }
+        StoreConfig::Postgres { url }
+        | StoreConfig::Supabase {
+            database_url: Some(url),
+            ..
+        } => {
+            migrate_postgres(url.expose()).await?;
+        }
+        StoreConfig::Supabase {
+            database_url: None, ..
+        } => {
+            return Err(
+                "migrating Supabase needs DATABASE_URL set to the project's database \
+                        URL; or paste migrations/postgres/*.sql into its SQL editor"
+                    .into(),
+            );
+        }
     }
+    tracing::info!(store = config.store.backend(), location = %config.store.location(), "migrations applied");
+    Ok(())
 }

@@ -5,7 +5,7 @@ use moka::ops::compute::{CompResult, Op};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use super::{Cache, CacheError, CachedThread, Fill, tombstone};
+use super::{Cache, CacheError, CachedThread, Fill};
 
 /// The in-process cache, used when no Redis is configured. Bounded by the bytes it holds.
 pub struct MemoryCache {
@@ -58,6 +58,10 @@ impl Cache for MemoryCache {
         "memory"
     }
 
+    fn outlives_process(&self) -> bool {
+        false
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<Bytes>, CacheError> {
         let body = self.entries.get(&id).await.map(|entry| entry.thread.body);
         Ok(body.filter(|body| !body.is_empty()))
@@ -81,16 +85,19 @@ impl Cache for MemoryCache {
         })
     }
 
-    async fn remove(&self, id: Uuid, ttl: Duration) -> Result<(), CacheError> {
-        self.entries
-            .insert(
-                id,
-                Entry {
-                    thread: tombstone(),
-                    ttl,
-                },
-            )
-            .await;
+    async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {
+        for id in ids {
+            self.entries.invalidate(id).await;
+        }
+        Ok(())
+    }
+
+    async fn clear(&self) -> Result<(), CacheError> {
+        self.entries.invalidate_all();
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
         Ok(())
     }
 }

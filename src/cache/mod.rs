@@ -1,9 +1,11 @@
 //! TTL cache of thread documents in front of the store.
 
 mod memory;
+mod redis;
 mod stats;
 
 pub use memory::MemoryCache;
+pub use redis::RedisCache;
 pub use stats::{CacheStats, HitRate};
 
 use async_trait::async_trait;
@@ -35,6 +37,10 @@ pub trait Cache: Send + Sync {
     /// Short backend name for logs, health and metrics.
     fn backend(&self) -> &'static str;
 
+    /// Whether entries may predate this process (a shared server), so that nothing in
+    /// the cache can be trusted until it has been cleared.
+    fn outlives_process(&self) -> bool;
+
     /// The cached document, if any.
     async fn get(&self, id: Uuid) -> Result<Option<Bytes>, CacheError>;
 
@@ -44,13 +50,21 @@ pub trait Cache: Send + Sync {
 
     /// Drops the entry and blocks fills for `ttl`, so that a read which began
     /// before a delete cannot bring the deleted thread back.
-    async fn remove(&self, id: Uuid, ttl: Duration) -> Result<(), CacheError>;
-}
-
-/// A removal marker: newer than every real version, and empty.
-fn tombstone() -> CachedThread {
-    CachedThread {
-        version: i64::MAX,
-        body: Bytes::new(),
+    async fn remove(&self, id: Uuid, ttl: Duration) -> Result<(), CacheError> {
+        let marker = CachedThread {
+            version: i64::MAX,
+            body: Bytes::new(),
+        };
+        self.put(id, marker, ttl).await.map(drop)
     }
+
+    /// Deletes entries outright, whatever their version: for entries that may be stale
+    /// because their write-through failed.
+    async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError>;
+
+    /// Deletes every entry of this cache.
+    async fn clear(&self) -> Result<(), CacheError>;
+
+    /// Checks that the cache answers.
+    async fn ping(&self) -> Result<(), CacheError>;
 }

@@ -1,4 +1,4 @@
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -10,7 +10,7 @@ pub const HISTORY_MAX_DEPTH: u32 = 20;
 
 /// What a store returns for a history read: the threads of a chain, oldest first,
 /// and all of their turns in conversation order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Chain {
     pub thread_ids: Vec<Uuid>,
     pub turns: Vec<Turn>,

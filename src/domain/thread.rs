@@ -24,7 +24,7 @@ pub struct Thread {
 }
 
 /// A thread together with all of its turns, oldest first.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ThreadWithTurns {
     pub thread: Thread,
     pub turns: Vec<Turn>,

@@ -54,7 +54,7 @@ pub struct Turn {
 }
 
 /// A turn to append.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTurn {
     pub role: Role,

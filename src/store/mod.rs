@@ -1,8 +1,14 @@
 //! Durable storage of threads and turns. One trait, one adapter per backend.
 
+mod functions;
+mod postgres;
 mod sqlite;
+mod supabase;
 
+pub use functions::{Arg, Call, CallError, FunctionStore, Transport};
+pub use postgres::{PgTransport, PostgresStore, migrate_postgres};
 pub use sqlite::SqliteStore;
+pub use supabase::{PostgrestTransport, SupabaseStore};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -137,6 +143,9 @@ pub trait Store: Send + Sync {
     /// read in one round trip.
     async fn history(&self, thread_id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError>;
 
+    /// Checks that the backend answers (and warms a connection).
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Requests sent to the backend since start.
     fn round_trips(&self) -> u64;
 }
@@ -153,6 +162,20 @@ impl From<sqlx::Error> for StoreError {
             other => StoreError::Internal(other.to_string()),
         }
     }
+}
+
+/// `count` turns starting at `first_seq`; seqs are contiguous from 1.
+fn turns_from(turns: &[Turn], first_seq: u32, count: u32) -> Vec<Turn> {
+    let start = (first_seq as usize).saturating_sub(1).min(turns.len());
+    let end = (start + count as usize).min(turns.len());
+    turns[start..end].to_vec()
+}
+
+/// Makes `%`, `_` and `\` in a search term match themselves in LIKE and ILIKE.
+fn escape_like(term: &str) -> String {
+    term.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// SQLite's SQLITE_BUSY and SQLITE_LOCKED (with extended codes): another writer holds the lock.

@@ -16,7 +16,9 @@ use uuid::Uuid;
 use self::rows::{
     decode_thread, decode_turn, decode_uuid, encode_json, encode_time, thread_with_turns,
 };
-use super::{Activity, AppendTurns, Appended, Store, StoreError, ThreadQuery};
+use super::{
+    Activity, AppendTurns, Appended, Store, StoreError, ThreadQuery, escape_like, turns_from,
+};
 use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, Turn};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -239,13 +241,6 @@ impl SqliteStore {
     }
 }
 
-/// `count` turns starting at `first_seq`; seqs are contiguous from 1.
-fn turns_from(turns: &[Turn], first_seq: u32, count: u32) -> Vec<Turn> {
-    let start = (first_seq as usize).saturating_sub(1).min(turns.len());
-    let end = (start + count as usize).min(turns.len());
-    turns[start..end].to_vec()
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -382,14 +377,13 @@ impl Store for SqliteStore {
         Ok(Some(chain))
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.trip();
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
     fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
-}
-
-/// Makes `%`, `_` and `\` in a search term match themselves.
-fn escape_like(term: &str) -> String {
-    term.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }

@@ -1,12 +1,13 @@
 //! One behaviour for every cache backend.
 
 use bytes::Bytes;
-use exai::cache::{Cache, CachedThread, Fill};
+use exai::cache::{Cache, CachedThread, Fill, RedisCache};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::support;
+use crate::support::services;
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -68,18 +69,53 @@ pub async fn racing_fills_leave_the_newest(cache: Arc<dyn Cache>) {
     assert_eq!(cache.get(id).await.unwrap(), Some(doc(50).body));
 }
 
+pub async fn purges_and_clears(cache: &dyn Cache) {
+    let (kept, purged) = (Uuid::new_v4(), Uuid::new_v4());
+    cache.put(kept, doc(1), TTL).await.unwrap();
+    cache.put(purged, doc(1), TTL).await.unwrap();
+    cache.purge(&[purged]).await.unwrap();
+    assert_eq!(cache.get(purged).await.unwrap(), None);
+    assert_eq!(
+        cache.put(purged, doc(1), TTL).await.unwrap(),
+        Fill::Stored,
+        "a purge leaves no marker"
+    );
+    cache.clear().await.unwrap();
+    assert_eq!(cache.get(kept).await.unwrap(), None);
+    assert_eq!(cache.get(purged).await.unwrap(), None);
+    cache.ping().await.unwrap();
+}
+
+macro_rules! cache_conformance {
+    ($backend:ident, $open:expr) => {
+        conformance!(
+            $backend,
+            $open,
+            cases: [
+                misses_then_hits,
+                never_replaces_a_newer_version,
+                removal_blocks_late_fills,
+                entries_expire_after_their_ttl,
+                purges_and_clears,
+            ],
+            shared: [racing_fills_leave_the_newest]
+        );
+    };
+}
+
 async fn memory() -> Option<(Arc<dyn Cache>, ())> {
     Some((support::memory_cache(), ()))
 }
 
-conformance!(
-    memory_backend,
-    super::memory(),
-    cases: [
-        misses_then_hits,
-        never_replaces_a_newer_version,
-        removal_blocks_late_fills,
-        entries_expire_after_their_ttl,
-    ],
-    shared: [racing_fills_leave_the_newest]
-);
+/// Each test gets its own key namespace on the shared server.
+async fn redis() -> Option<(Arc<dyn Cache>, ())> {
+    let server = services::shared_redis()?;
+    let namespace = format!("test-{}", Uuid::new_v4().simple());
+    Some((
+        Arc::new(RedisCache::connect(&server.url(), &namespace).unwrap()),
+        (),
+    ))
+}
+
+cache_conformance!(memory_backend, super::memory());
+cache_conformance!(redis_backend, super::redis());

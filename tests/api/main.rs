@@ -8,13 +8,16 @@
 #[macro_use]
 mod support;
 
+mod adoption;
 mod cache_conformance;
 mod concurrency;
+mod dual_storage;
 mod errors;
 mod openapi;
 mod process;
 mod readme;
 mod service;
 mod store_conformance;
+mod supabase;
 mod threads;
 mod turns;

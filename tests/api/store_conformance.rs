@@ -8,6 +8,10 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::support;
+use crate::support::postgrest::{self, PostgrestServer};
+use crate::support::services;
+use exai::config::Secret;
+use exai::store::{PostgresStore, SupabaseStore};
 
 fn now() -> DateTime<Utc> {
     truncate_to_micros(Utc::now())
@@ -362,30 +366,52 @@ pub async fn serializes_concurrent_appends(store: Arc<dyn Store>) {
     );
 }
 
+/// Declares every case above as a test against one backend.
+macro_rules! store_conformance {
+    ($backend:ident, $open:expr) => {
+        conformance!(
+            $backend,
+            $open,
+            cases: [
+                creates_and_reads_threads,
+                refuses_a_missing_parent,
+                appends_with_contiguous_seqs,
+                replays_an_idempotent_append,
+                refuses_appends_to_an_expired_thread,
+                refuses_appends_past_the_turn_limit,
+                refuses_appends_to_an_unknown_thread,
+                lists_threads_by_activity_with_keyset_paging,
+                deletes_threads_with_their_turns,
+                pages_through_turns,
+                reads_history_along_parents_in_one_round_trip,
+                bounds_history_depth,
+            ],
+            shared: [serializes_concurrent_appends]
+        );
+    };
+}
+
 async fn sqlite() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
     let (store, dir) = support::sqlite_store().await;
     Some((store, dir))
 }
 
-conformance!(
-    sqlite_backend,
-    super::sqlite(),
-    cases: [
-        creates_and_reads_threads,
-        refuses_a_missing_parent,
-        appends_with_contiguous_seqs,
-        replays_an_idempotent_append,
-        refuses_appends_to_an_expired_thread,
-        refuses_appends_past_the_turn_limit,
-        refuses_appends_to_an_unknown_thread,
-        lists_threads_by_activity_with_keyset_paging,
-        deletes_threads_with_their_turns,
-        pages_through_turns,
-        reads_history_along_parents_in_one_round_trip,
-        bounds_history_depth,
-    ],
-    shared: [serializes_concurrent_appends]
-);
+async fn postgres() -> Option<(Arc<dyn Store>, ())> {
+    let url = services::postgres_database()?;
+    Some((Arc::new(PostgresStore::connect(&url).unwrap()), ()))
+}
+
+async fn supabase() -> Option<(Arc<dyn Store>, PostgrestServer)> {
+    let url = services::postgres_database()?;
+    let gateway = postgrest::start(&url, postgrest::SECRET_KEY).await;
+    let project = gateway.url.parse().unwrap();
+    let store = SupabaseStore::connect(&project, &Secret::new(postgrest::SECRET_KEY)).unwrap();
+    Some((Arc::new(store), gateway))
+}
+
+store_conformance!(sqlite_backend, super::sqlite());
+store_conformance!(postgres_backend, super::postgres());
+store_conformance!(supabase_backend, super::supabase());
 
 /// A cycle cannot be made through the API (a parent must exist first), but adopted or
 /// hand-edited data can hold one; history must still end.

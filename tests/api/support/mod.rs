@@ -1,7 +1,9 @@
 //! Starting the service for tests: in-process for most, as a real process where the
 //! test is about the process itself.
 
+pub mod postgrest;
 pub mod process;
+pub mod services;
 pub mod slow_store;
 
 /// Declares a conformance suite's cases as tests against one backend. `$open` yields
@@ -67,7 +69,11 @@ pub fn skip(why: &str) {
     if std::env::var("EXAI_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
         panic!("{why}, and EXAI_TEST_REQUIRE_SERVICES=1 forbids skipping");
     }
-    // Written past the test harness's output capture, so the skip shows in every run.
+    say_skipped(why);
+}
+
+/// Says a test is skipped, past the test harness's output capture so every run shows it.
+pub fn say_skipped(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
 }
 
@@ -105,9 +111,28 @@ impl TestApp {
 
     pub async fn start(policy: ConversationPolicy, keys: &[&str]) -> Self {
         let (store, data) = sqlite_store().await;
+        Self::assemble(store, memory_cache(), policy, keys, data)
+    }
+
+    /// The application over the given backends.
+    pub fn with_backends(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+        policy: ConversationPolicy,
+    ) -> Self {
+        Self::assemble(store, cache, policy, &[], tempfile::tempdir().unwrap())
+    }
+
+    fn assemble(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+        policy: ConversationPolicy,
+        keys: &[&str],
+        data: TempDir,
+    ) -> Self {
         let keys: Vec<Secret> = keys.iter().map(|k| Secret::new(*k)).collect();
         let app = App {
-            conversations: Conversations::new(store, memory_cache(), policy),
+            conversations: Conversations::new(store, cache, policy),
             api_keys: ApiKeys::new(&keys),
         };
         let state = AppState::new(app);

@@ -61,6 +61,10 @@ impl Store for SlowStore {
         self.inner.history(id, max_depth).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
     fn round_trips(&self) -> u64 {
         self.inner.round_trips()
     }

@@ -1,0 +1,279 @@
+//! The cache as the service uses it: a failing cache costs time, never correctness.
+//!
+//! Every failure is counted, logged at most once per interval, and makes the service
+//! leave the cache alone for a short cool-down. A write-through that fails after its
+//! store commit leaves the thread's entry possibly stale: such ids are remembered and
+//! purged before the cache serves reads again.
+//!
+//! Versions keep an older document from replacing a newer entry, but once an entry is
+//! gone (evicted by a full Redis, or purged) a slow fill that read the store before a
+//! commit, or a write-through overtaken by a later one, would find nothing to compare
+//! with. So the newest version seen for each thread is remembered for a while, and an
+//! older document is dropped before it is sent. At start a cache that outlives the
+//! process (Redis) counts as wholly stale: it may hold entries whose updates this
+//! process never saw, so it is cleared before its first hit.
+
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+use crate::cache::{Cache, CacheError, CacheStats, CachedThread, Fill};
+
+/// How long the cache is left alone after a failure before it is tried again.
+const COOL_DOWN: Duration = Duration::from_secs(1);
+/// At most one warning per interval; the rest are counted into the next one.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// Past this many remembered ids, the whole namespace is cleared instead.
+const MAX_STALE_IDS: usize = 100_000;
+/// How long a written version is remembered: far longer than a store read and the
+/// fill after it can take, both being bounded by their timeouts.
+const RECENT_WRITE_WINDOW: Duration = Duration::from_secs(60);
+
+pub struct GuardedCache {
+    cache: Arc<dyn Cache>,
+    stats: CacheStats,
+    stale: Mutex<Stale>,
+    recent_writes: Mutex<RecentWrites>,
+    /// Set while `stale` holds anything, so reads check it without locking.
+    has_stale: AtomicBool,
+    purging: AtomicBool,
+    started: Instant,
+    down_until_ms: AtomicU64,
+    last_warning_ms: AtomicU64,
+    unwarned_failures: AtomicU64,
+}
+
+/// The newest document version recently sent to the cache, by thread.
+struct RecentWrites {
+    versions: HashMap<Uuid, (i64, Instant)>,
+    prune_at: usize,
+}
+
+impl Default for RecentWrites {
+    fn default() -> Self {
+        Self {
+            versions: HashMap::new(),
+            prune_at: 1024,
+        }
+    }
+}
+
+impl RecentWrites {
+    /// Records `version` for the thread; `false` if a newer one was seen recently, in
+    /// which case the document must not be sent.
+    fn claim(&mut self, id: Uuid, version: i64) -> bool {
+        let now = Instant::now();
+        let newest = match self.versions.get(&id) {
+            Some((seen, at))
+                if *seen > version && now.duration_since(*at) < RECENT_WRITE_WINDOW =>
+            {
+                return false;
+            }
+            Some((seen, at)) if now.duration_since(*at) < RECENT_WRITE_WINDOW => {
+                (*seen).max(version)
+            }
+            _ => version,
+        };
+        self.versions.insert(id, (newest, now));
+        if self.versions.len() >= self.prune_at {
+            self.versions
+                .retain(|_, (_, at)| now.duration_since(*at) < RECENT_WRITE_WINDOW);
+            self.prune_at = (self.versions.len() * 2).max(1024);
+        }
+        true
+    }
+}
+
+#[derive(Default)]
+struct Stale {
+    ids: HashSet<Uuid>,
+    everything: bool,
+}
+
+impl GuardedCache {
+    pub fn new(cache: Arc<dyn Cache>) -> Self {
+        let everything = cache.outlives_process();
+        Self {
+            cache,
+            stats: CacheStats::default(),
+            stale: Mutex::new(Stale {
+                ids: HashSet::new(),
+                everything,
+            }),
+            recent_writes: Mutex::new(RecentWrites::default()),
+            has_stale: AtomicBool::new(everything),
+            purging: AtomicBool::new(false),
+            started: Instant::now(),
+            down_until_ms: AtomicU64::new(0),
+            last_warning_ms: AtomicU64::new(0),
+            unwarned_failures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn inner(&self) -> &Arc<dyn Cache> {
+        &self.cache
+    }
+
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// The cached document, or `None` on a miss or whenever the cache cannot be
+    /// trusted or reached right now.
+    pub async fn get(self: &Arc<Self>, id: Uuid) -> Option<Bytes> {
+        let usable = !self.cooling_down() && !self.purge_pending();
+        let found = if usable {
+            self.cache.get(id).await.unwrap_or_else(|error| {
+                self.failed(error);
+                None
+            })
+        } else {
+            None
+        };
+        match found {
+            Some(_) => self.stats.hit(),
+            None => self.stats.miss(),
+        }
+        found
+    }
+
+    /// Fills the cache after a store read. Losing a fill only costs a later miss.
+    pub async fn fill(&self, id: Uuid, document: CachedThread, ttl: Duration) {
+        if self.cooling_down() {
+            return;
+        }
+        if !self.claim(id, document.version) {
+            return self.stats.rejected_fill();
+        }
+        match self.cache.put(id, document, ttl).await {
+            Ok(Fill::Stored) => {}
+            Ok(Fill::Stale) => self.stats.rejected_fill(),
+            Err(error) => self.failed(error),
+        }
+    }
+
+    /// Updates the entry after a store commit; if that fails the old entry may
+    /// still be there, so the id is purged before the cache serves again.
+    pub async fn write_through(&self, id: Uuid, document: CachedThread, ttl: Duration) {
+        if !self.claim(id, document.version) {
+            return self.stats.rejected_fill();
+        }
+        if self.cooling_down() {
+            return self.mark_stale(id);
+        }
+        match self.cache.put(id, document, ttl).await {
+            Ok(Fill::Stored) => {}
+            Ok(Fill::Stale) => self.stats.rejected_fill(),
+            Err(error) => {
+                self.failed(error);
+                self.mark_stale(id);
+            }
+        }
+    }
+
+    /// Removes the entry after a store delete, with the same fallback as `write_through`.
+    pub async fn remove(&self, id: Uuid, ttl: Duration) {
+        self.claim(id, i64::MAX);
+        if self.cooling_down() {
+            return self.mark_stale(id);
+        }
+        if let Err(error) = self.cache.remove(id, ttl).await {
+            self.failed(error);
+            self.mark_stale(id);
+        }
+    }
+
+    fn claim(&self, id: Uuid, version: i64) -> bool {
+        self.recent_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .claim(id, version)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn cooling_down(&self) -> bool {
+        self.now_ms() < self.down_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn mark_stale(&self, id: Uuid) {
+        let mut stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
+        if stale.ids.len() >= MAX_STALE_IDS {
+            stale.ids.clear();
+            stale.everything = true;
+        } else if !stale.everything {
+            stale.ids.insert(id);
+        }
+        self.has_stale.store(true, Ordering::Release);
+    }
+
+    /// True while stale entries may remain; starts one background purge if none runs.
+    fn purge_pending(self: &Arc<Self>) -> bool {
+        if !self.has_stale.load(Ordering::Acquire) {
+            return false;
+        }
+        if !self.purging.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.purge().await;
+                this.purging.store(false, Ordering::Release);
+            });
+        }
+        true
+    }
+
+    async fn purge(&self) {
+        let (ids, everything) = {
+            let stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                stale.ids.iter().copied().collect::<Vec<_>>(),
+                stale.everything,
+            )
+        };
+        let purged = if everything {
+            self.cache.clear().await
+        } else {
+            self.cache.purge(&ids).await
+        };
+        if let Err(error) = purged {
+            return self.failed(error);
+        }
+        let mut stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
+        stale.everything &= !everything;
+        for id in &ids {
+            stale.ids.remove(id);
+        }
+        self.has_stale
+            .store(stale.everything || !stale.ids.is_empty(), Ordering::Release);
+    }
+
+    fn failed(&self, error: CacheError) {
+        self.stats.error();
+        let now = self.now_ms();
+        self.down_until_ms
+            .store(now + COOL_DOWN.as_millis() as u64, Ordering::Relaxed);
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= WARNING_INTERVAL.as_millis() as u64;
+        if due
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let suppressed = self.unwarned_failures.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                cache = self.cache.backend(),
+                %error,
+                suppressed,
+                "cache failing; serving from the store, retrying the cache after a cool-down"
+            );
+        } else {
+            self.unwarned_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! A store made of the SQL functions in `migrations/postgres`. Each operation is one
+//! function call, one round trip; a [`Transport`] carries it — the Postgres wire
+//! protocol or PostgREST — so the Postgres and Supabase stores share every line here.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use uuid::Uuid;
+
+use super::{
+    Activity, AppendTurns, Appended, Store, StoreError, ThreadQuery, escape_like, turns_from,
+};
+use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, Turn};
+
+/// One argument of a function call, typed so the wire protocol can bind it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Uuid(Option<Uuid>),
+    Text(Option<String>),
+    Int(i32),
+    BigInt(i64),
+    Json(serde_json::Value),
+    Time(Option<DateTime<Utc>>),
+}
+
+/// A call of one of the store's SQL functions with named arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub function: &'static str,
+    pub args: Vec<(&'static str, Arg)>,
+}
+
+/// Why a call failed, before it is given its meaning as a [`StoreError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The function raised an `EX…` SQLSTATE: a rejection the caller must see.
+    Rejected { sqlstate: String },
+    /// The backend cannot be reached or is overloaded.
+    Unavailable(String),
+    /// Anything else: a missing schema, a bad key, a bug.
+    Failed(String),
+}
+
+/// Carries a call to the database and brings back the function's result as JSON text
+/// (`null` for SQL NULL).
+#[async_trait]
+pub trait Transport: Send + Sync {
+    fn backend(&self) -> &'static str;
+
+    async fn call(&self, call: &Call) -> Result<String, CallError>;
+}
+
+pub struct FunctionStore<T> {
+    transport: T,
+    round_trips: AtomicU64,
+}
+
+/// What `exai_append_turns` returns.
+#[derive(Deserialize)]
+struct AppendResult {
+    thread: Thread,
+    turns: Vec<Turn>,
+    first_seq: u32,
+    replayed: bool,
+}
+
+/// The rejections a call may raise, and what each means for this call.
+#[derive(Default)]
+struct Rejections {
+    not_found: Option<StoreError>,
+    parent_not_found: Option<StoreError>,
+    expired: Option<StoreError>,
+    turn_limit: Option<StoreError>,
+}
+
+impl Rejections {
+    fn meaning(self, sqlstate: &str) -> Option<StoreError> {
+        match sqlstate {
+            "EX404" => self.not_found,
+            "EX422" => self.parent_not_found,
+            "EX410" => self.expired,
+            "EX409" => self.turn_limit,
+            _ => None,
+        }
+    }
+}
+
+impl<T: Transport> FunctionStore<T> {
+    pub fn new(transport: T) -> Self {
+        Self {
+            transport,
+            round_trips: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes the call and decodes its JSON result.
+    async fn call<R: DeserializeOwned>(
+        &self,
+        call: Call,
+        rejections: Rejections,
+    ) -> Result<R, StoreError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let function = call.function;
+        let json = self
+            .transport
+            .call(&call)
+            .await
+            .map_err(|error| match error {
+                CallError::Rejected { sqlstate } => {
+                    rejections.meaning(&sqlstate).unwrap_or_else(|| {
+                        StoreError::Internal(format!(
+                            "{function} raised unexpected SQLSTATE {sqlstate}"
+                        ))
+                    })
+                }
+                CallError::Unavailable(cause) => StoreError::Unavailable(cause),
+                CallError::Failed(cause) => StoreError::Internal(format!("{function}: {cause}")),
+            })?;
+        serde_json::from_str(&json)
+            .map_err(|e| StoreError::Internal(format!("{function} returned unreadable JSON: {e}")))
+    }
+}
+
+fn time(t: DateTime<Utc>) -> Arg {
+    Arg::Time(Some(t))
+}
+
+fn int(value: u32) -> Arg {
+    Arg::Int(i32::try_from(value).unwrap_or(i32::MAX))
+}
+
+#[async_trait]
+impl<T: Transport> Store for FunctionStore<T> {
+    fn backend(&self) -> &'static str {
+        self.transport.backend()
+    }
+
+    async fn create_thread(
+        &self,
+        id: Uuid,
+        new: &NewThread,
+        now: DateTime<Utc>,
+    ) -> Result<Thread, StoreError> {
+        let call = Call {
+            function: "exai_create_thread",
+            args: vec![
+                ("p_id", Arg::Uuid(Some(id))),
+                ("p_parent_id", Arg::Uuid(new.parent_id)),
+                ("p_title", Arg::Text(new.title.clone())),
+                ("p_tool_name", Arg::Text(new.tool_name.clone())),
+                ("p_metadata", Arg::Json(json!(new.metadata))),
+                ("p_now", time(now)),
+            ],
+        };
+        let parent_not_found = new.parent_id.map(StoreError::ParentNotFound);
+        self.call(
+            call,
+            Rejections {
+                parent_not_found,
+                ..Rejections::default()
+            },
+        )
+        .await
+    }
+
+    async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
+        let call = Call {
+            function: "exai_get_thread",
+            args: vec![("p_id", Arg::Uuid(Some(id)))],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError> {
+        let (changed_after, changed_at_or_before) = match query.activity {
+            Activity::Any => (None, None),
+            Activity::ChangedAfter(t) => (Some(t), None),
+            Activity::ChangedAtOrBefore(t) => (None, Some(t)),
+        };
+        let call = Call {
+            function: "exai_list_threads",
+            args: vec![
+                ("p_limit", int(query.limit)),
+                (
+                    "p_after_updated_at",
+                    Arg::Time(query.after.map(|c| c.updated_at)),
+                ),
+                ("p_after_id", Arg::Uuid(query.after.map(|c| c.id))),
+                (
+                    "p_search",
+                    Arg::Text(query.search.as_deref().map(escape_like)),
+                ),
+                ("p_changed_after", Arg::Time(changed_after)),
+                ("p_changed_at_or_before", Arg::Time(changed_at_or_before)),
+            ],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
+        let call = Call {
+            function: "exai_delete_thread",
+            args: vec![("p_id", Arg::Uuid(Some(id)))],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, StoreError> {
+        let id = append.thread_id;
+        let call = Call {
+            function: "exai_append_turns",
+            args: vec![
+                ("p_id", Arg::Uuid(Some(id))),
+                ("p_turns", Arg::Json(json!(append.turns))),
+                (
+                    "p_idempotency_key",
+                    Arg::Text(append.idempotency_key.clone()),
+                ),
+                ("p_max_turns", int(append.policy.max_turns)),
+                (
+                    "p_timeout_ms",
+                    Arg::BigInt(append.policy.timeout.num_milliseconds()),
+                ),
+                ("p_now", time(append.now)),
+            ],
+        };
+        let rejections = Rejections {
+            not_found: Some(StoreError::ThreadNotFound(id)),
+            expired: Some(StoreError::ThreadExpired(id)),
+            turn_limit: Some(StoreError::TurnLimitReached {
+                thread_id: id,
+                max_turns: append.policy.max_turns,
+            }),
+            ..Rejections::default()
+        };
+        let result: AppendResult = self.call(call, rejections).await?;
+        let turns = turns_from(&result.turns, result.first_seq, append.turns.len() as u32);
+        Ok(Appended {
+            thread: ThreadWithTurns {
+                thread: result.thread,
+                turns: result.turns,
+            },
+            turns,
+            replayed: result.replayed,
+        })
+    }
+
+    async fn list_turns(
+        &self,
+        id: Uuid,
+        after_seq: u32,
+        limit: u32,
+    ) -> Result<Option<Vec<Turn>>, StoreError> {
+        let call = Call {
+            function: "exai_list_turns",
+            args: vec![
+                ("p_id", Arg::Uuid(Some(id))),
+                ("p_after_seq", int(after_seq)),
+                ("p_limit", int(limit)),
+            ],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
+        let call = Call {
+            function: "exai_history",
+            args: vec![
+                ("p_id", Arg::Uuid(Some(id))),
+                ("p_max_depth", int(max_depth)),
+            ],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let call = Call {
+            function: "exai_ping",
+            args: vec![],
+        };
+        let answered: bool = self.call(call, Rejections::default()).await?;
+        answered
+            .then_some(())
+            .ok_or_else(|| StoreError::Internal("exai_ping returned false".into()))
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+}
