@@ -46,9 +46,11 @@ impl RedisCache {
     /// leaves the cache degraded, not the service stopped.
     pub fn connect(url: &str, namespace: &str) -> Result<Self, CacheError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
+        // Calls are bounded by `bounded` below; a second timer inside the client would
+        // only add work to every call.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection =
