@@ -133,9 +133,7 @@ impl Config {
         };
         let store = store_config(&var)?;
         let redis_url = var("REDIS_URL")
-            .map(|url| {
-                check_url("REDIS_URL", &url, &["redis", "unix"]).map(|_| Secret(url))
-            })
+            .map(|url| check_url("REDIS_URL", &url, &["redis", "unix"]).map(|_| Secret(url)))
             .transpose()?;
         let conversation = ConversationPolicy {
             timeout: timeout_hours(&var)?,
