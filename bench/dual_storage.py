@@ -191,10 +191,11 @@ SELECT exai_append_turns(('00000000-0000-0000-0000-' || lpad(:n::text, 12, '0'))
         print(f"| {n} | {e:.0f} | {p:.0f} | {e / p:.2f} |")
 
 
-try:
-    main()
-finally:
-    for child in children:
-        child.kill()
-        child.wait()
-    shutil.rmtree(WORK, ignore_errors=True)
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+        shutil.rmtree(WORK, ignore_errors=True)

@@ -4,11 +4,13 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cache::{Cache, CacheError, MemoryCache, RedisCache};
+use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
 use crate::config::{Config, StoreConfig};
 use crate::conversations::Conversations;
+use crate::health::Health;
 use crate::http::ApiKeys;
-use crate::store::{PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
+use crate::metrics::Metrics;
+use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
 
 /// Bytes of thread documents the in-process cache may hold.
 const MEMORY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -17,6 +19,8 @@ const REDIS_NAMESPACE: &str = "exai";
 
 pub struct App {
     pub conversations: Conversations,
+    pub health: Health,
+    pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
 }
 
@@ -59,18 +63,35 @@ impl App {
     /// a store or cache that is down is reported by requests and health, not here.
     pub async fn from_config(config: &Config) -> Result<App, StartupError> {
         let store = open_store(&config.store).await?;
-        let cache: Arc<dyn Cache> = match &config.redis_url {
-            Some(url) => Arc::new(
-                RedisCache::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Cache)?,
-            ),
-            None => Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)),
-        };
+        let cache = open_cache(config)?;
         warm_up(store.clone());
-        Ok(App {
-            conversations: Conversations::new(store, cache, config.conversation),
-            api_keys: ApiKeys::new(&config.api_keys),
-        })
+        Ok(App::new(store, cache, config))
     }
+
+    /// The service over a store and a cache, each call to either timed for metrics.
+    pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, config: &Config) -> App {
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> =
+            Arc::new(MeteredStore::new(store, metrics.clone(), config.slow_op));
+        let cache: Arc<dyn Cache> =
+            Arc::new(MeteredCache::new(cache, metrics.clone(), config.slow_op));
+        App {
+            conversations: Conversations::new(store.clone(), cache.clone(), config.conversation),
+            health: Health::new(store, cache, config.health),
+            metrics,
+            api_keys: ApiKeys::new(&config.api_keys),
+        }
+    }
+}
+
+/// Redis when configured, else the in-process cache.
+pub fn open_cache(config: &Config) -> Result<Arc<dyn Cache>, StartupError> {
+    Ok(match &config.redis_url {
+        Some(url) => Arc::new(
+            RedisCache::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Cache)?,
+        ),
+        None => Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)),
+    })
 }
 
 /// Opens the configured store. SQLite applies its migrations here; Postgres and

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use url::Url;
@@ -104,6 +105,17 @@ pub struct Config {
     pub conversation: ConversationPolicy,
     pub api_keys: Vec<Secret>,
     pub log_format: LogFormat,
+    pub health: HealthSettings,
+    /// Store and cache calls slower than this log a warning.
+    pub slow_op: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Longest a single dependency check may take.
+    pub timeout: Duration,
+    /// How long a health result is reused.
+    pub reuse_for: Duration,
 }
 
 impl Config {
@@ -163,6 +175,14 @@ impl Config {
                 ));
             }
         };
+        let health = HealthSettings {
+            timeout: millis(&var, "EXAI_HEALTH_TIMEOUT_MS", 2000)?,
+            reuse_for: millis(&var, "EXAI_HEALTH_CACHE_MS", 5000)?,
+        };
+        if health.timeout.is_zero() {
+            return Err(invalid("EXAI_HEALTH_TIMEOUT_MS", "must be at least 1"));
+        }
+        let slow_op = millis(&var, "EXAI_SLOW_OP_MS", 500)?;
         Ok(Config {
             bind,
             store,
@@ -170,6 +190,8 @@ impl Config {
             conversation,
             api_keys,
             log_format,
+            health,
+            slow_op,
         })
     }
 }
@@ -188,6 +210,14 @@ where
             .parse()
             .map_err(|e| invalid(name, format!("{text:?}: {e}"))),
     }
+}
+
+fn millis(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    parse_or(var, name, default).map(Duration::from_millis)
 }
 
 fn check_url(name: &'static str, text: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
@@ -313,6 +343,12 @@ mod tests {
         assert_eq!(config.conversation.timeout, TimeDelta::hours(24));
         assert_eq!(config.conversation.max_turns, 20);
         assert!(config.api_keys.is_empty() && config.redis_url.is_none());
+        assert_eq!(config.health.timeout, Duration::from_millis(2000));
+        assert_eq!(config.health.reuse_for, Duration::from_millis(5000));
+        assert_eq!(config.slow_op, Duration::from_millis(500));
+        assert_eq!(config.health.timeout, Duration::from_millis(2000));
+        assert_eq!(config.health.reuse_for, Duration::from_millis(5000));
+        assert_eq!(config.slow_op, Duration::from_millis(500));
     }
 
     #[test]
@@ -336,41 +372,38 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
-        assert_eq!(failing_variable(&[("EXAI_BIND", "localhost")]), "EXAI_BIND");
-        assert_eq!(failing_variable(&[("EXAI_STORE", "mongo")]), "EXAI_STORE");
-        assert_eq!(
-            failing_variable(&[("EXAI_STORE", "supabase")]),
-            "SUPABASE_URL"
-        );
-        assert_eq!(
-            failing_variable(&[("SUPABASE_URL", "https://abc.supabase.co")]),
-            "SUPABASE_SERVICE_ROLE_KEY"
-        );
-        assert_eq!(
-            failing_variable(&[("DATABASE_URL", "mysql://db")]),
-            "DATABASE_URL"
-        );
-        assert_eq!(failing_variable(&[("REDIS_URL", "not a url")]), "REDIS_URL");
-        assert_eq!(
-            failing_variable(&[("CONVERSATION_TIMEOUT_HOURS", "soon")]),
-            "CONVERSATION_TIMEOUT_HOURS"
-        );
-        assert_eq!(
-            failing_variable(&[("CONVERSATION_TIMEOUT_HOURS", "-1")]),
-            "CONVERSATION_TIMEOUT_HOURS"
-        );
-        assert_eq!(
-            failing_variable(&[("MAX_CONVERSATION_TURNS", "0")]),
-            "MAX_CONVERSATION_TURNS"
-        );
-        assert_eq!(
-            failing_variable(&[("EXAI_LOG_FORMAT", "xml")]),
-            "EXAI_LOG_FORMAT"
-        );
-        assert_eq!(
-            failing_variable(&[("EXAI_API_KEYS_FILE", "/nonexistent/keys")]),
-            "EXAI_API_KEYS_FILE"
-        );
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("EXAI_BIND", "localhost")], "EXAI_BIND"),
+            (&[("EXAI_STORE", "mongo")], "EXAI_STORE"),
+            (&[("EXAI_STORE", "supabase")], "SUPABASE_URL"),
+            (
+                &[("SUPABASE_URL", "https://abc.supabase.co")],
+                "SUPABASE_SERVICE_ROLE_KEY",
+            ),
+            (&[("DATABASE_URL", "mysql://db")], "DATABASE_URL"),
+            (&[("REDIS_URL", "not a url")], "REDIS_URL"),
+            (&[("REDIS_URL", "rediss://cache:6380")], "REDIS_URL"),
+            (
+                &[("CONVERSATION_TIMEOUT_HOURS", "soon")],
+                "CONVERSATION_TIMEOUT_HOURS",
+            ),
+            (
+                &[("CONVERSATION_TIMEOUT_HOURS", "-1")],
+                "CONVERSATION_TIMEOUT_HOURS",
+            ),
+            (&[("MAX_CONVERSATION_TURNS", "0")], "MAX_CONVERSATION_TURNS"),
+            (&[("EXAI_LOG_FORMAT", "xml")], "EXAI_LOG_FORMAT"),
+            (
+                &[("EXAI_API_KEYS_FILE", "/nonexistent/keys")],
+                "EXAI_API_KEYS_FILE",
+            ),
+            (&[("EXAI_HEALTH_TIMEOUT_MS", "0")], "EXAI_HEALTH_TIMEOUT_MS"),
+            (&[("EXAI_HEALTH_CACHE_MS", "-5")], "EXAI_HEALTH_CACHE_MS"),
+            (&[("EXAI_SLOW_OP_MS", "1.5")], "EXAI_SLOW_OP_MS"),
+        ];
+        for (vars, variable) in cases {
+            assert_eq!(failing_variable(vars), *variable, "{vars:?}");
+        }
     }
 
     #[test]

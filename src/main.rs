@@ -1,11 +1,13 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 
 use exai::app::{App, AppState, open_store};
 use exai::config::{Config, StoreConfig, without_password};
+use exai::healthcheck::{self, Failure};
 use exai::store::migrate_postgres;
 use exai::{http, server, telemetry};
 
@@ -21,10 +23,12 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (the default).
     Serve(ServeArgs),
-    /// Print the OpenAPI document.
-    Openapi,
+    /// Check health: exit 0 healthy or degraded, 1 unhealthy, 2 misconfigured, 3 unreachable.
+    Healthcheck(HealthcheckArgs),
     /// Apply database migrations to the configured store.
     Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
 }
 
 #[derive(Args, Default)]
@@ -32,6 +36,27 @@ struct ServeArgs {
     /// Listen address; overrides EXAI_BIND.
     #[arg(long)]
     bind: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// Health URL of a running server [default: /healthz on EXAI_BIND].
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Give up on the server after this many milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// Run the checks in this process, from the environment, without a server.
+    #[arg(long, conflicts_with = "url")]
+    direct: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -58,15 +83,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => args.bind,
         _ => None,
     };
-    let config = match Config::from_env(bind) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("exai: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    telemetry::init(config.log_format);
-
+    let config = Config::from_env(bind);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,6 +94,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Healthcheck(args) = &command {
+        return runtime.block_on(check_health(args, config));
+    }
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("exai: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init(config.log_format);
     let outcome = runtime.block_on(async {
         match command {
             Command::Migrate => migrate(&config).await,
@@ -139,4 +167,39 @@ async fn migrate(config: &Config) -> Result<(), BoxError> {
     }
     tracing::info!(store = config.store.backend(), location = %config.store.location(), "migrations applied");
     Ok(())
+}
+
+async fn check_health(
+    args: &HealthcheckArgs,
+    config: Result<Config, exai::config::ConfigError>,
+) -> ExitCode {
+    let report = match (&config, args.direct, &args.url) {
+        (Err(error), true, _) | (Err(error), false, None) => {
+            Err(Failure::Misconfigured(error.to_string()))
+        }
+        (Ok(config), true, _) => healthcheck::direct(config).await,
+        (_, false, Some(url)) => {
+            healthcheck::remote(url, Duration::from_millis(args.timeout_ms)).await
+        }
+        (Ok(config), false, None) => {
+            let url = healthcheck::default_url(config.bind);
+            healthcheck::remote(&url, Duration::from_millis(args.timeout_ms)).await
+        }
+    };
+    match report {
+        Ok(report) => {
+            match args.format {
+                Format::Text => print!("{}", report.text()),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report serializes")
+                ),
+            }
+            healthcheck::exit_code(&report)
+        }
+        Err(failure) => {
+            eprintln!("exai healthcheck: {failure}");
+            failure.exit_code()
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! TTL cache of thread documents in front of the store.
 
 mod memory;
+mod metered;
 mod redis;
 mod stats;
 
 pub use memory::MemoryCache;
+pub use metered::MeteredCache;
 pub use redis::RedisCache;
 pub use stats::{CacheStats, HitRate};
 

@@ -214,7 +214,7 @@ impl From<StoreError> for ApiError {
                     "the store cannot be reached right now; retry later",
                 )
             }
-            StoreError::Internal(cause) => Self::internal(cause),
+            StoreError::Internal(cause) | StoreError::Misconfigured(cause) => Self::internal(cause),
         }
     }
 }

@@ -1,12 +1,14 @@
-//! Gives every request an id, echoed in `x-request-id` and in error bodies, and logs
-//! one line per request.
+//! Gives every request an id, echoed in `x-request-id` and in error bodies, logs one
+//! line per request and records it in the metrics.
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::time::Instant;
 use uuid::Uuid;
+
+use crate::app::AppState;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -28,7 +30,11 @@ fn acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-pub async fn request_context(request: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -46,11 +52,19 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .scope(request_id.clone(), next.run(request))
         .await;
 
+    let elapsed = started.elapsed();
+    let route = route.unwrap_or_else(|| "unmatched".into());
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .http
+        .with(&(route.clone(), method.to_string(), status))
+        .observe(elapsed);
     tracing::info!(
         %method,
-        route = route.as_deref().unwrap_or("unmatched"),
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        route,
+        status,
+        latency_ms = elapsed.as_micros() as f64 / 1000.0,
         request_id = %request_id,
         "request"
     );

@@ -104,15 +104,24 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(turns::append_turn, turns::list_turns))
 }
 
-fn system_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(system::livez))
+/// Routes behind the API key (when keys are configured).
+fn protected_routes() -> OpenApiRouter<AppState> {
+    v1_routes().routes(routes!(system::metrics))
+}
+
+/// Probes, open to every caller.
+fn probe_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(system::livez))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::healthz))
 }
 
 /// Joins the route groups into the routes served and the document describing them.
-fn assemble(v1: OpenApiRouter<AppState>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+fn assemble(protected: OpenApiRouter<AppState>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (routes, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(v1)
-        .merge(system_routes())
+        .merge(protected)
+        .merge(probe_routes())
         .split_for_parts();
     SharedErrors.modify(&mut openapi);
     (routes, openapi)
@@ -120,22 +129,25 @@ fn assemble(v1: OpenApiRouter<AppState>) -> (Router<AppState>, utoipa::openapi::
 
 /// The OpenAPI document of every route below.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    assemble(v1_routes()).1
+    assemble(protected_routes()).1
 }
 
 pub fn router(state: AppState) -> Router {
-    let v1 = v1_routes().route_layer(middleware::from_fn_with_state(
+    let protected = protected_routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
         require_api_key,
     ));
-    let (routes, openapi) = assemble(v1);
+    let (routes, openapi) = assemble(protected);
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 

@@ -40,7 +40,9 @@ pub enum CallError {
     Rejected { sqlstate: String },
     /// The backend cannot be reached or is overloaded.
     Unavailable(String),
-    /// Anything else: a missing schema, a bad key, a bug.
+    /// The backend refuses us as configured: a bad key, a missing schema.
+    Misconfigured(String),
+    /// Anything else.
     Failed(String),
 }
 
@@ -117,6 +119,7 @@ impl<T: Transport> FunctionStore<T> {
                     })
                 }
                 CallError::Unavailable(cause) => StoreError::Unavailable(cause),
+                CallError::Misconfigured(cause) => StoreError::Misconfigured(cause),
                 CallError::Failed(cause) => StoreError::Internal(format!("{function}: {cause}")),
             })?;
         serde_json::from_str(&json)

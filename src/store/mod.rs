@@ -1,11 +1,13 @@
 //! Durable storage of threads and turns. One trait, one adapter per backend.
 
 mod functions;
+mod metered;
 mod postgres;
 mod sqlite;
 mod supabase;
 
 pub use functions::{Arg, Call, CallError, FunctionStore, Transport};
+pub use metered::MeteredStore;
 pub use postgres::{PgTransport, PostgresStore, migrate_postgres};
 pub use sqlite::SqliteStore;
 pub use supabase::{PostgrestTransport, SupabaseStore};
@@ -31,6 +33,9 @@ pub enum StoreError {
     /// The backend could not be reached or is overloaded; retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend refuses us as configured: a wrong key, a missing schema.
+    #[error("store misconfigured: {0}")]
+    Misconfigured(String),
     /// Anything else: a bug, corrupt data, a full disk.
     #[error("store failure: {0}")]
     Internal(String),

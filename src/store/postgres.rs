@@ -98,9 +98,13 @@ fn classify(error: sqlx::Error) -> CallError {
         let sqlstate = db.code().unwrap_or_default().into_owned();
         return match sqlstate.as_str() {
             code if code.starts_with("EX") => CallError::Rejected { sqlstate },
-            "42883" | "42P01" => CallError::Failed(format!(
+            "42883" | "42P01" => CallError::Misconfigured(format!(
                 "the database schema is missing or outdated ({error}); run `exai migrate`"
             )),
+            // authentication failures, a database that does not exist
+            code if code.starts_with("28") || code == "3D000" => {
+                CallError::Misconfigured(error.to_string())
+            }
             // connection exceptions, shutdown in progress, too many connections
             code if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
                 CallError::Unavailable(error.to_string())

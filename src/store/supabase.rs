@@ -134,9 +134,9 @@ fn classify(status: StatusCode, error: PostgrestError) -> CallError {
     );
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            CallError::Failed(format!("Supabase refused the key ({described})"))
+            CallError::Misconfigured(format!("Supabase refused the key ({described})"))
         }
-        _ if sqlstate == "PGRST202" || sqlstate == "42883" => CallError::Failed(format!(
+        _ if sqlstate == "PGRST202" || sqlstate == "42883" => CallError::Misconfigured(format!(
             "a store function is missing ({described}); apply migrations/postgres to the project"
         )),
         _ if status.is_server_error() => CallError::Unavailable(described),
@@ -183,10 +183,14 @@ mod tests {
         ));
         assert!(matches!(
             classify(StatusCode::NOT_FOUND, error("PGRST202")),
-            CallError::Failed(_)
+            CallError::Misconfigured(_)
         ));
         assert!(matches!(
             classify(StatusCode::UNAUTHORIZED, error("PGRST301")),
+            CallError::Misconfigured(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, error("22P02")),
             CallError::Failed(_)
         ));
     }

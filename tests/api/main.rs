@@ -13,6 +13,8 @@ mod cache_conformance;
 mod concurrency;
 mod dual_storage;
 mod errors;
+mod health;
+mod healthcheck;
 mod openapi;
 mod process;
 mod readme;

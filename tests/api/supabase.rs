@@ -42,7 +42,7 @@ async fn a_refused_key_is_a_failure_not_a_missing_thread() {
     let wrong = store(&gateway.url, "sb_secret_wrong");
     let refused = wrong.get_thread(Uuid::new_v4()).await.unwrap_err();
     assert!(
-        matches!(&refused, StoreError::Internal(cause) if cause.contains("refused the key")),
+        matches!(&refused, StoreError::Misconfigured(cause) if cause.contains("refused the key")),
         "{refused:?}"
     );
 }

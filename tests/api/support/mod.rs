@@ -46,10 +46,9 @@ use tower::ServiceExt;
 
 use exai::app::{App, AppState};
 use exai::cache::{Cache, MemoryCache};
-use exai::config::Secret;
-use exai::conversations::Conversations;
+use exai::config::{Config, Secret};
 use exai::domain::ConversationPolicy;
-use exai::http::{ApiKeys, router};
+use exai::http::router;
 use exai::store::{SqliteStore, Store};
 
 /// Finds a program a test needs. Without it the test is skipped and says why, unless
@@ -130,12 +129,20 @@ impl TestApp {
         keys: &[&str],
         data: TempDir,
     ) -> Self {
-        let keys: Vec<Secret> = keys.iter().map(|k| Secret::new(*k)).collect();
-        let app = App {
-            conversations: Conversations::new(store, cache, policy),
-            api_keys: ApiKeys::new(&keys),
-        };
-        let state = AppState::new(app);
+        let mut config = Config::load(|_| None, None).expect("the defaults are valid");
+        config.conversation = policy;
+        config.api_keys = keys.iter().map(|k| Secret::new(*k)).collect();
+        Self::with_config(store, cache, &config, data)
+    }
+
+    /// The application over the given backends with the given settings.
+    pub fn with_config(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+        config: &Config,
+        data: TempDir,
+    ) -> Self {
+        let state = AppState::new(App::new(store, cache, config));
         Self {
             router: router(state.clone()),
             state,

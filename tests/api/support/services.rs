@@ -110,19 +110,13 @@ impl RedisServer {
     }
 
     fn run(&mut self) {
-        let args = [
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            self.dir.path().to_str().unwrap(),
-        ]
-        .map(str::to_owned);
+        let dir = self.dir.path().to_str().unwrap();
+        let args = format!(
+            "--port {} --bind 127.0.0.1 --appendonly no --dir {dir}",
+            self.port
+        );
+        let mut args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+        args.extend(["--save".to_owned(), String::new()]);
         self.process = Some(ServerProcess::spawn(Path::new("redis-server"), &args, None));
         wait_until("redis-server", || self.answers_ping());
     }
@@ -260,25 +254,12 @@ impl PostgresServer {
 
     fn run(&mut self) {
         let dir = self.dir.path().to_str().unwrap();
-        let args = [
-            "-D",
-            &format!("{dir}/data"),
-            "-p",
-            &self.port.to_string(),
-            "-k",
-            dir,
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "max_connections=300",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-        ]
-        .map(str::to_owned);
+        let args = format!(
+            "-D {dir}/data -p {} -k {dir} -c listen_addresses=127.0.0.1 -c max_connections=300 \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c track_functions=all",
+            self.port
+        );
+        let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
         self.process = Some(ServerProcess::spawn(
             &self.bin.join("postgres"),
             &args,
@@ -377,4 +358,18 @@ pub fn postgres_database() -> Option<String> {
         &format!("CREATE DATABASE {name} TEMPLATE exai_template"),
     );
     Some(server.url(&name))
+}
+
+/// A TCP listener that accepts every connection and never answers: a dependency that
+/// hangs. It lives as long as the test binary.
+pub fn hung_listener() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.extend(stream.ok());
+        }
+    });
+    port
 }
