@@ -3,6 +3,9 @@
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
 use crate::config::{Config, StoreConfig};
@@ -11,14 +14,18 @@ use crate::health::Health;
 use crate::http::ApiKeys;
 use crate::metrics::Metrics;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
+use crate::tools::{Executor, fail_orphaned_runs};
 
 /// Bytes of thread documents the in-process cache may hold.
 const MEMORY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// How often to retry marking orphaned runs while the store is unreachable.
+const ORPHAN_RETRY: Duration = Duration::from_secs(5);
 /// Prefix of every Redis key exai writes.
 const REDIS_NAMESPACE: &str = "exai";
 
 pub struct App {
     pub conversations: Conversations,
+    pub executor: Executor,
     pub health: Health,
     pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
@@ -62,9 +69,10 @@ impl App {
     /// Builds every part from the configuration. Nothing here waits for a server:
     /// a store or cache that is down is reported by requests and health, not here.
     pub async fn from_config(config: &Config) -> Result<App, StartupError> {
+        let started_at = chrono::Utc::now();
         let store = open_store(&config.store).await?;
         let cache = open_cache(config)?;
-        warm_up(store.clone());
+        warm_up(store.clone(), started_at);
         Ok(App::new(store, cache, config))
     }
 
@@ -75,8 +83,15 @@ impl App {
             Arc::new(MeteredStore::new(store, metrics.clone(), config.slow_op));
         let cache: Arc<dyn Cache> =
             Arc::new(MeteredCache::new(cache, metrics.clone(), config.slow_op));
+        let conversations = Conversations::new(store.clone(), cache.clone(), config.conversation);
         App {
-            conversations: Conversations::new(store.clone(), cache.clone(), config.conversation),
+            executor: Executor::new(
+                config.tools.clone(),
+                store.clone(),
+                conversations.clone(),
+                metrics.clone(),
+            ),
+            conversations,
             health: Health::new(store, cache, config.health),
             metrics,
             api_keys: ApiKeys::new(&config.api_keys),
@@ -122,8 +137,10 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartupE
     })
 }
 
-/// Opens a first connection in the background and says whether the store answers.
-fn warm_up(store: Arc<dyn Store>) {
+/// Opens a first connection in the background, says whether the store answers, and
+/// fails the runs a previous process left unfinished (those created before this one
+/// started, so none of its own).
+fn warm_up(store: Arc<dyn Store>, started_at: DateTime<Utc>) {
     tokio::spawn(async move {
         match store.ping().await {
             Ok(()) => tracing::info!(store = store.backend(), "store reachable"),
@@ -132,6 +149,18 @@ fn warm_up(store: Arc<dyn Store>) {
                 %error,
                 "store not reachable yet; requests answer 503 until it is"
             ),
+        }
+        loop {
+            match fail_orphaned_runs(&*store, started_at).await {
+                Ok(0) => return,
+                Ok(failed) => {
+                    return tracing::warn!(failed, "marked runs cut short by a restart as failed");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot mark runs cut short by a restart yet; retrying")
+                }
+            }
+            tokio::time::sleep(ORPHAN_RETRY).await;
         }
     });
 }

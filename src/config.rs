@@ -9,6 +9,7 @@ use chrono::TimeDelta;
 use url::Url;
 
 use crate::domain::ConversationPolicy;
+use crate::tools::registry::{self, ToolDefinition};
 
 /// A value that must never reach a log, an error message or a page.
 #[derive(Clone, PartialEq, Eq)]
@@ -108,6 +109,17 @@ pub struct Config {
     pub health: HealthSettings,
     /// Store and cache calls slower than this log a warning.
     pub slow_op: Duration,
+    pub tools: ToolSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolSettings {
+    /// The registry, the built-in `echo` first.
+    pub definitions: Vec<ToolDefinition>,
+    /// No run, whatever it asks for, may take longer.
+    pub timeout_cap: Duration,
+    /// How often a run reports progress.
+    pub progress_every: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +195,7 @@ impl Config {
             return Err(invalid("EXAI_HEALTH_TIMEOUT_MS", "must be at least 1"));
         }
         let slow_op = millis(&var, "EXAI_SLOW_OP_MS", 500)?;
+        let tools = tool_settings(&var)?;
         Ok(Config {
             bind,
             store,
@@ -192,6 +205,7 @@ impl Config {
             log_format,
             health,
             slow_op,
+            tools,
         })
     }
 }
@@ -210,6 +224,45 @@ where
             .parse()
             .map_err(|e| invalid(name, format!("{text:?}: {e}"))),
     }
+}
+
+fn seconds(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match parse_or(var, name, default)? {
+        0 => Err(invalid(name, "must be at least 1")),
+        secs => Ok(Duration::from_secs(secs)),
+    }
+}
+
+/// The registry from `EXAI_TOOLS_FILE`, or `./tools.toml` when there is one.
+fn tool_settings(var: &impl Fn(&str) -> Option<String>) -> Result<ToolSettings, ConfigError> {
+    let timeout_cap = seconds(var, "WORKFLOW_TOOL_TIMEOUT_SECS", 600)?;
+    let progress_every = seconds(var, "EXAI_TOOL_PROGRESS_SECS", 8)?;
+    let path = var("EXAI_TOOLS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("tools.toml")).filter(|default| default.is_file()));
+    let definitions = match path {
+        None => vec![registry::echo(timeout_cap)],
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                invalid(
+                    "EXAI_TOOLS_FILE",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            registry::parse(&text, var, timeout_cap).map_err(|problem| {
+                invalid("EXAI_TOOLS_FILE", format!("{}: {problem}", path.display()))
+            })?
+        }
+    };
+    Ok(ToolSettings {
+        definitions,
+        timeout_cap,
+        progress_every,
+    })
 }
 
 fn millis(
@@ -346,9 +399,27 @@ mod tests {
         assert_eq!(config.health.timeout, Duration::from_millis(2000));
         assert_eq!(config.health.reuse_for, Duration::from_millis(5000));
         assert_eq!(config.slow_op, Duration::from_millis(500));
+        let tools: Vec<&str> = config
+            .tools
+            .definitions
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(tools, ["echo"]);
+        assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
+        assert_eq!(config.tools.progress_every, Duration::from_secs(8));
         assert_eq!(config.health.timeout, Duration::from_millis(2000));
         assert_eq!(config.health.reuse_for, Duration::from_millis(5000));
         assert_eq!(config.slow_op, Duration::from_millis(500));
+        let tools: Vec<&str> = config
+            .tools
+            .definitions
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(tools, ["echo"]);
+        assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
+        assert_eq!(config.tools.progress_every, Duration::from_secs(8));
     }
 
     #[test]
@@ -400,6 +471,18 @@ mod tests {
             (&[("EXAI_HEALTH_TIMEOUT_MS", "0")], "EXAI_HEALTH_TIMEOUT_MS"),
             (&[("EXAI_HEALTH_CACHE_MS", "-5")], "EXAI_HEALTH_CACHE_MS"),
             (&[("EXAI_SLOW_OP_MS", "1.5")], "EXAI_SLOW_OP_MS"),
+            (
+                &[("WORKFLOW_TOOL_TIMEOUT_SECS", "0")],
+                "WORKFLOW_TOOL_TIMEOUT_SECS",
+            ),
+            (
+                &[("EXAI_TOOL_PROGRESS_SECS", "x")],
+                "EXAI_TOOL_PROGRESS_SECS",
+            ),
+            (
+                &[("EXAI_TOOLS_FILE", "/nonexistent/tools.toml")],
+                "EXAI_TOOLS_FILE",
+            ),
         ];
         for (vars, variable) in cases {
             assert_eq!(failing_variable(vars), *variable, "{vars:?}");

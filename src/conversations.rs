@@ -17,7 +17,7 @@ use crate::domain::{
     ConversationPolicy, HISTORY_MAX_DEPTH, History, NewThread, NewTurn, Thread, ThreadWithTurns,
     Turn, ValidationError, check_idempotency_key, truncate_to_micros,
 };
-use crate::store::{Activity, AppendTurns, Store, StoreError, ThreadCursor, ThreadQuery};
+use crate::store::{Activity, AppendTurns, Cursor, Store, StoreError, ThreadQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConversationError {
@@ -123,7 +123,7 @@ impl Conversations {
     pub async fn list_threads(
         &self,
         limit: u32,
-        after: Option<ThreadCursor>,
+        after: Option<Cursor>,
         search: Option<String>,
         status: StatusFilter,
     ) -> Result<ThreadList, StoreError> {
@@ -141,8 +141,8 @@ impl Conversations {
             activity,
         };
         let mut threads = self.store.list_threads(&query).await?;
-        let next_cursor =
-            next_page(&mut threads, limit).map(|last| ThreadCursor::after(last).encode());
+        let next_cursor = next_page(&mut threads, limit)
+            .map(|last| Cursor::new(last.updated_at, last.id).encode());
         Ok(ThreadList {
             threads,
             next_cursor,
@@ -219,6 +219,37 @@ impl Conversations {
         };
         let next = next_page(&mut turns, limit).map(|last| last.seq);
         Ok(Some((turns, next)))
+    }
+
+    /// The conversation a new exchange continues, oldest turn first, once the thread is
+    /// known to take `turns_needed` more turns and not to have expired.
+    pub async fn continuation(
+        &self,
+        id: Uuid,
+        turns_needed: u32,
+    ) -> Result<Vec<Turn>, ConversationError> {
+        let current = self
+            .store
+            .get_thread(id)
+            .await?
+            .ok_or(StoreError::ThreadNotFound(id))?;
+        if self.policy.is_expired(current.thread.updated_at, now()) {
+            return Err(StoreError::ThreadExpired(id).into());
+        }
+        if self.policy.turns_remaining(current.thread.turn_count) < turns_needed {
+            let max_turns = self.policy.max_turns;
+            return Err(StoreError::TurnLimitReached {
+                thread_id: id,
+                max_turns,
+            }
+            .into());
+        }
+        let chain = self
+            .store
+            .history(id, HISTORY_MAX_DEPTH)
+            .await?
+            .ok_or(StoreError::ThreadNotFound(id))?;
+        Ok(chain.turns)
     }
 
     pub async fn history(&self, thread_id: Uuid) -> Result<Option<History>, StoreError> {

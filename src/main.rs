@@ -132,6 +132,7 @@ async fn serve(config: &Config) -> Result<(), BoxError> {
         max_turns = config.conversation.max_turns,
         timeout_hours = config.conversation.timeout.as_seconds_f64() / 3600.0,
         api_keys = config.api_keys.len(),
+        tools = ?config.tools.definitions.iter().map(|tool| tool.name.as_str()).collect::<Vec<_>>(),
         "exai starting"
     );
     let listener = TcpListener::bind(config.bind)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub struct Metrics {
     /// By operation and backend.
     pub store: Family<(&'static str, &'static str)>,
     pub cache: Family<(&'static str, &'static str)>,
+    /// Tool runs by tool and final status, from acceptance to end.
+    pub runs: Family<(String, &'static str)>,
+    pub runs_in_flight: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -85,6 +88,8 @@ impl Default for Metrics {
             http: Family::new(),
             store: Family::new(),
             cache: Family::new(),
+            runs: Family::new(),
+            runs_in_flight: AtomicI64::new(0),
         }
     }
 }

@@ -1,15 +1,22 @@
-//! Serving the router until a shutdown signal, letting in-flight requests finish.
+//! Serving the router until a shutdown signal, letting in-flight work finish.
 
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
 use crate::http::router;
 
+/// Serves until `signal`, then stops every tool run (each records itself failed and
+/// answers whoever waits for it) and lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let executor = state.executor.clone();
+    let shutdown = async move {
+        signal.await;
+        executor.shutdown().await;
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

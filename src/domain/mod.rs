@@ -2,15 +2,17 @@
 
 mod history;
 mod policy;
+mod run;
 mod thread;
 mod turn;
 mod validation;
 
 pub use history::{Chain, HISTORY_MAX_DEPTH, History};
 pub use policy::ConversationPolicy;
+pub use run::{RunStatus, RunView, ToolRun};
 pub use thread::{NewThread, Thread, ThreadView, ThreadWithTurns};
 pub use turn::{NewTurn, Role, Turn};
-pub use validation::{ValidationError, check_idempotency_key};
+pub use validation::{ValidationError, check_idempotency_key, check_tool_name};
 
 /// Free-form JSON object attached to threads and turns.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;

@@ -10,6 +10,8 @@ use super::request_context;
 use crate::conversations::ConversationError;
 use crate::domain::ValidationError;
 use crate::store::StoreError;
+use crate::tools::RunError;
+use uuid::Uuid;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -30,8 +32,16 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
+    RateLimited,
     Internal,
     StoreUnavailable,
+    ShuttingDown,
+    ToolNotFound,
+    ToolFailed,
+    ToolTimeout,
+    RunNotFound,
+    RunFinished,
+    RunCancelled,
 }
 
 impl ErrorCode {
@@ -97,6 +107,11 @@ impl ErrorCode {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid request",
             ),
+            RateLimited => (
+                "rate_limited",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many runs for this tool",
+            ),
             Internal => (
                 "internal",
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,6 +122,21 @@ impl ErrorCode {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Store unavailable",
             ),
+            ShuttingDown => (
+                "shutting_down",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Server shutting down",
+            ),
+            ToolNotFound => ("tool_not_found", StatusCode::NOT_FOUND, "Tool not found"),
+            ToolFailed => ("tool_failed", StatusCode::BAD_GATEWAY, "Tool failed"),
+            ToolTimeout => (
+                "tool_timeout",
+                StatusCode::GATEWAY_TIMEOUT,
+                "Tool timed out",
+            ),
+            RunNotFound => ("run_not_found", StatusCode::NOT_FOUND, "Run not found"),
+            RunFinished => ("run_finished", StatusCode::CONFLICT, "Run already finished"),
+            RunCancelled => ("run_cancelled", StatusCode::CONFLICT, "Run cancelled"),
         }
     }
 }
@@ -124,6 +154,9 @@ pub struct Problem {
     pub code: String,
     /// The `x-request-id` of the request, to find it in the server logs.
     pub request_id: Option<String>,
+    /// The tool run the problem is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<Uuid>,
 }
 
 /// An error on its way to the client.
@@ -131,6 +164,7 @@ pub struct Problem {
 pub struct ApiError {
     code: ErrorCode,
     detail: String,
+    run_id: Option<Uuid>,
 }
 
 impl ApiError {
@@ -138,7 +172,14 @@ impl ApiError {
         Self {
             code,
             detail: detail.into(),
+            run_id: None,
         }
+    }
+
+    /// Names the tool run the problem is about.
+    pub fn for_run(mut self, run_id: Uuid) -> Self {
+        self.run_id = Some(run_id);
+        self
     }
 
     /// Logs the cause once, with the request id, and tells the client nothing more.
@@ -162,6 +203,7 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             code: self.code.as_str().to_owned(),
             request_id: request_context::current_request_id(),
+            run_id: self.run_id,
         };
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
@@ -170,7 +212,7 @@ impl IntoResponse for ApiError {
             ErrorCode::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ErrorCode::StoreUnavailable => {
+            ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown | ErrorCode::RateLimited => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -230,6 +272,23 @@ impl From<ConversationError> for ApiError {
         match error {
             ConversationError::Invalid(invalid) => invalid.into(),
             ConversationError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(error: RunError) -> Self {
+        use ErrorCode::*;
+        let detail = error.to_string();
+        match error {
+            RunError::ToolNotFound(_) => Self::new(ToolNotFound, detail),
+            RunError::Busy { .. } => Self::new(RateLimited, detail),
+            RunError::ShuttingDown => Self::new(ShuttingDown, detail),
+            RunError::RunNotFound(_) => Self::new(RunNotFound, detail),
+            RunError::AlreadyFinished(run) => Self::new(RunFinished, detail).for_run(run.id),
+            RunError::Invalid(invalid) => invalid.into(),
+            RunError::Conversation(conversation) => conversation.into(),
+            RunError::Store(store) => store.into(),
         }
     }
 }

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::api::{system, threads, turns};
+use super::api::{runs, system, threads, tools, turns};
 use super::auth::require_api_key;
 use super::error::{ApiError, ErrorCode, PROBLEM_JSON};
 use super::request_context::request_context;
@@ -33,6 +33,8 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
     tags(
         (name = "threads", description = "Conversation threads"),
         (name = "turns", description = "Turns of a thread"),
+        (name = "tools", description = "Tools and starting runs"),
+        (name = "runs", description = "Tool runs: state, events, cancellation"),
         (name = "health", description = "Probes; no API key needed"),
     )
 )]
@@ -102,6 +104,12 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(threads::get_thread, threads::delete_thread))
         .routes(routes!(threads::get_history))
         .routes(routes!(turns::append_turn, turns::list_turns))
+        .routes(routes!(tools::list_tools))
+        .routes(routes!(tools::create_run))
+        .routes(routes!(runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::run_events))
+        .routes(routes!(runs::cancel_run))
 }
 
 /// Routes behind the API key (when keys are configured).

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 use super::{
-    Activity, AppendTurns, Appended, Store, StoreError, ThreadQuery, escape_like, turns_from,
+    Activity, AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery, escape_like,
+    turns_from,
 };
-use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, Turn};
+use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
 
 /// One argument of a function call, typed so the wire protocol can bind it.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,10 +188,7 @@ impl<T: Transport> Store for FunctionStore<T> {
             function: "exai_list_threads",
             args: vec![
                 ("p_limit", int(query.limit)),
-                (
-                    "p_after_updated_at",
-                    Arg::Time(query.after.map(|c| c.updated_at)),
-                ),
+                ("p_after_updated_at", Arg::Time(query.after.map(|c| c.at))),
                 ("p_after_id", Arg::Uuid(query.after.map(|c| c.id))),
                 (
                     "p_search",
@@ -274,6 +272,58 @@ impl<T: Transport> Store for FunctionStore<T> {
             args: vec![
                 ("p_id", Arg::Uuid(Some(id))),
                 ("p_max_depth", int(max_depth)),
+            ],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+        let call = Call {
+            function: "exai_save_run",
+            args: vec![("p_run", Arg::Json(json!(run)))],
+        };
+        self.call::<bool>(call, Rejections::default())
+            .await
+            .map(drop)
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
+        let call = Call {
+            function: "exai_get_run",
+            args: vec![("p_id", Arg::Uuid(Some(id)))],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+        let call = Call {
+            function: "exai_list_runs",
+            args: vec![
+                ("p_limit", int(query.limit)),
+                ("p_after_created_at", Arg::Time(query.after.map(|c| c.at))),
+                ("p_after_id", Arg::Uuid(query.after.map(|c| c.id))),
+                ("p_tool", Arg::Text(query.tool.clone())),
+                (
+                    "p_status",
+                    Arg::Text(query.status.map(|s| s.as_str().to_owned())),
+                ),
+            ],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn fail_unfinished_runs(
+        &self,
+        created_before: DateTime<Utc>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let call = Call {
+            function: "exai_fail_unfinished_runs",
+            args: vec![
+                ("p_created_before", time(created_before)),
+                ("p_error", Arg::Text(Some(error.to_owned()))),
+                ("p_now", time(now)),
             ],
         };
         self.call(call, Rejections::default()).await

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::{AppendTurns, Appended, Store, StoreError, ThreadQuery};
-use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, Turn};
+use super::{AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery};
+use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
 use crate::metrics::{Metrics, timed};
 
 pub struct MeteredStore {
@@ -85,6 +85,31 @@ impl Store for MeteredStore {
     async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
         self.timed("history", self.inner.history(id, max_depth))
             .await
+    }
+
+    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+        self.timed("save_run", self.inner.save_run(run)).await
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
+        self.timed("get_run", self.inner.get_run(id)).await
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+        self.timed("list_runs", self.inner.list_runs(query)).await
+    }
+
+    async fn fail_unfinished_runs(
+        &self,
+        created_before: DateTime<Utc>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.timed(
+            "fail_unfinished_runs",
+            self.inner.fail_unfinished_runs(created_before, error, now),
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

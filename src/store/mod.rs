@@ -16,7 +16,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{Chain, ConversationPolicy, NewThread, NewTurn, Thread, ThreadWithTurns, Turn};
+use crate::domain::{
+    Chain, ConversationPolicy, NewThread, NewTurn, RunStatus, Thread, ThreadWithTurns, ToolRun,
+    Turn,
+};
 
 /// Why a store call failed. Rejections the store decides atomically (expiry, turn
 /// limit) are reported here so that no caller has to check them in a separate step.
@@ -71,45 +74,48 @@ pub enum Activity {
     ChangedAtOrBefore(DateTime<Utc>),
 }
 
-/// Position after the last thread of a page, in (updated_at, id) descending order.
+/// Position after the last item of a page, for keyset paging in descending
+/// (timestamp, id) order: threads by `updated_at`, runs by `created_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThreadCursor {
-    pub updated_at: DateTime<Utc>,
+pub struct Cursor {
+    pub at: DateTime<Utc>,
     pub id: Uuid,
 }
 
-impl ThreadCursor {
-    pub fn after(thread: &Thread) -> Self {
-        Self {
-            updated_at: thread.updated_at,
-            id: thread.id,
-        }
+impl Cursor {
+    pub fn new(at: DateTime<Utc>, id: Uuid) -> Self {
+        Self { at, id }
     }
 
     pub fn encode(&self) -> String {
-        format!(
-            "{}_{}",
-            self.updated_at.timestamp_micros(),
-            self.id.simple()
-        )
+        format!("{}_{}", self.at.timestamp_micros(), self.id.simple())
     }
 
     pub fn decode(value: &str) -> Option<Self> {
         let (micros, id) = value.split_once('_')?;
-        Some(Self {
-            updated_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-            id: Uuid::try_parse(id).ok()?,
-        })
+        Some(Self::new(
+            DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            Uuid::try_parse(id).ok()?,
+        ))
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadQuery {
     pub limit: u32,
-    pub after: Option<ThreadCursor>,
+    pub after: Option<Cursor>,
     /// Case-insensitive substring of the title.
     pub search: Option<String>,
     pub activity: Activity,
+}
+
+/// Which runs a listing returns, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunQuery {
+    pub limit: u32,
+    pub after: Option<Cursor>,
+    pub tool: Option<String>,
+    pub status: Option<RunStatus>,
 }
 
 #[async_trait]
@@ -147,6 +153,23 @@ pub trait Store: Send + Sync {
     /// The chain of threads along `parent_id`, at most `max_depth` links, cycle-safe,
     /// read in one round trip.
     async fn history(&self, thread_id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError>;
+
+    /// Inserts a run, or replaces the stored state of one.
+    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError>;
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError>;
+
+    /// Runs by creation, newest first, at most `query.limit`.
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError>;
+
+    /// Marks runs created before `created_before` and still queued or running as failed
+    /// with `error`: their process is gone. Returns how many there were.
+    async fn fail_unfinished_runs(
+        &self,
+        created_before: DateTime<Utc>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
 
     /// Checks that the backend answers (and warms a connection).
     async fn ping(&self) -> Result<(), StoreError>;
@@ -195,12 +218,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        let cursor = ThreadCursor {
-            updated_at: crate::domain::truncate_to_micros(Utc::now()),
-            id: Uuid::new_v4(),
-        };
-        assert_eq!(ThreadCursor::decode(&cursor.encode()), Some(cursor));
-        assert_eq!(ThreadCursor::decode("nonsense"), None);
-        assert_eq!(ThreadCursor::decode("12_zz"), None);
+        let cursor = Cursor::new(
+            crate::domain::truncate_to_micros(Utc::now()),
+            Uuid::new_v4(),
+        );
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(Cursor::decode("nonsense"), None);
+        assert_eq!(Cursor::decode("12_zz"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The embedded default: one SQLite file in WAL mode, every commit synced to disk.
 
 mod rows;
+mod runs;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,9 +18,10 @@ use self::rows::{
     decode_thread, decode_turn, decode_uuid, encode_json, encode_time, thread_with_turns,
 };
 use super::{
-    Activity, AppendTurns, Appended, Store, StoreError, ThreadQuery, escape_like, turns_from,
+    Activity, AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery, escape_like,
+    turns_from,
 };
-use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, Turn};
+use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: u32 = 4;
@@ -301,7 +303,7 @@ impl Store for SqliteStore {
         let pattern = query.search.as_deref().map(escape_like);
         self.trip();
         let rows = sqlx::query(LIST_THREADS)
-            .bind(query.after.map(|c| encode_time(c.updated_at)))
+            .bind(query.after.map(|c| encode_time(c.at)))
             .bind(query.after.map(|c| c.id.to_string()))
             .bind(changed_after)
             .bind(changed_at_or_before)
@@ -375,6 +377,27 @@ impl Store for SqliteStore {
             chain.turns.extend(decode_turn(row)?);
         }
         Ok(Some(chain))
+    }
+
+    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+        self.upsert_run(run).await
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
+        self.select_run(id).await
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+        self.select_runs(query).await
+    }
+
+    async fn fail_unfinished_runs(
+        &self,
+        created_before: DateTime<Utc>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.fail_unfinished(created_before, error, now).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -291,6 +291,8 @@ async fn metrics_parse_and_move_with_requests() {
         app.get(&format!("/v1/threads/{id}")).await;
     }
     app.get("/v1/threads/not-a-uuid").await;
+    app.post_json("/v1/tools/echo/runs", &serde_json::json!({"input": "hi"}))
+        .await;
     let after = scrape(&app).await;
 
     let reads = r#"exai_http_request_duration_seconds_count{route="/v1/threads/{id}",method="GET",status="200"}"#;

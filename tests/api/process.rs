@@ -83,19 +83,100 @@ async fn acknowledged_turns_survive_sigkill() {
     assert_eq!(contents, expected);
 }
 
-#[tokio::test]
-async fn sigterm_stops_the_server_cleanly() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ExaiProcess::start(data.path(), &[]);
-    let live = client().get(server.url("/livez")).send().await.unwrap();
-    assert_eq!(live.status(), 200);
-    assert!(server.terminate().success());
-}
-
 #[test]
 fn the_openapi_command_prints_the_document() {
     let output = exai_command().arg("openapi").output().unwrap();
     assert!(output.status.success());
     let document: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(document["openapi"], "3.1.0");
+}
+
+/// A registry with one tool whose upstream never answers.
+fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
+    let path = dir.join("tools.toml");
+    let registry = format!(
+        "[[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{upstream}\"\ntimeout_secs = 120\n"
+    );
+    std::fs::write(&path, registry).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_run_cut_by_a_crash_reads_failed_after_the_restart() {
+    let upstream = crate::support::upstream::hanging();
+    let data = tempfile::tempdir().unwrap();
+    let tools = stalling_tools(data.path(), &upstream.url);
+    let server = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
+    let accepted: Value = client()
+        .post(server.url("/v1/tools/stall/runs"))
+        .json(&json!({"input": "long job", "wait": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_url = format!("/v1/runs/{}", accepted["id"].as_str().unwrap());
+    server.kill();
+
+    let restarted = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let run = loop {
+        let run: Value = client()
+            .get(restarted.url(&run_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["status"] != "queued" && run["status"] != "running"
+            || std::time::Instant::now() > deadline
+        {
+            break run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("restarted"),
+        "{run}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_waiting_request_finish() {
+    let upstream = crate::support::upstream::hanging();
+    let data = tempfile::tempdir().unwrap();
+    let tools = stalling_tools(data.path(), &upstream.url);
+    let server = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
+    let waiting = tokio::spawn(
+        client()
+            .post(server.url("/v1/tools/stall/runs"))
+            .json(&json!({"input": "wait for me"}))
+            .send(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached its upstream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let exit = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let response = waiting
+        .await
+        .unwrap()
+        .expect("the in-flight request got its answer");
+    assert_eq!(response.status(), 502);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "tool_failed");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("shut down"),
+        "{problem}"
+    );
+    assert!(exit.success());
 }

@@ -1,8 +1,10 @@
 //! One behaviour for every store backend: each case runs against each of them.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use exai::domain::{ConversationPolicy, Metadata, NewThread, NewTurn, Role, truncate_to_micros};
-use exai::store::{Activity, AppendTurns, Store, StoreError, ThreadCursor, ThreadQuery};
+use exai::domain::{
+    ConversationPolicy, Metadata, NewThread, NewTurn, Role, RunStatus, ToolRun, truncate_to_micros,
+};
+use exai::store::{Activity, AppendTurns, Cursor, RunQuery, Store, StoreError, ThreadQuery};
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -218,7 +220,7 @@ pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {
             .unwrap();
         seen.extend(page.iter().map(|t| t.id).filter(|id| ids.contains(id)));
         match page.last() {
-            Some(last) if page.len() == 2 => after = Some(ThreadCursor::after(last)),
+            Some(last) if page.len() == 2 => after = Some(Cursor::new(last.updated_at, last.id)),
             _ => break,
         }
     }
@@ -366,6 +368,114 @@ pub async fn serializes_concurrent_appends(store: Arc<dyn Store>) {
     );
 }
 
+fn run(tool: &str, status: RunStatus, created_at: DateTime<Utc>) -> ToolRun {
+    ToolRun {
+        id: Uuid::new_v4(),
+        tool: tool.into(),
+        status,
+        continuation_id: Uuid::new_v4(),
+        input: "question".into(),
+        output: None,
+        error: None,
+        created_at,
+        started_at: None,
+        finished_at: None,
+        timeout_secs: 30,
+        turns_remaining: None,
+    }
+}
+
+pub async fn saves_and_reads_runs(store: &dyn Store) {
+    let mut saved = run("echo", RunStatus::Queued, now());
+    store.save_run(&saved).await.unwrap();
+    assert_eq!(store.get_run(saved.id).await.unwrap(), Some(saved.clone()));
+    saved.status = RunStatus::Completed;
+    saved.output = Some("answer".into());
+    saved.started_at = Some(now());
+    saved.finished_at = Some(now() + TimeDelta::milliseconds(1500));
+    saved.turns_remaining = Some(18);
+    store.save_run(&saved).await.unwrap();
+    assert_eq!(store.get_run(saved.id).await.unwrap(), Some(saved));
+    assert_eq!(store.get_run(Uuid::new_v4()).await.unwrap(), None);
+}
+
+pub async fn lists_runs_newest_first_with_filters(store: &dyn Store) {
+    let tool = format!("t{}", Uuid::new_v4().simple());
+    let base = now() - TimeDelta::minutes(10);
+    let statuses = [
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Completed,
+        RunStatus::TimedOut,
+    ];
+    let mut ids = Vec::new();
+    for (i, status) in statuses.into_iter().enumerate() {
+        let saved = run(&tool, status, base + TimeDelta::seconds(i as i64));
+        store.save_run(&saved).await.unwrap();
+        ids.push(saved.id);
+    }
+    store
+        .save_run(&run("other", RunStatus::Completed, base))
+        .await
+        .unwrap();
+    let query = |after, status| RunQuery {
+        limit: 3,
+        after,
+        tool: Some(tool.clone()),
+        status,
+    };
+    let first = store.list_runs(&query(None, None)).await.unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[3], ids[2], ids[1]]
+    );
+    let last = first.last().unwrap();
+    let rest = store
+        .list_runs(&query(Some(Cursor::new(last.created_at, last.id)), None))
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[0]]);
+    let completed = store
+        .list_runs(&query(None, Some(RunStatus::Completed)))
+        .await
+        .unwrap();
+    assert_eq!(
+        completed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [ids[2], ids[0]]
+    );
+}
+
+pub async fn fails_runs_a_previous_process_left_unfinished(store: &dyn Store) {
+    let cutoff = now();
+    let old_running = run("echo", RunStatus::Running, cutoff - TimeDelta::seconds(5));
+    let old_queued = run("echo", RunStatus::Queued, cutoff - TimeDelta::seconds(4));
+    let old_done = run("echo", RunStatus::Completed, cutoff - TimeDelta::seconds(3));
+    let new_running = run("echo", RunStatus::Running, cutoff + TimeDelta::seconds(1));
+    for saved in [&old_running, &old_queued, &old_done, &new_running] {
+        store.save_run(saved).await.unwrap();
+    }
+    let failed = store
+        .fail_unfinished_runs(cutoff, "restarted", cutoff)
+        .await
+        .unwrap();
+    assert!(failed >= 2, "{failed}");
+    for id in [old_running.id, old_queued.id] {
+        let read = store.get_run(id).await.unwrap().unwrap();
+        assert_eq!(
+            (read.status, read.error.as_deref(), read.finished_at),
+            (RunStatus::Failed, Some("restarted"), Some(cutoff))
+        );
+    }
+    assert_eq!(
+        store.get_run(old_done.id).await.unwrap().unwrap().status,
+        RunStatus::Completed
+    );
+    assert_eq!(
+        store.get_run(new_running.id).await.unwrap().unwrap().status,
+        RunStatus::Running
+    );
+}
+
 /// Declares every case above as a test against one backend.
 macro_rules! store_conformance {
     ($backend:ident, $open:expr) => {
@@ -385,6 +495,9 @@ macro_rules! store_conformance {
                 pages_through_turns,
                 reads_history_along_parents_in_one_round_trip,
                 bounds_history_depth,
+                saves_and_reads_runs,
+                lists_runs_newest_first_with_filters,
+                fails_runs_a_previous_process_left_unfinished,
             ],
             shared: [serializes_concurrent_appends]
         );

@@ -1,7 +1,9 @@
 //! Handlers, one module per resource.
 
+pub mod runs;
 pub mod system;
 pub mod threads;
+pub mod tools;
 pub mod turns;
 
 use axum::http::{HeaderValue, StatusCode, header};

@@ -154,6 +154,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         by_op,
     );
 
+    out.histograms(
+        "exai_tool_run_duration_seconds",
+        "Finished tool runs by tool and status, from acceptance to end.",
+        &recorded.runs,
+        |(tool, status)| vec![("tool", tool.clone()), ("status", status.to_string())],
+    );
+    let in_flight = recorded
+        .runs_in_flight
+        .load(std::sync::atomic::Ordering::Relaxed);
+    out.single(
+        "exai_tool_runs_in_flight",
+        "gauge",
+        "Tool runs accepted and not yet finished.",
+        in_flight as f64,
+    );
+
     let conversations = &state.conversations;
     let store = conversations.store();
     let store_label = vec![("backend", store.backend())];

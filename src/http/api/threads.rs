@@ -12,7 +12,7 @@ use crate::conversations::StatusFilter;
 use crate::domain::{History, NewThread, ThreadView};
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::store::ThreadCursor;
+use crate::store::Cursor;
 
 const MAX_SEARCH_CHARS: usize = 200;
 
@@ -75,7 +75,7 @@ pub async fn list_threads(
     let after = params
         .cursor
         .map(|cursor| {
-            ThreadCursor::decode(&cursor).ok_or_else(|| {
+            Cursor::decode(&cursor).ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::ValidationFailed,
                     "cursor: not a cursor this API returned",

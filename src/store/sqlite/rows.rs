@@ -22,7 +22,7 @@ pub fn encode_json(value: &impl Serialize) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
-fn decode_time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+pub fn decode_time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
     let text: String = row.try_get(column)?;
     DateTime::parse_from_rfc3339(&text)
         .map(|t| t.with_timezone(&Utc))

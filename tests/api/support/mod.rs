@@ -5,6 +5,7 @@ pub mod postgrest;
 pub mod process;
 pub mod services;
 pub mod slow_store;
+pub mod upstream;
 
 /// Declares a conformance suite's cases as tests against one backend. `$open` yields
 /// `Some((subject, guard))`, or `None` when the backend is skipped; the guard keeps the
@@ -148,6 +149,53 @@ impl TestApp {
             state,
             _data: data,
         }
+    }
+
+    /// The application on SQLite with a `tools.toml` registry; `vars` are further
+    /// environment variables the configuration sees.
+    pub async fn with_tools(registry: &str, vars: &[(&str, &str)]) -> Self {
+        let (store, data) = sqlite_store().await;
+        let path = data.path().join("tools.toml");
+        std::fs::write(&path, registry).unwrap();
+        let mut vars: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.insert("EXAI_TOOLS_FILE".into(), path.to_str().unwrap().into());
+        let config = Config::load(|name| vars.get(name).cloned(), None).expect("a valid registry");
+        Self::with_config(store, memory_cache(), &config, data)
+    }
+
+    /// Reads a server-sent event stream to its end: `(event, data, when it arrived)`.
+    pub async fn events(&self, uri: &str) -> Vec<(String, Value, std::time::Instant)> {
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let (mut pending, mut events) = (String::new(), Vec::new());
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.unwrap().into_data() else {
+                continue;
+            };
+            pending.push_str(std::str::from_utf8(&data).unwrap());
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|line| line.strip_prefix(name))
+                        .map(|v| v.trim().to_owned())
+                };
+                if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
+                    events.push((
+                        event,
+                        serde_json::from_str(&data).unwrap(),
+                        std::time::Instant::now(),
+                    ));
+                }
+            }
+        }
+        events
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-use exai::domain::{Chain, NewThread, Thread, ThreadWithTurns, Turn};
-use exai::store::{AppendTurns, Appended, Store, StoreError, ThreadQuery};
+use exai::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
+use exai::store::{AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery};
 
 pub struct SlowStore {
     pub inner: Arc<dyn Store>,
@@ -59,6 +59,29 @@ impl Store for SlowStore {
 
     async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
         self.inner.history(id, max_depth).await
+    }
+
+    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+        self.inner.save_run(run).await
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
+        self.inner.get_run(id).await
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+        self.inner.list_runs(query).await
+    }
+
+    async fn fail_unfinished_runs(
+        &self,
+        created_before: DateTime<Utc>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .fail_unfinished_runs(created_before, error, now)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,119 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::domain::{RunStatus, RunView, ToolRun};
+use crate::http::error::{ApiError, ErrorCode, Problem};
+use crate::http::extract::{AppJson, AppPath};
+use crate::tools::RunRequest;
+
+/// A tool this server can run.
+#[derive(Serialize, ToSchema)]
+pub struct ToolInfo<'a> {
+    name: &'a str,
+    /// `echo`, `http` or `openai`.
+    kind: &'static str,
+    description: &'a str,
+    timeout_secs: u64,
+    max_concurrency: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ToolList<'a> {
+    data: Vec<ToolInfo<'a>>,
+}
+
+/// The tool registry: the built-in `echo` and the tools of `tools.toml`.
+#[utoipa::path(get, path = "/v1/tools", tag = "tools", responses((status = OK, body = ToolList)))]
+pub async fn list_tools(State(state): State<AppState>) -> Response {
+    let data = state
+        .executor
+        .tools()
+        .map(|tool| ToolInfo {
+            name: &tool.name,
+            kind: tool.kind.name(),
+            description: &tool.description,
+            timeout_secs: tool.timeout.as_secs(),
+            max_concurrency: tool.max_concurrency,
+        })
+        .collect();
+    Json(ToolList { data }).into_response()
+}
+
+/// A run to start.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRun {
+    /// What to ask the tool; it becomes the user turn.
+    input: String,
+    /// The thread to continue; without one a new thread is started.
+    continuation_id: Option<Uuid>,
+    /// Shorter or longer than the tool's own timeout, within `WORKFLOW_TOOL_TIMEOUT_SECS`.
+    timeout_secs: Option<u32>,
+    /// Answer when the run has finished (default), or at once with 202.
+    wait: Option<bool>,
+}
+
+/// What a finished run means for the caller who waited for it.
+fn outcome(run: ToolRun) -> Result<Response, ApiError> {
+    let detail = || run.error.clone().unwrap_or_default();
+    match run.status {
+        RunStatus::TimedOut => Err(ApiError::new(ErrorCode::ToolTimeout, detail()).for_run(run.id)),
+        RunStatus::Failed => Err(ApiError::new(ErrorCode::ToolFailed, detail()).for_run(run.id)),
+        RunStatus::Cancelled => {
+            Err(ApiError::new(ErrorCode::RunCancelled, detail()).for_run(run.id))
+        }
+        _ => Ok(Json(run.view()).into_response()),
+    }
+}
+
+/// Runs a tool. With a `continuation_id` the thread's conversation is sent along and the
+/// run is refused (409/410) before any upstream call when the thread cannot take its two
+/// turns; on success the input and the answer are appended together. A run never
+/// outlives its timeout and does not stop when the caller goes away.
+#[utoipa::path(post, path = "/v1/tools/{name}/runs", tag = "tools", request_body = NewRun,
+    params(("name" = String, Path, description = "Tool name")),
+    responses(
+        (status = OK, body = RunView, description = "The finished run (`wait`)"),
+        (status = ACCEPTED, body = RunView, description = "The accepted run (`wait: false`)",
+            headers(("location" = String, description = "URL of the run"))),
+        (status = NOT_FOUND, body = Problem, content_type = "application/problem+json",
+            description = "`tool_not_found` or `thread_not_found`"),
+        (status = CONFLICT, body = Problem, content_type = "application/problem+json",
+            description = "`turn_limit_reached`, or `run_cancelled` while waiting"),
+        (status = GONE, body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
+        (status = TOO_MANY_REQUESTS, body = Problem, content_type = "application/problem+json",
+            description = "`rate_limited`: the tool's queue is full"),
+        (status = BAD_GATEWAY, body = Problem, content_type = "application/problem+json",
+            description = "`tool_failed`, with `run_id`"),
+        (status = GATEWAY_TIMEOUT, body = Problem, content_type = "application/problem+json",
+            description = "`tool_timeout`, with `run_id`"),
+    ))]
+pub async fn create_run(
+    State(state): State<AppState>,
+    AppPath(name): AppPath<String>,
+    AppJson(new): AppJson<NewRun>,
+) -> Result<Response, ApiError> {
+    let request = RunRequest {
+        input: new.input,
+        continuation_id: new.continuation_id,
+        timeout_secs: new.timeout_secs,
+    };
+    let started = state.executor.start(&name, request).await?;
+    if new.wait.unwrap_or(true) {
+        return outcome(started.finished().await);
+    }
+    let location = format!("/v1/runs/{}", started.run.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(started.run.view()),
+    )
+        .into_response())
+}

@@ -1,0 +1,114 @@
+//! Tool runs in SQLite.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use super::SqliteStore;
+use super::rows::{decode_time, decode_uuid, encode_time};
+use crate::domain::{RunStatus, ToolRun};
+use crate::store::{RunQuery, StoreError};
+
+const RUN_COLUMNS: &str = "id, tool, status, continuation_id, input, output, error, created_at, \
+     started_at, finished_at, timeout_secs, turns_remaining";
+
+fn decode_run(row: &SqliteRow) -> Result<ToolRun, StoreError> {
+    let status: String = row.try_get("status")?;
+    let optional_time = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        match row.try_get::<Option<String>, _>(column)? {
+            Some(_) => decode_time(row, column).map(Some),
+            None => Ok(None),
+        }
+    };
+    Ok(ToolRun {
+        id: decode_uuid(row, "id")?,
+        tool: row.try_get("tool")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| StoreError::Internal(format!("unreadable run status {status:?}")))?,
+        continuation_id: decode_uuid(row, "continuation_id")?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        created_at: decode_time(row, "created_at")?,
+        started_at: optional_time("started_at")?,
+        finished_at: optional_time("finished_at")?,
+        timeout_secs: row.try_get("timeout_secs")?,
+        turns_remaining: row.try_get("turns_remaining")?,
+    })
+}
+
+impl SqliteStore {
+    pub(super) async fn upsert_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+        self.trip();
+        sqlx::query(&format!(
+            "INSERT INTO tool_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, \
+             error = excluded.error, started_at = excluded.started_at, \
+             finished_at = excluded.finished_at, turns_remaining = excluded.turns_remaining"
+        ))
+        .bind(run.id.to_string())
+        .bind(&run.tool)
+        .bind(run.status.as_str())
+        .bind(run.continuation_id.to_string())
+        .bind(&run.input)
+        .bind(&run.output)
+        .bind(&run.error)
+        .bind(encode_time(run.created_at))
+        .bind(run.started_at.map(encode_time))
+        .bind(run.finished_at.map(encode_time))
+        .bind(run.timeout_secs)
+        .bind(run.turns_remaining)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn select_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
+        self.trip();
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM tool_runs WHERE id = ?1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(decode_run).transpose()
+    }
+
+    pub(super) async fn select_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+        self.trip();
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM tool_runs \
+             WHERE (?1 IS NULL OR (created_at, id) < (?1, ?2)) \
+             AND (?3 IS NULL OR tool = ?3) AND (?4 IS NULL OR status = ?4) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5"
+        ))
+        .bind(query.after.map(|c| encode_time(c.at)))
+        .bind(query.after.map(|c| c.id.to_string()))
+        .bind(&query.tool)
+        .bind(query.status.map(RunStatus::as_str))
+        .bind(query.limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(decode_run).collect()
+    }
+
+    pub(super) async fn fail_unfinished(
+        &self,
+        created_before: DateTime<Utc>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.trip();
+        let failed = sqlx::query(
+            "UPDATE tool_runs SET status = 'failed', error = ?1, finished_at = ?2 \
+             WHERE status IN ('queued', 'running') AND created_at < ?3",
+        )
+        .bind(error)
+        .bind(encode_time(now))
+        .bind(encode_time(created_before))
+        .execute(&self.writer)
+        .await?;
+        Ok(failed.rows_affected())
+    }
+}

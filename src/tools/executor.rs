@@ -1,0 +1,515 @@
+//! Runs tools: each run is admitted into its tool's bounded queue, executed behind the
+//! tool's concurrency limit, stopped at its deadline or on cancellation by dropping the
+//! runner (which closes its upstream connection), reported as it goes, recorded in the
+//! store at every step and, when it succeeds, added to its thread as two turns at once.
+//! Runs belong to the executor, not to the request that started them.
+
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::registry::ToolDefinition;
+use super::runners::{Answer, Invocation, Runner, runner};
+use crate::config::ToolSettings;
+use crate::conversations::{ConversationError, Conversations};
+use crate::domain::{
+    NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, truncate_to_micros,
+};
+use crate::metrics::Metrics;
+use crate::store::{RunQuery, Store, StoreError};
+
+/// Runs that may wait for a free slot, per slot of a tool's concurrency.
+const QUEUE_PER_SLOT: usize = 4;
+/// How long shutdown waits for stopped runs to record themselves.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Events kept for a subscriber that reads slowly.
+const EVENT_BUFFER: usize = 256;
+const TITLE_CHARS: usize = 80;
+
+/// What a subscriber to a run sees.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    Progress {
+        elapsed_ms: u64,
+        message: String,
+    },
+    /// A piece of a streamed answer.
+    Delta {
+        text: String,
+    },
+    Finished(ToolRun),
+}
+
+pub struct RunRequest {
+    pub input: String,
+    pub continuation_id: Option<Uuid>,
+    pub timeout_secs: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no tool {0:?}")]
+    ToolNotFound(String),
+    #[error("{tool} already has {admitted} runs running or queued; retry later")]
+    Busy { tool: String, admitted: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("no run {0}")]
+    RunNotFound(Uuid),
+    #[error("run {} has already finished ({})", .0.id, .0.status.as_str())]
+    AlreadyFinished(Box<ToolRun>),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A run just accepted, and the way to wait for its end.
+pub struct Started {
+    pub run: ToolRun,
+    outcome: watch::Receiver<Option<ToolRun>>,
+}
+
+impl Started {
+    pub async fn finished(mut self) -> ToolRun {
+        match self.outcome.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().unwrap_or(self.run),
+            Err(_) => self.run,
+        }
+    }
+}
+
+/// Where a subscriber starts: a run still live, or one already over.
+pub enum Subscription {
+    Live {
+        events: broadcast::Receiver<RunEvent>,
+        finished: Option<ToolRun>,
+    },
+    Over(ToolRun),
+}
+
+struct Tool {
+    definition: ToolDefinition,
+    runner: Box<dyn Runner>,
+    slots: Semaphore,
+    /// Runs running or waiting for a slot.
+    admitted: AtomicUsize,
+}
+
+/// A run's place in the tool's queue; given back when the run ends, however it ends.
+struct Admission(Arc<Tool>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct LiveRun {
+    events: broadcast::Sender<RunEvent>,
+    outcome: watch::Sender<Option<ToolRun>>,
+    cancel: CancellationToken,
+    running: AtomicBool,
+}
+
+/// How execution ended, before it is recorded.
+enum Ended {
+    Answered(Answer),
+    Failed(String),
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tools: BTreeMap<String, Arc<Tool>>,
+    store: Arc<dyn Store>,
+    conversations: Conversations,
+    metrics: Arc<Metrics>,
+    settings: ToolSettings,
+    live: Mutex<HashMap<Uuid, Arc<LiveRun>>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+fn now() -> DateTime<Utc> {
+    truncate_to_micros(Utc::now())
+}
+
+/// A title for a thread a run starts: the first line of its input, shortened.
+fn title(input: &str) -> String {
+    input
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(TITLE_CHARS)
+        .collect()
+}
+
+impl Executor {
+    pub fn new(
+        settings: ToolSettings,
+        store: Arc<dyn Store>,
+        conversations: Conversations,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let tools = settings
+            .definitions
+            .iter()
+            .map(|definition| {
+                let tool = Tool {
+                    runner: runner(&definition.kind, &client),
+                    slots: Semaphore::new(definition.max_concurrency),
+                    admitted: AtomicUsize::new(0),
+                    definition: definition.clone(),
+                };
+                (definition.name.clone(), Arc::new(tool))
+            })
+            .collect();
+        let inner = Inner {
+            tools,
+            store,
+            conversations,
+            metrics,
+            settings,
+            live: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn tools(&self) -> impl Iterator<Item = &ToolDefinition> {
+        self.inner.tools.values().map(|tool| &tool.definition)
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<LiveRun>>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Accepts a run: checks the tool, the input and the thread (expiry, two turns
+    /// left) before any upstream call, records the run, and starts it.
+    pub async fn start(&self, tool_name: &str, request: RunRequest) -> Result<Started, RunError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(RunError::ShuttingDown);
+        }
+        let tool = inner
+            .tools
+            .get(tool_name)
+            .cloned()
+            .ok_or_else(|| RunError::ToolNotFound(tool_name.into()))?;
+        NewTurn::new(Role::User, request.input.clone())
+            .validate()
+            .map_err(|e| ValidationError::new("input", e.message))?;
+        let timeout = match request.timeout_secs {
+            Some(0) => {
+                return Err(ValidationError::new("timeout_secs", "must be at least 1").into());
+            }
+            Some(secs) => Duration::from_secs(secs.into()).min(inner.settings.timeout_cap),
+            None => tool.definition.timeout,
+        };
+        let admission = admit(&tool)?;
+        let (thread_id, history) = match request.continuation_id {
+            Some(id) => (id, inner.conversations.continuation(id, 2).await?),
+            None => {
+                let new = NewThread {
+                    title: Some(title(&request.input)),
+                    tool_name: Some(tool_name.into()),
+                    ..NewThread::default()
+                };
+                (inner.conversations.create_thread(new).await?.0, Vec::new())
+            }
+        };
+        let run = ToolRun {
+            id: Uuid::new_v4(),
+            tool: tool_name.into(),
+            status: RunStatus::Queued,
+            continuation_id: thread_id,
+            input: request.input,
+            output: None,
+            error: None,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            timeout_secs: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
+            turns_remaining: None,
+        };
+        inner.store.save_run(&run).await?;
+
+        let live = Arc::new(LiveRun {
+            events: broadcast::channel(EVENT_BUFFER).0,
+            outcome: watch::channel(None).0,
+            cancel: CancellationToken::new(),
+            running: AtomicBool::new(false),
+        });
+        let outcome = live.outcome.subscribe();
+        self.live().insert(run.id, live.clone());
+        inner.metrics.runs_in_flight.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        let this = self.clone();
+        let accepted = run.clone();
+        inner.tasks.spawn(async move {
+            this.drive(tool, accepted, history, live, deadline).await;
+            drop(admission);
+        });
+        Ok(Started { run, outcome })
+    }
+
+    async fn drive(
+        &self,
+        tool: Arc<Tool>,
+        run: ToolRun,
+        history: Vec<Turn>,
+        live: Arc<LiveRun>,
+        deadline: Instant,
+    ) {
+        let mut run = run;
+        let ended = tokio::select! {
+            ended = self.execute(&tool, &mut run, &history, &live, deadline) => ended,
+            () = live.cancel.cancelled() => Ended::Cancelled,
+            () = self.inner.shutdown.cancelled() => Ended::Failed("the server shut down before the run finished".into()),
+            never = self.report_progress(&live, &tool.definition.name) => match never {},
+        };
+        self.finish(run, ended, &live).await;
+    }
+
+    /// Waits for a slot, then calls the upstream, all before the deadline.
+    async fn execute(
+        &self,
+        tool: &Tool,
+        run: &mut ToolRun,
+        history: &[Turn],
+        live: &LiveRun,
+        deadline: Instant,
+    ) -> Ended {
+        let work = async {
+            let Ok(_slot) = tool.slots.acquire().await else {
+                return Err("the tool's queue was closed".to_owned());
+            };
+            run.status = RunStatus::Running;
+            run.started_at = Some(now());
+            live.running.store(true, Ordering::Release);
+            self.record(run).await;
+            let deltas = |text: String| {
+                let _ = live.events.send(RunEvent::Delta { text });
+            };
+            tool.runner
+                .run(
+                    Invocation {
+                        input: &run.input,
+                        history,
+                    },
+                    &deltas,
+                )
+                .await
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Err(_) => Ended::TimedOut,
+            Ok(Err(message)) => Ended::Failed(message),
+            Ok(Ok(answer)) => Ended::Answered(answer),
+        }
+    }
+
+    async fn report_progress(&self, live: &LiveRun, tool: &str) -> Infallible {
+        let every = self.inner.settings.progress_every;
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval_at(started + every, every);
+        loop {
+            ticks.tick().await;
+            let state = if live.running.load(Ordering::Acquire) {
+                "running"
+            } else {
+                "waiting for a free slot"
+            };
+            let elapsed = started.elapsed();
+            let message = format!("{tool} {state} for {} s", elapsed.as_secs());
+            let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            let _ = live.events.send(RunEvent::Progress {
+                elapsed_ms,
+                message,
+            });
+        }
+    }
+
+    /// Records how the run ended; a success adds the user and assistant turns together.
+    async fn finish(&self, mut run: ToolRun, ended: Ended, live: &LiveRun) {
+        match ended {
+            Ended::Answered(answer) => {
+                let question = NewTurn::new(Role::User, run.input.clone());
+                let reply = NewTurn {
+                    tool_name: Some(run.tool.clone()),
+                    model_provider: answer.model_provider,
+                    model_name: answer.model_name,
+                    ..NewTurn::new(Role::Assistant, answer.output.clone())
+                };
+                let conversations = &self.inner.conversations;
+                match conversations
+                    .append_turns(run.continuation_id, vec![question, reply], None)
+                    .await
+                {
+                    Ok(appended) => {
+                        run.status = RunStatus::Completed;
+                        run.turns_remaining = Some(appended.turns_remaining);
+                    }
+                    Err(error) => {
+                        run.status = RunStatus::Failed;
+                        run.error = Some(format!(
+                            "the answer could not be added to the thread: {error}"
+                        ));
+                    }
+                }
+                run.output = Some(answer.output);
+            }
+            Ended::Failed(message) => {
+                run.status = RunStatus::Failed;
+                run.error = Some(message);
+            }
+            Ended::TimedOut => {
+                run.status = RunStatus::TimedOut;
+                run.error = Some(format!("no answer within {} s", run.timeout_secs));
+            }
+            Ended::Cancelled => {
+                run.status = RunStatus::Cancelled;
+                run.error = Some("cancelled".into());
+            }
+        }
+        let finished_at = now();
+        run.finished_at = Some(finished_at);
+        self.record(&run).await;
+
+        let metrics = &self.inner.metrics;
+        let took = (finished_at - run.created_at).to_std().unwrap_or_default();
+        metrics
+            .runs
+            .with(&(run.tool.clone(), run.status.as_str()))
+            .observe(took);
+        metrics.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
+        // The outcome first, then the event: a subscriber that arrives in between sees
+        // the outcome, one that subscribed before gets the event.
+        live.outcome.send_replace(Some(run.clone()));
+        let _ = live.events.send(RunEvent::Finished(run.clone()));
+        self.live().remove(&run.id);
+    }
+
+    async fn record(&self, run: &ToolRun) {
+        if let Err(error) = self.inner.store.save_run(run).await {
+            tracing::error!(run.id = %run.id, status = run.status.as_str(), %error, "could not record the run");
+        }
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<ToolRun, RunError> {
+        self.inner
+            .store
+            .get_run(id)
+            .await?
+            .ok_or(RunError::RunNotFound(id))
+    }
+
+    pub async fn list(&self, query: &RunQuery) -> Result<Vec<ToolRun>, RunError> {
+        Ok(self.inner.store.list_runs(query).await?)
+    }
+
+    pub async fn subscribe(&self, id: Uuid) -> Result<Subscription, RunError> {
+        let live = self.live().get(&id).cloned();
+        match live {
+            Some(live) => {
+                let events = live.events.subscribe();
+                let finished = live.outcome.borrow().clone();
+                Ok(Subscription::Live { events, finished })
+            }
+            None => Ok(Subscription::Over(self.get(id).await?)),
+        }
+    }
+
+    /// Stops a live run and returns it once it has recorded its end.
+    pub async fn cancel(&self, id: Uuid) -> Result<ToolRun, RunError> {
+        let Some(live) = self.live().get(&id).cloned() else {
+            return Err(RunError::AlreadyFinished(Box::new(self.get(id).await?)));
+        };
+        let mut outcome = live.outcome.subscribe();
+        live.cancel.cancel();
+        let ended = outcome
+            .wait_for(Option::is_some)
+            .await
+            .map(|run| run.clone());
+        match ended {
+            Ok(Some(run)) => Ok(run),
+            _ => self.get(id).await,
+        }
+    }
+
+    /// Stops every run (each records itself failed) and waits for them to finish.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("tool runs did not all stop within {SHUTDOWN_GRACE:?}");
+        }
+    }
+}
+
+fn admit(tool: &Arc<Tool>) -> Result<Admission, RunError> {
+    let limit = tool.definition.max_concurrency * (1 + QUEUE_PER_SLOT);
+    let admitted = tool.admitted.fetch_add(1, Ordering::AcqRel);
+    let admission = Admission(tool.clone());
+    if admitted >= limit {
+        return Err(RunError::Busy {
+            tool: tool.definition.name.clone(),
+            admitted,
+        });
+    }
+    Ok(admission)
+}
+
+/// Marks the runs a previous process left queued or running as failed.
+pub async fn fail_orphaned_runs(
+    store: &dyn Store,
+    started_at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    store
+        .fail_unfinished_runs(
+            started_at,
+            "the server restarted before the run finished",
+            now(),
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_the_first_line_shortened() {
+        assert_eq!(title("Plan the refactor\nin detail"), "Plan the refactor");
+        assert_eq!(title(&"x".repeat(200)).chars().count(), TITLE_CHARS);
+    }
+}

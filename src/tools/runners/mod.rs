@@ -1,0 +1,83 @@
+//! Runners call a tool's upstream once and return its answer. They know nothing of
+//! timeouts or cancellation: the executor drops a runner's future to stop it, which
+//! closes its upstream connection at once.
+
+mod http;
+mod openai;
+
+use async_trait::async_trait;
+
+use super::registry::ToolKind;
+use crate::domain::Turn;
+
+/// What a run hands its tool.
+pub struct Invocation<'a> {
+    pub input: &'a str,
+    /// The conversation so far, oldest turn first.
+    pub history: &'a [Turn],
+}
+
+/// What a tool answered.
+pub struct Answer {
+    pub output: String,
+    pub model_provider: Option<String>,
+    pub model_name: Option<String>,
+}
+
+/// Receives each piece of a streamed answer as it arrives.
+pub type Deltas<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+#[async_trait]
+pub trait Runner: Send + Sync {
+    /// Calls the upstream. An error is a message for the run's record: it must not hold
+    /// a secret.
+    async fn run(&self, invocation: Invocation<'_>, deltas: Deltas<'_>) -> Result<Answer, String>;
+}
+
+struct Echo;
+
+#[async_trait]
+impl Runner for Echo {
+    async fn run(&self, invocation: Invocation<'_>, _: Deltas<'_>) -> Result<Answer, String> {
+        Ok(Answer {
+            output: invocation.input.to_owned(),
+            model_provider: None,
+            model_name: None,
+        })
+    }
+}
+
+/// The runner for a kind of tool, sharing one HTTP client among all tools.
+pub fn runner(kind: &ToolKind, client: &reqwest::Client) -> Box<dyn Runner> {
+    match kind {
+        ToolKind::Echo => Box::new(Echo),
+        ToolKind::Http { url, headers } => Box::new(http::HttpRunner::new(
+            client.clone(),
+            url.clone(),
+            headers.clone(),
+        )),
+        ToolKind::OpenAi {
+            base_url,
+            api_key,
+            model,
+            system_prompt,
+            stream,
+        } => Box::new(openai::OpenAiRunner::new(
+            client.clone(),
+            base_url,
+            api_key.clone(),
+            model.clone(),
+            system_prompt.clone(),
+            *stream,
+        )),
+    }
+}
+
+/// The start of an upstream's error body, enough to tell what went wrong.
+fn excerpt(body: &str) -> String {
+    const LIMIT: usize = 300;
+    match body.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!("{}…", &body[..cut]),
+        None => body.to_owned(),
+    }
+}
