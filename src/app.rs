@@ -52,15 +52,9 @@ impl Deref for AppState {
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("EXAI_DATA_DIR: cannot create {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the {backend} store: {source}")]
-    Store {
-        backend: &'static str,
-        source: StoreError,
-    },
+    Store { backend: &'static str, source: StoreError },
     #[error("REDIS_URL: {0}")]
     Cache(CacheError),
 }
@@ -79,10 +73,8 @@ impl App {
     /// The service over a store and a cache, each call to either timed for metrics.
     pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, config: &Config) -> App {
         let metrics = Arc::new(Metrics::default());
-        let store: Arc<dyn Store> =
-            Arc::new(MeteredStore::new(store, metrics.clone(), config.slow_op));
-        let cache: Arc<dyn Cache> =
-            Arc::new(MeteredCache::new(cache, metrics.clone(), config.slow_op));
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone(), config.slow_op));
+        let cache: Arc<dyn Cache> = Arc::new(MeteredCache::new(cache, metrics.clone(), config.slow_op));
         let conversations = Conversations::new(store.clone(), cache.clone(), config.conversation);
         App {
             executor: Executor::new(
@@ -102,9 +94,9 @@ impl App {
 /// Redis when configured, else the in-process cache.
 pub fn open_cache(config: &Config) -> Result<Arc<dyn Cache>, StartupError> {
     Ok(match &config.redis_url {
-        Some(url) => Arc::new(
-            RedisCache::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Cache)?,
-        ),
+        Some(url) => {
+            Arc::new(RedisCache::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Cache)?)
+        }
         None => Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)),
     })
 }
@@ -112,28 +104,15 @@ pub fn open_cache(config: &Config) -> Result<Arc<dyn Cache>, StartupError> {
 /// Opens the configured store. SQLite applies its migrations here; Postgres and
 /// Supabase are migrated with `exai migrate`.
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartupError> {
-    let failed = |source| StartupError::Store {
-        backend: config.backend(),
-        source,
-    };
+    let failed = |source| StartupError::Store { backend: config.backend(), source };
     Ok(match config {
         StoreConfig::Sqlite { data_dir } => {
-            std::fs::create_dir_all(data_dir).map_err(|source| StartupError::DataDir {
-                path: data_dir.clone(),
-                source,
-            })?;
-            Arc::new(
-                SqliteStore::open(&data_dir.join("exai.db"))
-                    .await
-                    .map_err(failed)?,
-            )
+            std::fs::create_dir_all(data_dir)
+                .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
+            Arc::new(SqliteStore::open(&data_dir.join("exai.db")).await.map_err(failed)?)
         }
-        StoreConfig::Postgres { url } => {
-            Arc::new(PostgresStore::connect(url.expose()).map_err(failed)?)
-        }
-        StoreConfig::Supabase { url, key, .. } => {
-            Arc::new(SupabaseStore::connect(url, key).map_err(failed)?)
-        }
+        StoreConfig::Postgres { url } => Arc::new(PostgresStore::connect(url.expose()).map_err(failed)?),
+        StoreConfig::Supabase { url, key, .. } => Arc::new(SupabaseStore::connect(url, key).map_err(failed)?),
     })
 }
 

@@ -40,10 +40,7 @@ pub struct ConfigError {
 }
 
 fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable,
-        message: message.into(),
-    }
+    ConfigError { variable, message: message.into() }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,19 +138,11 @@ impl Config {
         var: impl Fn(&str) -> Option<String>,
         bind: Option<SocketAddr>,
     ) -> Result<Config, ConfigError> {
-        let var = |name: &str| {
-            var(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let var = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
 
         let bind = match bind {
             Some(bind) => bind,
-            None => parse_or(
-                &var,
-                "EXAI_BIND",
-                "127.0.0.1:8080".parse().expect("valid default"),
-            )?,
+            None => parse_or(&var, "EXAI_BIND", "127.0.0.1:8080".parse().expect("valid default"))?,
         };
         let store = store_config(&var)?;
         let redis_url = var("REDIS_URL")
@@ -181,10 +170,7 @@ impl Config {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(invalid(
-                    "EXAI_LOG_FORMAT",
-                    format!("{other:?} is not pretty or json"),
-                ));
+                return Err(invalid("EXAI_LOG_FORMAT", format!("{other:?} is not pretty or json")));
             }
         };
         let health = HealthSettings {
@@ -196,17 +182,7 @@ impl Config {
         }
         let slow_op = millis(&var, "EXAI_SLOW_OP_MS", 500)?;
         let tools = tool_settings(&var)?;
-        Ok(Config {
-            bind,
-            store,
-            redis_url,
-            conversation,
-            api_keys,
-            log_format,
-            health,
-            slow_op,
-            tools,
-        })
+        Ok(Config { bind, store, redis_url, conversation, api_keys, log_format, health, slow_op, tools })
     }
 }
 
@@ -220,9 +196,7 @@ where
 {
     match var(name) {
         None => Ok(default),
-        Some(text) => text
-            .parse()
-            .map_err(|e| invalid(name, format!("{text:?}: {e}"))),
+        Some(text) => text.parse().map_err(|e| invalid(name, format!("{text:?}: {e}"))),
     }
 }
 
@@ -247,22 +221,13 @@ fn tool_settings(var: &impl Fn(&str) -> Option<String>) -> Result<ToolSettings, 
     let definitions = match path {
         None => vec![registry::echo(timeout_cap)],
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                invalid(
-                    "EXAI_TOOLS_FILE",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            registry::parse(&text, var, timeout_cap).map_err(|problem| {
-                invalid("EXAI_TOOLS_FILE", format!("{}: {problem}", path.display()))
-            })?
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid("EXAI_TOOLS_FILE", format!("cannot read {}: {e}", path.display())))?;
+            registry::parse(&text, var, timeout_cap)
+                .map_err(|problem| invalid("EXAI_TOOLS_FILE", format!("{}: {problem}", path.display())))?
         }
     };
-    Ok(ToolSettings {
-        definitions,
-        timeout_cap,
-        progress_every,
-    })
+    Ok(ToolSettings { definitions, timeout_cap, progress_every })
 }
 
 fn millis(
@@ -276,10 +241,7 @@ fn millis(
 fn check_url(name: &'static str, text: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| invalid(name, format!("not a URL: {e}")))?;
     if !schemes.contains(&url.scheme()) {
-        return Err(invalid(
-            name,
-            format!("scheme must be one of {}", schemes.join(", ")),
-        ));
+        return Err(invalid(name, format!("scheme must be one of {}", schemes.join(", "))));
     }
     Ok(url)
 }
@@ -293,43 +255,26 @@ fn store_config(var: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, Co
         "sqlite"
     };
     let database_url = var("DATABASE_URL")
-        .map(|url| {
-            check_url("DATABASE_URL", &url, &["postgres", "postgresql"]).map(|_| Secret(url))
-        })
+        .map(|url| check_url("DATABASE_URL", &url, &["postgres", "postgresql"]).map(|_| Secret(url)))
         .transpose()?;
     let chosen = var("EXAI_STORE");
     match chosen.as_deref().unwrap_or(derived) {
         "sqlite" => Ok(StoreConfig::Sqlite {
-            data_dir: var("EXAI_DATA_DIR")
-                .unwrap_or_else(|| "./data".into())
-                .into(),
+            data_dir: var("EXAI_DATA_DIR").unwrap_or_else(|| "./data".into()).into(),
         }),
         "postgres" => Ok(StoreConfig::Postgres {
-            url: database_url
-                .ok_or_else(|| invalid("DATABASE_URL", "required when EXAI_STORE=postgres"))?,
+            url: database_url.ok_or_else(|| invalid("DATABASE_URL", "required when EXAI_STORE=postgres"))?,
         }),
         "supabase" => {
             let url = var("SUPABASE_URL")
                 .ok_or_else(|| invalid("SUPABASE_URL", "required when EXAI_STORE=supabase"))?;
             let url = check_url("SUPABASE_URL", &url, &["https", "http"])?;
-            let key = var("SUPABASE_SERVICE_ROLE_KEY")
-                .or_else(|| var("SUPABASE_KEY"))
-                .ok_or_else(|| {
-                    invalid(
-                        "SUPABASE_SERVICE_ROLE_KEY",
-                        "required (or SUPABASE_KEY) with SUPABASE_URL",
-                    )
-                })?;
-            Ok(StoreConfig::Supabase {
-                url,
-                key: Secret(key),
-                database_url,
-            })
+            let key = var("SUPABASE_SERVICE_ROLE_KEY").or_else(|| var("SUPABASE_KEY")).ok_or_else(|| {
+                invalid("SUPABASE_SERVICE_ROLE_KEY", "required (or SUPABASE_KEY) with SUPABASE_URL")
+            })?;
+            Ok(StoreConfig::Supabase { url, key: Secret(key), database_url })
         }
-        other => Err(invalid(
-            "EXAI_STORE",
-            format!("{other:?} is not sqlite, postgres or supabase"),
-        )),
+        other => Err(invalid("EXAI_STORE", format!("{other:?} is not sqlite, postgres or supabase"))),
     }
 }
 
@@ -338,10 +283,7 @@ fn timeout_hours(var: &impl Fn(&str) -> Option<String>) -> Result<TimeDelta, Con
     let hours: f64 = parse_or(var, NAME, 24.0)?;
     let millis = hours * 3_600_000.0;
     if !(1000.0..=10.0 * 365.0 * 86_400_000.0).contains(&millis) {
-        return Err(invalid(
-            NAME,
-            "must be between one second and ten years, in hours",
-        ));
+        return Err(invalid(NAME, "must be between one second and ten years, in hours"));
     }
     Ok(TimeDelta::milliseconds(millis as i64))
 }
@@ -356,12 +298,7 @@ fn api_keys(var: &impl Fn(&str) -> Option<String>) -> Result<Vec<Secret>, Config
         text.push('\n');
         text.push_str(&file);
     }
-    Ok(text
-        .split([',', '\n'])
-        .map(str::trim)
-        .filter(|key| !key.is_empty())
-        .map(Secret::new)
-        .collect())
+    Ok(text.split([',', '\n']).map(str::trim).filter(|key| !key.is_empty()).map(Secret::new).collect())
 }
 
 #[cfg(test)]
@@ -370,53 +307,34 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::load(|name| vars.get(name).cloned(), None)
     }
 
     fn failing_variable(vars: &[(&str, &str)]) -> &'static str {
-        load(vars)
-            .expect_err("configuration should be refused")
-            .variable
+        load(vars).expect_err("configuration should be refused").variable
     }
 
     #[test]
     fn defaults_need_no_configuration() {
         let config = load(&[]).unwrap();
         assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(
-            config.store,
-            StoreConfig::Sqlite {
-                data_dir: "./data".into()
-            }
-        );
+        assert_eq!(config.store, StoreConfig::Sqlite { data_dir: "./data".into() });
         assert_eq!(config.conversation.timeout, TimeDelta::hours(24));
         assert_eq!(config.conversation.max_turns, 20);
         assert!(config.api_keys.is_empty() && config.redis_url.is_none());
         assert_eq!(config.health.timeout, Duration::from_millis(2000));
         assert_eq!(config.health.reuse_for, Duration::from_millis(5000));
         assert_eq!(config.slow_op, Duration::from_millis(500));
-        let tools: Vec<&str> = config
-            .tools
-            .definitions
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
+        let tools: Vec<&str> = config.tools.definitions.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(tools, ["echo"]);
         assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
         assert_eq!(config.tools.progress_every, Duration::from_secs(8));
         assert_eq!(config.health.timeout, Duration::from_millis(2000));
         assert_eq!(config.health.reuse_for, Duration::from_millis(5000));
         assert_eq!(config.slow_op, Duration::from_millis(500));
-        let tools: Vec<&str> = config
-            .tools
-            .definitions
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
+        let tools: Vec<&str> = config.tools.definitions.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(tools, ["echo"]);
         assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
         assert_eq!(config.tools.progress_every, Duration::from_secs(8));
@@ -433,11 +351,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(supabase.store.backend(), "supabase");
-        let forced = load(&[
-            ("EXAI_STORE", "sqlite"),
-            ("DATABASE_URL", "postgres://db/x"),
-        ])
-        .unwrap();
+        let forced = load(&[("EXAI_STORE", "sqlite"), ("DATABASE_URL", "postgres://db/x")]).unwrap();
         assert_eq!(forced.store.backend(), "sqlite");
     }
 
@@ -447,42 +361,21 @@ mod tests {
             (&[("EXAI_BIND", "localhost")], "EXAI_BIND"),
             (&[("EXAI_STORE", "mongo")], "EXAI_STORE"),
             (&[("EXAI_STORE", "supabase")], "SUPABASE_URL"),
-            (
-                &[("SUPABASE_URL", "https://abc.supabase.co")],
-                "SUPABASE_SERVICE_ROLE_KEY",
-            ),
+            (&[("SUPABASE_URL", "https://abc.supabase.co")], "SUPABASE_SERVICE_ROLE_KEY"),
             (&[("DATABASE_URL", "mysql://db")], "DATABASE_URL"),
             (&[("REDIS_URL", "not a url")], "REDIS_URL"),
             (&[("REDIS_URL", "rediss://cache:6380")], "REDIS_URL"),
-            (
-                &[("CONVERSATION_TIMEOUT_HOURS", "soon")],
-                "CONVERSATION_TIMEOUT_HOURS",
-            ),
-            (
-                &[("CONVERSATION_TIMEOUT_HOURS", "-1")],
-                "CONVERSATION_TIMEOUT_HOURS",
-            ),
+            (&[("CONVERSATION_TIMEOUT_HOURS", "soon")], "CONVERSATION_TIMEOUT_HOURS"),
+            (&[("CONVERSATION_TIMEOUT_HOURS", "-1")], "CONVERSATION_TIMEOUT_HOURS"),
             (&[("MAX_CONVERSATION_TURNS", "0")], "MAX_CONVERSATION_TURNS"),
             (&[("EXAI_LOG_FORMAT", "xml")], "EXAI_LOG_FORMAT"),
-            (
-                &[("EXAI_API_KEYS_FILE", "/nonexistent/keys")],
-                "EXAI_API_KEYS_FILE",
-            ),
+            (&[("EXAI_API_KEYS_FILE", "/nonexistent/keys")], "EXAI_API_KEYS_FILE"),
             (&[("EXAI_HEALTH_TIMEOUT_MS", "0")], "EXAI_HEALTH_TIMEOUT_MS"),
             (&[("EXAI_HEALTH_CACHE_MS", "-5")], "EXAI_HEALTH_CACHE_MS"),
             (&[("EXAI_SLOW_OP_MS", "1.5")], "EXAI_SLOW_OP_MS"),
-            (
-                &[("WORKFLOW_TOOL_TIMEOUT_SECS", "0")],
-                "WORKFLOW_TOOL_TIMEOUT_SECS",
-            ),
-            (
-                &[("EXAI_TOOL_PROGRESS_SECS", "x")],
-                "EXAI_TOOL_PROGRESS_SECS",
-            ),
-            (
-                &[("EXAI_TOOLS_FILE", "/nonexistent/tools.toml")],
-                "EXAI_TOOLS_FILE",
-            ),
+            (&[("WORKFLOW_TOOL_TIMEOUT_SECS", "0")], "WORKFLOW_TOOL_TIMEOUT_SECS"),
+            (&[("EXAI_TOOL_PROGRESS_SECS", "x")], "EXAI_TOOL_PROGRESS_SECS"),
+            (&[("EXAI_TOOLS_FILE", "/nonexistent/tools.toml")], "EXAI_TOOLS_FILE"),
         ];
         for (vars, variable) in cases {
             assert_eq!(failing_variable(vars), *variable, "{vars:?}");
@@ -493,10 +386,7 @@ mod tests {
     fn locations_never_show_passwords() {
         let config = load(&[("DATABASE_URL", "postgres://exai:hunter2@db:5432/exai")]).unwrap();
         assert_eq!(config.store.location(), "postgres://exai@db:5432/exai");
-        assert_eq!(
-            without_password("redis://:hunter2@cache:6379/0"),
-            "redis://cache:6379/0"
-        );
+        assert_eq!(without_password("redis://:hunter2@cache:6379/0"), "redis://cache:6379/0");
     }
 
     #[test]
@@ -507,18 +397,9 @@ mod tests {
 
     #[test]
     fn non_loopback_needs_keys_or_an_explicit_opt_out() {
-        assert_eq!(
-            failing_variable(&[("EXAI_BIND", "0.0.0.0:8080")]),
-            "EXAI_BIND"
-        );
+        assert_eq!(failing_variable(&[("EXAI_BIND", "0.0.0.0:8080")]), "EXAI_BIND");
         assert!(load(&[("EXAI_BIND", "0.0.0.0:8080"), ("EXAI_API_KEYS", "k1")]).is_ok());
-        assert!(
-            load(&[
-                ("EXAI_BIND", "0.0.0.0:8080"),
-                ("EXAI_ALLOW_UNAUTHENTICATED", "true")
-            ])
-            .is_ok()
-        );
+        assert!(load(&[("EXAI_BIND", "0.0.0.0:8080"), ("EXAI_ALLOW_UNAUTHENTICATED", "true")]).is_ok());
         assert!(load(&[("EXAI_BIND", "[::1]:9000")]).is_ok());
     }
 
@@ -526,11 +407,9 @@ mod tests {
     fn keys_come_from_the_variable_and_the_file() {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), "k3\n\n k4 \n").unwrap();
-        let config = load(&[
-            ("EXAI_API_KEYS", "k1, k2"),
-            ("EXAI_API_KEYS_FILE", file.path().to_str().unwrap()),
-        ])
-        .unwrap();
+        let config =
+            load(&[("EXAI_API_KEYS", "k1, k2"), ("EXAI_API_KEYS_FILE", file.path().to_str().unwrap())])
+                .unwrap();
         let keys: Vec<&str> = config.api_keys.iter().map(Secret::expose).collect();
         assert_eq!(keys, ["k1", "k2", "k3", "k4"]);
         assert_eq!(format!("{:?}", config.api_keys[0]), "Secret(***)");

@@ -14,8 +14,8 @@ use self::guarded_cache::GuardedCache;
 use self::single_flight::SingleFlight;
 use crate::cache::{Cache, CacheStats, CachedThread};
 use crate::domain::{
-    ConversationPolicy, HISTORY_MAX_DEPTH, History, NewThread, NewTurn, Thread, ThreadWithTurns,
-    Turn, ValidationError, check_idempotency_key, truncate_to_micros,
+    ConversationPolicy, HISTORY_MAX_DEPTH, History, NewThread, NewTurn, Thread, ThreadWithTurns, Turn,
+    ValidationError, check_idempotency_key, truncate_to_micros,
 };
 use crate::store::{Activity, AppendTurns, Cursor, Store, StoreError, ThreadQuery};
 
@@ -98,13 +98,7 @@ impl Conversations {
             let now = now();
             let thread = this.store.create_thread(Uuid::new_v4(), &new, now).await?;
             let id = thread.id;
-            let (document, ttl) = this.document(
-                &ThreadWithTurns {
-                    thread,
-                    turns: Vec::new(),
-                },
-                now,
-            );
+            let (document, ttl) = this.document(&ThreadWithTurns { thread, turns: Vec::new() }, now);
             let body = document.body.clone();
             this.cache.write_through(id, document, ttl).await;
             Ok((id, body))
@@ -134,27 +128,18 @@ impl Conversations {
             StatusFilter::Active => Activity::ChangedAfter(cutoff),
             StatusFilter::Expired => Activity::ChangedAtOrBefore(cutoff),
         };
-        let query = ThreadQuery {
-            limit: limit + 1,
-            after,
-            search,
-            activity,
-        };
+        let query = ThreadQuery { limit: limit + 1, after, search, activity };
         let mut threads = self.store.list_threads(&query).await?;
-        let next_cursor = next_page(&mut threads, limit)
-            .map(|last| Cursor::new(last.updated_at, last.id).encode());
-        Ok(ThreadList {
-            threads,
-            next_cursor,
-            now,
-        })
+        let next_cursor =
+            next_page(&mut threads, limit).map(|last| Cursor::new(last.updated_at, last.id).encode());
+        Ok(ThreadList { threads, next_cursor, now })
     }
 
     /// Deletes a thread from the store, then from the cache; `false` when it did not exist.
     pub async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
         let this = self.clone();
         detached(async move {
-            let deleted = this.store.delete_thread(id).await?;
+            let deleted = this.store.delete_thread(id).await.inspect_err(|e| this.distrust_after(id, e))?;
             this.flights.forget(&id);
             let block_fills_for = this.policy.timeout.to_std().unwrap_or_default();
             this.cache.remove(id, block_fills_for).await;
@@ -179,24 +164,16 @@ impl Conversations {
         let this = self.clone();
         detached(async move {
             let now = now();
-            let append = AppendTurns {
-                thread_id,
-                turns,
-                idempotency_key,
-                policy: this.policy,
-                now,
-            };
-            let appended = this.store.append_turns(&append).await?;
+            let append = AppendTurns { thread_id, turns, idempotency_key, policy: this.policy, now };
+            let appended =
+                this.store.append_turns(&append).await.inspect_err(|e| this.distrust_after(thread_id, e))?;
             this.flights.forget(&thread_id);
-            if !appended.replayed {
-                let (document, ttl) = this.document(&appended.thread, now);
-                this.cache.write_through(thread_id, document, ttl).await;
-            }
+            // A replay too: the first attempt may have committed without updating the cache.
+            let (document, ttl) = this.document(&appended.thread, now);
+            this.cache.write_through(thread_id, document, ttl).await;
             Ok(TurnsAppended {
                 turns: appended.turns,
-                turns_remaining: this
-                    .policy
-                    .turns_remaining(appended.thread.thread.turn_count),
+                turns_remaining: this.policy.turns_remaining(appended.thread.thread.turn_count),
                 replayed: appended.replayed,
             })
         })
@@ -210,11 +187,7 @@ impl Conversations {
         after_seq: u32,
         limit: u32,
     ) -> Result<Option<(Vec<Turn>, Option<u32>)>, StoreError> {
-        let Some(mut turns) = self
-            .store
-            .list_turns(thread_id, after_seq, limit + 1)
-            .await?
-        else {
+        let Some(mut turns) = self.store.list_turns(thread_id, after_seq, limit + 1).await? else {
             return Ok(None);
         };
         let next = next_page(&mut turns, limit).map(|last| last.seq);
@@ -223,38 +196,31 @@ impl Conversations {
 
     /// The conversation a new exchange continues, oldest turn first, once the thread is
     /// known to take `turns_needed` more turns and not to have expired.
-    pub async fn continuation(
-        &self,
-        id: Uuid,
-        turns_needed: u32,
-    ) -> Result<Vec<Turn>, ConversationError> {
-        let current = self
-            .store
-            .get_thread(id)
-            .await?
-            .ok_or(StoreError::ThreadNotFound(id))?;
+    pub async fn continuation(&self, id: Uuid, turns_needed: u32) -> Result<Vec<Turn>, ConversationError> {
+        let current = self.store.get_thread(id).await?.ok_or(StoreError::ThreadNotFound(id))?;
         if self.policy.is_expired(current.thread.updated_at, now()) {
             return Err(StoreError::ThreadExpired(id).into());
         }
         if self.policy.turns_remaining(current.thread.turn_count) < turns_needed {
             let max_turns = self.policy.max_turns;
-            return Err(StoreError::TurnLimitReached {
-                thread_id: id,
-                max_turns,
-            }
-            .into());
+            return Err(StoreError::TurnLimitReached { thread_id: id, max_turns }.into());
         }
-        let chain = self
-            .store
-            .history(id, HISTORY_MAX_DEPTH)
-            .await?
-            .ok_or(StoreError::ThreadNotFound(id))?;
+        let chain = self.store.history(id, HISTORY_MAX_DEPTH).await?.ok_or(StoreError::ThreadNotFound(id))?;
         Ok(chain.turns)
     }
 
     pub async fn history(&self, thread_id: Uuid) -> Result<Option<History>, StoreError> {
         let chain = self.store.history(thread_id, HISTORY_MAX_DEPTH).await?;
         Ok(chain.map(History::from))
+    }
+
+    /// A write that failed without a clear answer (a timeout, a lost connection) may
+    /// still have committed, so the cached thread is no longer to be trusted.
+    fn distrust_after(&self, id: Uuid, error: &StoreError) {
+        if matches!(error, StoreError::Unavailable(_) | StoreError::Internal(_)) {
+            self.flights.forget(&id);
+            self.cache.mark_stale(id);
+        }
     }
 
     async fn load(&self, id: Uuid) -> Load {
@@ -273,13 +239,7 @@ impl Conversations {
         let view = thread.thread.view(Some(&thread.turns), &self.policy, now);
         let body = serde_json::to_vec(&view).expect("a thread view always serializes");
         let ttl = self.policy.cache_ttl(thread.thread.updated_at, now);
-        (
-            CachedThread {
-                version: thread.thread.version,
-                body: body.into(),
-            },
-            ttl,
-        )
+        (CachedThread { version: thread.thread.version, body: body.into() }, ttl)
     }
 }
 
@@ -301,7 +261,7 @@ where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    tokio::spawn(work).await.unwrap_or_else(|failure| {
-        Err(StoreError::Internal(format!("write task failed: {failure}")).into())
-    })
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|failure| Err(StoreError::Internal(format!("write task failed: {failure}")).into()))
 }

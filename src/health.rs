@@ -79,13 +79,7 @@ fn store_problem(error: StoreError) -> String {
 
 impl Health {
     pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, settings: HealthSettings) -> Self {
-        Self {
-            store,
-            cache,
-            settings,
-            latest: Mutex::new(None),
-            probing: tokio::sync::Mutex::new(()),
-        }
+        Self { store, cache, settings, latest: Mutex::new(None), probing: tokio::sync::Mutex::new(()) }
     }
 
     /// The current report: reused while younger than the reuse window, else probed anew
@@ -99,8 +93,7 @@ impl Health {
             return fresh;
         }
         let report = Arc::new(self.probe().await);
-        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((Instant::now(), report.clone()));
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), report.clone()));
         report
     }
 
@@ -122,14 +115,9 @@ impl Health {
     pub async fn probe(&self) -> Report {
         let started = Instant::now();
         let (store, cache) = tokio::join!(
-            self.check(self.store.backend(), async {
-                self.store.ping().await.map_err(store_problem)
-            }),
+            self.check(self.store.backend(), async { self.store.ping().await.map_err(store_problem) }),
             self.check(self.cache.backend(), async {
-                self.cache
-                    .ping()
-                    .await
-                    .map_err(|error| format!("unreachable: {}", error.0))
+                self.cache.ping().await.map_err(|error| format!("unreachable: {}", error.0))
             }),
         );
         let status = match (store.status, cache.status) {
@@ -151,17 +139,10 @@ impl Health {
         let error = match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(Ok(())) => None,
             Ok(Err(problem)) => Some(problem),
-            Err(_) => Some(format!(
-                "no answer within {} ms",
-                self.settings.timeout.as_millis()
-            )),
+            Err(_) => Some(format!("no answer within {} ms", self.settings.timeout.as_millis())),
         };
         Check {
-            status: if error.is_none() {
-                Status::Healthy
-            } else {
-                Status::Unhealthy
-            },
+            status: if error.is_none() { Status::Healthy } else { Status::Unhealthy },
             backend: backend.to_owned(),
             response_time_ms: millis(started.elapsed()),
             timestamp: Utc::now(),
@@ -173,18 +154,10 @@ impl Health {
 impl Report {
     /// For people: the overall status, then a line per check.
     pub fn text(&self) -> String {
-        let mut text = format!(
-            "{} in {} ms (exai {})\n",
-            self.status.as_str(),
-            self.duration_ms,
-            self.version
-        );
+        let mut text =
+            format!("{} in {} ms (exai {})\n", self.status.as_str(), self.duration_ms, self.version);
         for (name, check) in &self.checks {
-            let (backend, status, ms) = (
-                &check.backend,
-                check.status.as_str(),
-                check.response_time_ms,
-            );
+            let (backend, status, ms) = (&check.backend, check.status.as_str(), check.response_time_ms);
             let _ = write!(text, "{name:<6} {backend:<9} {status:<10} {ms:>9.2} ms");
             if let Some(error) = &check.error {
                 let _ = write!(text, "  {error}");

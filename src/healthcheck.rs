@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::header::ACCEPT;
 
 use crate::app::{open_cache, open_store};
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::health::{Health, Report, Status};
 
 /// Why no health report could be had, and the exit code for it.
@@ -56,29 +56,28 @@ pub async fn remote(url: &str, timeout: Duration) -> Result<Report, Failure> {
         .timeout(timeout)
         .build()
         .map_err(|e| Failure::Misconfigured(e.to_string()))?;
-    let response = client
-        .get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| match e.is_builder() {
+    let response = client.get(url).header(ACCEPT, "application/json").send().await.map_err(|e| {
+        match e.is_builder() {
             true => Failure::Misconfigured(format!("{url}: {e}")),
             false => Failure::Unreachable(format!("{url}: {e}")),
-        })?;
+        }
+    })?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| Failure::Unreachable(format!("{url}: {e}")))?;
+    let body = response.bytes().await.map_err(|e| Failure::Unreachable(format!("{url}: {e}")))?;
     serde_json::from_slice(&body).map_err(|_| {
-        Failure::Misconfigured(format!(
-            "{url} answered HTTP {status} without an exai health report"
-        ))
+        Failure::Misconfigured(format!("{url} answered HTTP {status} without an exai health report"))
     })
 }
 
-/// Runs the checks here, against the store and cache the environment configures.
+/// Runs the checks here, against the store and cache the environment configures. A
+/// check never creates anything: a SQLite file that is not there is a setup error.
 pub async fn direct(config: &Config) -> Result<Report, Failure> {
+    if let StoreConfig::Sqlite { data_dir } = &config.store {
+        let file = data_dir.join("exai.db");
+        if !file.is_file() {
+            return Err(Failure::Misconfigured(format!("no SQLite database at {}", file.display())));
+        }
+    }
     let misconfigured = |e: crate::app::StartupError| Failure::Misconfigured(e.to_string());
     let store = open_store(&config.store).await.map_err(misconfigured)?;
     let cache = open_cache(config).map_err(misconfigured)?;
@@ -91,17 +90,8 @@ mod tests {
 
     #[test]
     fn default_url_reaches_a_wildcard_bind_over_loopback() {
-        assert_eq!(
-            default_url("0.0.0.0:8080".parse().unwrap()),
-            "http://127.0.0.1:8080/healthz"
-        );
-        assert_eq!(
-            default_url("[::]:9000".parse().unwrap()),
-            "http://[::1]:9000/healthz"
-        );
-        assert_eq!(
-            default_url("10.0.0.5:80".parse().unwrap()),
-            "http://10.0.0.5:80/healthz"
-        );
+        assert_eq!(default_url("0.0.0.0:8080".parse().unwrap()), "http://127.0.0.1:8080/healthz");
+        assert_eq!(default_url("[::]:9000".parse().unwrap()), "http://[::1]:9000/healthz");
+        assert_eq!(default_url("10.0.0.5:80".parse().unwrap()), "http://10.0.0.5:80/healthz");
     }
 }

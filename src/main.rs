@@ -66,9 +66,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     if let Command::Openapi = command {
-        let document = http::openapi()
-            .to_pretty_json()
-            .expect("the OpenAPI document serializes");
+        let document = http::openapi().to_pretty_json().expect("the OpenAPI document serializes");
         println!("{document}");
         return ExitCode::SUCCESS;
     }
@@ -84,10 +82,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     let config = Config::from_env(bind);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("exai: cannot start the async runtime: {error}");
@@ -149,39 +144,24 @@ async fn migrate(config: &Config) -> Result<(), BoxError> {
         StoreConfig::Sqlite { .. } => {
             open_store(&config.store).await?;
         }
-        StoreConfig::Postgres { url }
-        | StoreConfig::Supabase {
-            database_url: Some(url),
-            ..
-        } => {
+        StoreConfig::Postgres { url } | StoreConfig::Supabase { database_url: Some(url), .. } => {
             migrate_postgres(url.expose()).await?;
         }
-        StoreConfig::Supabase {
-            database_url: None, ..
-        } => {
-            return Err(
-                "migrating Supabase needs DATABASE_URL set to the project's database \
+        StoreConfig::Supabase { database_url: None, .. } => {
+            return Err("migrating Supabase needs DATABASE_URL set to the project's database \
                         URL; or paste migrations/postgres/*.sql into its SQL editor"
-                    .into(),
-            );
+                .into());
         }
     }
     tracing::info!(store = config.store.backend(), location = %config.store.location(), "migrations applied");
     Ok(())
 }
 
-async fn check_health(
-    args: &HealthcheckArgs,
-    config: Result<Config, exai::config::ConfigError>,
-) -> ExitCode {
+async fn check_health(args: &HealthcheckArgs, config: Result<Config, exai::config::ConfigError>) -> ExitCode {
     let report = match (&config, args.direct, &args.url) {
-        (Err(error), true, _) | (Err(error), false, None) => {
-            Err(Failure::Misconfigured(error.to_string()))
-        }
+        (Err(error), true, _) | (Err(error), false, None) => Err(Failure::Misconfigured(error.to_string())),
         (Ok(config), true, _) => healthcheck::direct(config).await,
-        (_, false, Some(url)) => {
-            healthcheck::remote(url, Duration::from_millis(args.timeout_ms)).await
-        }
+        (_, false, Some(url)) => healthcheck::remote(url, Duration::from_millis(args.timeout_ms)).await,
         (Ok(config), false, None) => {
             let url = healthcheck::default_url(config.bind);
             healthcheck::remote(&url, Duration::from_millis(args.timeout_ms)).await
@@ -191,10 +171,9 @@ async fn check_health(
         Ok(report) => {
             match args.format {
                 Format::Text => print!("{}", report.text()),
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("a report serializes")
-                ),
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"))
+                }
             }
             healthcheck::exit_code(&report)
         }

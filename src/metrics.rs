@@ -8,9 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 #[derive(Default)]
 pub struct Histogram {
@@ -42,18 +41,11 @@ pub struct Family<L> {
 
 impl<L: Ord + Clone> Family<L> {
     fn new() -> Self {
-        Self {
-            series: RwLock::new(BTreeMap::new()),
-        }
+        Self { series: RwLock::new(BTreeMap::new()) }
     }
 
     pub fn with(&self, labels: &L) -> Arc<Histogram> {
-        if let Some(found) = self
-            .series
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(labels)
-        {
+        if let Some(found) = self.series.read().unwrap_or_else(PoisonError::into_inner).get(labels) {
             return found.clone();
         }
         let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
@@ -62,10 +54,7 @@ impl<L: Ord + Clone> Family<L> {
 
     fn snapshot(&self) -> Vec<(L, Arc<Histogram>)> {
         let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
-        series
-            .iter()
-            .map(|(labels, histogram)| (labels.clone(), histogram.clone()))
-            .collect()
+        series.iter().map(|(labels, histogram)| (labels.clone(), histogram.clone())).collect()
     }
 }
 
@@ -101,17 +90,12 @@ pub struct Exposition {
 }
 
 fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn label_set(labels: &[(&str, &str)]) -> String {
-    let pairs: Vec<String> = labels
-        .iter()
-        .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
-        .collect();
+    let pairs: Vec<String> =
+        labels.iter().map(|(name, value)| format!("{name}=\"{}\"", escape(value))).collect();
     pairs.join(",")
 }
 
@@ -127,13 +111,7 @@ impl Exposition {
     }
 
     /// One metric with a value per label set.
-    pub fn labelled(
-        &mut self,
-        name: &str,
-        kind: &str,
-        help: &str,
-        series: &[(Vec<(&str, &str)>, f64)],
-    ) {
+    pub fn labelled(&mut self, name: &str, kind: &str, help: &str, series: &[(Vec<(&str, &str)>, f64)]) {
         self.header(name, kind, help);
         for (labels, value) in series {
             let _ = writeln!(self.text, "{name}{{{}}} {value}", label_set(labels));
@@ -160,26 +138,15 @@ impl Exposition {
                 let le = bound.to_string();
                 let mut with_le = base.clone();
                 with_le.push(("le", &le));
-                let _ = writeln!(
-                    self.text,
-                    "{name}_bucket{{{}}} {cumulative}",
-                    label_set(&with_le)
-                );
+                let _ = writeln!(self.text, "{name}_bucket{{{}}} {cumulative}", label_set(&with_le));
             }
             let count = histogram.count();
             let mut with_inf = base.clone();
             with_inf.push(("le", "+Inf"));
             let sum = histogram.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
             let set = label_set(&base);
-            let _ = writeln!(
-                self.text,
-                "{name}_bucket{{{}}} {count}",
-                label_set(&with_inf)
-            );
-            let _ = writeln!(
-                self.text,
-                "{name}_sum{{{set}}} {sum}\n{name}_count{{{set}}} {count}"
-            );
+            let _ = writeln!(self.text, "{name}_bucket{{{}}} {count}", label_set(&with_inf));
+            let _ = writeln!(self.text, "{name}_sum{{{set}}} {sum}\n{name}_count{{{set}}} {count}");
         }
     }
 
@@ -215,15 +182,9 @@ mod tests {
     #[test]
     fn histograms_render_cumulative_buckets() {
         let family = Family::new();
-        family
-            .with(&("get", "redis"))
-            .observe(Duration::from_micros(300));
-        family
-            .with(&("get", "redis"))
-            .observe(Duration::from_millis(3));
-        family
-            .with(&("get", "redis"))
-            .observe(Duration::from_secs(60));
+        family.with(&("get", "redis")).observe(Duration::from_micros(300));
+        family.with(&("get", "redis")).observe(Duration::from_millis(3));
+        family.with(&("get", "redis")).observe(Duration::from_secs(60));
         let mut out = Exposition::default();
         out.histograms("exai_t_seconds", "test", &family, |(op, backend)| {
             vec![("op", op.to_string()), ("backend", backend.to_string())]
@@ -239,12 +200,7 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let mut out = Exposition::default();
-        out.labelled(
-            "exai_x",
-            "gauge",
-            "test",
-            &[(vec![("error", "a \"b\"\nc")], 1.0)],
-        );
+        out.labelled("exai_x", "gauge", "test", &[(vec![("error", "a \"b\"\nc")], 1.0)]);
         assert!(out.finish().contains(r#"exai_x{error="a \"b\"\nc"} 1"#));
     }
 }

@@ -5,6 +5,10 @@
 -- order, and 'tool' joins the message_role enum. A thread's API id is its
 -- continuation_id; `id` stays the internal key that messages reference.
 
+-- Never queue behind a long transaction holding these tables: fail and let the
+-- operator run the migration again.
+SET LOCAL lock_timeout = '10s';
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'message_role') THEN
@@ -63,14 +67,24 @@ WHERE c.turn_count IS NULL;
 
 UPDATE conversations SET metadata = '{}' WHERE metadata IS NULL;
 UPDATE messages SET metadata = '{}' WHERE metadata IS NULL;
+UPDATE conversations SET created_at = coalesce(updated_at, now()) WHERE created_at IS NULL;
+UPDATE conversations SET updated_at = created_at WHERE updated_at IS NULL;
+UPDATE messages m SET created_at = c.created_at
+FROM conversations c WHERE m.conversation_id = c.id AND m.created_at IS NULL;
+-- UUIDs compare as lower-case text, the way the API writes them.
+UPDATE conversations SET continuation_id = lower(continuation_id)
+WHERE continuation_id <> lower(continuation_id);
 
 ALTER TABLE conversations
+    ALTER COLUMN created_at SET NOT NULL,
+    ALTER COLUMN updated_at SET NOT NULL,
     ALTER COLUMN turn_count SET DEFAULT 0,
     ALTER COLUMN turn_count SET NOT NULL,
     ALTER COLUMN metadata SET DEFAULT '{}',
     ALTER COLUMN metadata SET NOT NULL;
 
 ALTER TABLE messages
+    ALTER COLUMN created_at SET NOT NULL,
     ALTER COLUMN seq SET NOT NULL,
     ALTER COLUMN metadata SET DEFAULT '{}',
     ALTER COLUMN metadata SET NOT NULL;

@@ -131,6 +131,7 @@ DECLARE
     c conversations;
     v_count integer := jsonb_array_length(p_turns);
     v_first integer;
+    v_now timestamptz;
 BEGIN
     SELECT * INTO c FROM conversations WHERE continuation_id = p_id::text FOR UPDATE;
     IF NOT FOUND THEN
@@ -152,6 +153,8 @@ BEGIN
             USING ERRCODE = 'EX409';
     END IF;
 
+    -- Clocks of concurrent callers differ slightly: never move a thread back in time.
+    v_now := greatest(p_now, c.updated_at);
     v_first := c.turn_count + 1;
     INSERT INTO messages (conversation_id, seq, role, content, tool_name, files,
                           model_provider, model_name, metadata, idempotency_key, created_at)
@@ -159,10 +162,10 @@ BEGIN
            t.turn ->> 'tool_name', coalesce(t.turn -> 'files', '[]'),
            t.turn ->> 'model_provider', t.turn ->> 'model_name',
            coalesce(t.turn -> 'metadata', '{}'),
-           CASE WHEN t.ord = 1 THEN p_idempotency_key END, p_now
+           CASE WHEN t.ord = 1 THEN p_idempotency_key END, v_now
     FROM jsonb_array_elements(p_turns) WITH ORDINALITY AS t (turn, ord);
     UPDATE conversations
-    SET turn_count = turn_count + v_count, updated_at = p_now, version = version + 1
+    SET turn_count = turn_count + v_count, updated_at = v_now, version = version + 1
     WHERE id = c.id
     RETURNING * INTO c;
     RETURN exai_thread_document(c) || jsonb_build_object('first_seq', v_first, 'replayed', false);

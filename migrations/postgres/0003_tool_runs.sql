@@ -2,6 +2,8 @@
 -- A run's JSON has exactly the table's column names, so rows and documents convert
 -- both ways without a mapping.
 
+SET LOCAL lock_timeout = '10s';
+
 CREATE TABLE IF NOT EXISTS tool_runs (
     id              uuid PRIMARY KEY,
     tool            text NOT NULL,

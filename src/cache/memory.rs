@@ -41,11 +41,7 @@ impl MemoryCache {
     pub fn new(max_bytes: u64) -> Self {
         let entries = Moka::builder()
             .max_capacity(max_bytes)
-            .weigher(|_, entry: &Entry| {
-                u32::try_from(entry.thread.body.len())
-                    .unwrap_or(u32::MAX)
-                    .max(1)
-            })
+            .weigher(|_, entry: &Entry| u32::try_from(entry.thread.body.len()).unwrap_or(u32::MAX).max(1))
             .expire_after(PerEntryTtl)
             .build();
         Self { entries }
@@ -83,6 +79,19 @@ impl Cache for MemoryCache {
             CompResult::Inserted(_) | CompResult::ReplacedWith(_) => Fill::Stored,
             _ => Fill::Stale,
         })
+    }
+
+    async fn evict_older(&self, id: Uuid, version: i64) -> Result<(), CacheError> {
+        self.entries
+            .entry(id)
+            .and_compute_with(|current| async move {
+                match current {
+                    Some(current) if current.value().thread.version < version => Op::Remove,
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+        Ok(())
     }
 
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {

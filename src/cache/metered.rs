@@ -17,22 +17,11 @@ pub struct MeteredCache {
 
 impl MeteredCache {
     pub fn new(inner: Arc<dyn Cache>, metrics: Arc<Metrics>, slow: Duration) -> Self {
-        Self {
-            inner,
-            metrics,
-            slow,
-        }
+        Self { inner, metrics, slow }
     }
 
     async fn timed<T>(&self, op: &'static str, call: impl Future<Output = T>) -> T {
-        timed(
-            &self.metrics.cache,
-            "cache",
-            (op, self.inner.backend()),
-            self.slow,
-            call,
-        )
-        .await
+        timed(&self.metrics.cache, "cache", (op, self.inner.backend()), self.slow, call).await
     }
 }
 
@@ -54,8 +43,12 @@ impl Cache for MeteredCache {
         self.timed("put", self.inner.put(id, entry, ttl)).await
     }
 
-    async fn remove(&self, id: Uuid, ttl: Duration) -> Result<(), CacheError> {
-        self.timed("remove", self.inner.remove(id, ttl)).await
+    async fn remove(&self, id: Uuid, block_fills_for: Duration) -> Result<(), CacheError> {
+        self.timed("remove", self.inner.remove(id, block_fills_for)).await
+    }
+
+    async fn evict_older(&self, id: Uuid, version: i64) -> Result<(), CacheError> {
+        self.timed("evict_older", self.inner.evict_older(id, version)).await
     }
 
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {

@@ -50,15 +50,15 @@ pub trait Cache: Send + Sync {
     /// present. The comparison and the write are one atomic step.
     async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Fill, CacheError>;
 
-    /// Drops the entry and blocks fills for `ttl`, so that a read which began
-    /// before a delete cannot bring the deleted thread back.
-    async fn remove(&self, id: Uuid, ttl: Duration) -> Result<(), CacheError> {
-        let marker = CachedThread {
-            version: i64::MAX,
-            body: Bytes::new(),
-        };
-        self.put(id, marker, ttl).await.map(drop)
+    /// Drops the entry and blocks fills for `block_fills_for`, so that a read which
+    /// began before a delete cannot bring the deleted thread back.
+    async fn remove(&self, id: Uuid, block_fills_for: Duration) -> Result<(), CacheError> {
+        let marker = CachedThread { version: i64::MAX, body: Bytes::new() };
+        self.put(id, marker, block_fills_for).await.map(drop)
     }
+
+    /// Drops the entry if it holds a version older than `version`, atomically.
+    async fn evict_older(&self, id: Uuid, version: i64) -> Result<(), CacheError>;
 
     /// Deletes entries outright, whatever their version: for entries that may be stale
     /// because their write-through failed.

@@ -28,6 +28,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
+/// Deletes the entry if it holds a version older than the given one.
+const EVICT_OLDER: &str = r"
+local current = redis.call('HGET', KEYS[1], 'v')
+if current and tonumber(current) < tonumber(ARGV[1]) then
+    redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// One multiplexed connection shared by every request: commands from concurrent
 /// requests are pipelined on it, with no per-request pool checkout on the hot path.
 /// It reconnects by itself after Redis restarts.
@@ -35,6 +44,7 @@ pub struct RedisCache {
     connection: ConnectionManager,
     prefix: String,
     put_if_newer: Script,
+    evict_older: Script,
 }
 
 fn unavailable(error: RedisError) -> CacheError {
@@ -53,12 +63,12 @@ impl RedisCache {
             .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(Self {
             connection,
             prefix: format!("{namespace}:thread:"),
             put_if_newer: Script::new(PUT_IF_NEWER),
+            evict_older: Script::new(EVICT_OLDER),
         })
     }
 
@@ -67,15 +77,10 @@ impl RedisCache {
     }
 
     /// Runs one cache call within the call timeout.
-    async fn bounded<T>(
-        &self,
-        call: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, CacheError> {
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, RedisError>>) -> Result<T, CacheError> {
         match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(CacheError(format!(
-                "no answer from Redis within {CALL_TIMEOUT:?}"
-            ))),
+            Err(_) => Err(CacheError(format!("no answer from Redis within {CALL_TIMEOUT:?}"))),
         }
     }
 }
@@ -101,18 +106,16 @@ impl Cache for RedisCache {
         let mut connection = self.connection.clone();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut invocation = self.put_if_newer.key(self.key(id));
-        invocation
-            .arg(entry.version)
-            .arg(entry.body.as_ref())
-            .arg(ttl_ms);
-        let stored: i64 = self
-            .bounded(invocation.invoke_async(&mut connection))
-            .await?;
-        Ok(if stored == 1 {
-            Fill::Stored
-        } else {
-            Fill::Stale
-        })
+        invocation.arg(entry.version).arg(entry.body.as_ref()).arg(ttl_ms);
+        let stored: i64 = self.bounded(invocation.invoke_async(&mut connection)).await?;
+        Ok(if stored == 1 { Fill::Stored } else { Fill::Stale })
+    }
+
+    async fn evict_older(&self, id: Uuid, version: i64) -> Result<(), CacheError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.evict_older.key(self.key(id));
+        invocation.arg(version);
+        self.bounded(invocation.invoke_async::<i64>(&mut connection)).await.map(drop)
     }
 
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {
@@ -122,9 +125,7 @@ impl Cache for RedisCache {
         let mut connection = self.connection.clone();
         let keys: Vec<String> = ids.iter().map(|id| self.key(*id)).collect();
         let command = redis::cmd("DEL").arg(keys).to_owned();
-        self.bounded(command.query_async::<i64>(&mut connection))
-            .await
-            .map(drop)
+        self.bounded(command.query_async::<i64>(&mut connection)).await.map(drop)
     }
 
     async fn clear(&self) -> Result<(), CacheError> {
@@ -139,12 +140,10 @@ impl Cache for RedisCache {
                 .arg("COUNT")
                 .arg(CLEAR_BATCH)
                 .to_owned();
-            let (next, keys): (u64, Vec<String>) =
-                self.bounded(scan.query_async(&mut connection)).await?;
+            let (next, keys): (u64, Vec<String>) = self.bounded(scan.query_async(&mut connection)).await?;
             if !keys.is_empty() {
                 let unlink = redis::cmd("UNLINK").arg(keys).to_owned();
-                self.bounded(unlink.query_async::<i64>(&mut connection))
-                    .await?;
+                self.bounded(unlink.query_async::<i64>(&mut connection)).await?;
             }
             if next == 0 {
                 return Ok(());
@@ -156,8 +155,6 @@ impl Cache for RedisCache {
     async fn ping(&self) -> Result<(), CacheError> {
         let mut connection = self.connection.clone();
         let command = redis::cmd("PING").to_owned();
-        self.bounded(command.query_async::<String>(&mut connection))
-            .await
-            .map(drop)
+        self.bounded(command.query_async::<String>(&mut connection)).await.map(drop)
     }
 }

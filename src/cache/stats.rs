@@ -35,11 +35,7 @@ impl HitRate {
     fn new(hits: u64, misses: u64) -> Self {
         let total = hits + misses;
         let ratio = (total > 0).then(|| hits as f64 / total as f64);
-        Self {
-            hits,
-            misses,
-            ratio,
-        }
+        Self { hits, misses, ratio }
     }
 }
 
@@ -56,9 +52,7 @@ impl Default for CacheStats {
 }
 
 fn current_slot() -> u64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     secs / BUCKET_SECS
 }
 
@@ -90,21 +84,14 @@ impl CacheStats {
     }
 
     pub fn since_start(&self) -> HitRate {
-        HitRate::new(
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+        HitRate::new(self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     pub fn last_five_minutes(&self) -> HitRate {
         let now = current_slot();
-        let recent =
-            |b: &&Bucket| now.saturating_sub(b.slot.load(Ordering::Relaxed)) < BUCKETS as u64;
+        let recent = |b: &&Bucket| now.saturating_sub(b.slot.load(Ordering::Relaxed)) < BUCKETS as u64;
         let (hits, misses) = self.window.iter().filter(recent).fold((0, 0), |(h, m), b| {
-            (
-                h + b.hits.load(Ordering::Relaxed),
-                m + b.misses.load(Ordering::Relaxed),
-            )
+            (h + b.hits.load(Ordering::Relaxed), m + b.misses.load(Ordering::Relaxed))
         });
         HitRate::new(hits, misses)
     }
@@ -116,10 +103,7 @@ impl CacheStats {
         let bucket = &self.window[(slot % BUCKETS as u64) as usize];
         let seen = bucket.slot.load(Ordering::Relaxed);
         if seen != slot
-            && bucket
-                .slot
-                .compare_exchange(seen, slot, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+            && bucket.slot.compare_exchange(seen, slot, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             bucket.hits.store(0, Ordering::Relaxed);
             bucket.misses.store(0, Ordering::Relaxed);
@@ -140,14 +124,7 @@ mod tests {
         stats.hit();
         stats.hit();
         stats.miss();
-        assert_eq!(
-            stats.since_start(),
-            HitRate {
-                hits: 3,
-                misses: 1,
-                ratio: Some(0.75)
-            }
-        );
+        assert_eq!(stats.since_start(), HitRate { hits: 3, misses: 1, ratio: Some(0.75) });
         assert_eq!(stats.last_five_minutes(), stats.since_start());
     }
 }

@@ -14,7 +14,7 @@
 //! process never saw, so it is cleared before its first hit.
 
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -54,10 +54,7 @@ struct RecentWrites {
 
 impl Default for RecentWrites {
     fn default() -> Self {
-        Self {
-            versions: HashMap::new(),
-            prune_at: 1024,
-        }
+        Self { versions: HashMap::new(), prune_at: 1024 }
     }
 }
 
@@ -67,30 +64,29 @@ impl RecentWrites {
     fn claim(&mut self, id: Uuid, version: i64) -> bool {
         let now = Instant::now();
         let newest = match self.versions.get(&id) {
-            Some((seen, at))
-                if *seen > version && now.duration_since(*at) < RECENT_WRITE_WINDOW =>
-            {
+            Some((seen, at)) if *seen > version && now.duration_since(*at) < RECENT_WRITE_WINDOW => {
                 return false;
             }
-            Some((seen, at)) if now.duration_since(*at) < RECENT_WRITE_WINDOW => {
-                (*seen).max(version)
-            }
+            Some((seen, at)) if now.duration_since(*at) < RECENT_WRITE_WINDOW => (*seen).max(version),
             _ => version,
         };
         self.versions.insert(id, (newest, now));
         if self.versions.len() >= self.prune_at {
-            self.versions
-                .retain(|_, (_, at)| now.duration_since(*at) < RECENT_WRITE_WINDOW);
+            self.versions.retain(|_, (_, at)| now.duration_since(*at) < RECENT_WRITE_WINDOW);
             self.prune_at = (self.versions.len() * 2).max(1024);
         }
         true
     }
 }
 
+/// Entries that may be stale, each with the number of the mark that made it so, so that
+/// a purge only forgets marks older than what it purged.
 #[derive(Default)]
 struct Stale {
-    ids: HashSet<Uuid>,
-    everything: bool,
+    ids: HashMap<Uuid, u64>,
+    /// The whole cache is suspect, since this mark.
+    everything: Option<u64>,
+    marks: u64,
 }
 
 impl GuardedCache {
@@ -99,10 +95,7 @@ impl GuardedCache {
         Self {
             cache,
             stats: CacheStats::default(),
-            stale: Mutex::new(Stale {
-                ids: HashSet::new(),
-                everything,
-            }),
+            stale: Mutex::new(Stale { everything: everything.then_some(0), ..Stale::default() }),
             recent_writes: Mutex::new(RecentWrites::default()),
             has_stale: AtomicBool::new(everything),
             purging: AtomicBool::new(false),
@@ -158,13 +151,18 @@ impl GuardedCache {
     /// Updates the entry after a store commit; if that fails the old entry may
     /// still be there, so the id is purged before the cache serves again.
     pub async fn write_through(&self, id: Uuid, document: CachedThread, ttl: Duration) {
-        if !self.claim(id, document.version) {
-            return self.stats.rejected_fill();
-        }
         if self.cooling_down() {
             return self.mark_stale(id);
         }
-        match self.cache.put(id, document, ttl).await {
+        let written = if self.claim(id, document.version) {
+            self.cache.put(id, document, ttl).await
+        } else {
+            // A newer version is on its way; until it lands, an entry older than this
+            // one must not be served.
+            self.stats.rejected_fill();
+            self.cache.evict_older(id, document.version).await.map(|()| Fill::Stale)
+        };
+        match written {
             Ok(Fill::Stored) => {}
             Ok(Fill::Stale) => self.stats.rejected_fill(),
             Err(error) => {
@@ -175,22 +173,19 @@ impl GuardedCache {
     }
 
     /// Removes the entry after a store delete, with the same fallback as `write_through`.
-    pub async fn remove(&self, id: Uuid, ttl: Duration) {
+    pub async fn remove(&self, id: Uuid, block_fills_for: Duration) {
         self.claim(id, i64::MAX);
         if self.cooling_down() {
             return self.mark_stale(id);
         }
-        if let Err(error) = self.cache.remove(id, ttl).await {
+        if let Err(error) = self.cache.remove(id, block_fills_for).await {
             self.failed(error);
             self.mark_stale(id);
         }
     }
 
     fn claim(&self, id: Uuid, version: i64) -> bool {
-        self.recent_writes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .claim(id, version)
+        self.recent_writes.lock().unwrap_or_else(PoisonError::into_inner).claim(id, version)
     }
 
     fn now_ms(&self) -> u64 {
@@ -201,13 +196,16 @@ impl GuardedCache {
         self.now_ms() < self.down_until_ms.load(Ordering::Relaxed)
     }
 
-    fn mark_stale(&self, id: Uuid) {
+    /// The entry may be stale: purge it before the cache serves again.
+    pub fn mark_stale(&self, id: Uuid) {
         let mut stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
+        stale.marks += 1;
+        let mark = stale.marks;
         if stale.ids.len() >= MAX_STALE_IDS {
             stale.ids.clear();
-            stale.everything = true;
-        } else if !stale.everything {
-            stale.ids.insert(id);
+            stale.everything = Some(mark);
+        } else {
+            stale.ids.insert(id, mark);
         }
         self.has_stale.store(true, Ordering::Release);
     }
@@ -228,35 +226,28 @@ impl GuardedCache {
     }
 
     async fn purge(&self) {
-        let (ids, everything) = {
+        let (ids, everything, marks) = {
             let stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
-            (
-                stale.ids.iter().copied().collect::<Vec<_>>(),
-                stale.everything,
-            )
+            (stale.ids.keys().copied().collect::<Vec<_>>(), stale.everything, stale.marks)
         };
-        let purged = if everything {
-            self.cache.clear().await
-        } else {
-            self.cache.purge(&ids).await
+        let purged = match everything {
+            Some(_) => self.cache.clear().await,
+            None => self.cache.purge(&ids).await,
         };
         if let Err(error) = purged {
             return self.failed(error);
         }
+        // Marks made while the purge ran may concern entries it had already passed.
         let mut stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
-        stale.everything &= !everything;
-        for id in &ids {
-            stale.ids.remove(id);
-        }
-        self.has_stale
-            .store(stale.everything || !stale.ids.is_empty(), Ordering::Release);
+        stale.ids.retain(|_, mark| *mark > marks);
+        stale.everything = stale.everything.filter(|mark| *mark > marks);
+        self.has_stale.store(stale.everything.is_some() || !stale.ids.is_empty(), Ordering::Release);
     }
 
     fn failed(&self, error: CacheError) {
         self.stats.error();
         let now = self.now_ms();
-        self.down_until_ms
-            .store(now + COOL_DOWN.as_millis() as u64, Ordering::Relaxed);
+        self.down_until_ms.store(now + COOL_DOWN.as_millis() as u64, Ordering::Relaxed);
         let last = self.last_warning_ms.load(Ordering::Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= WARNING_INTERVAL.as_millis() as u64;
         if due

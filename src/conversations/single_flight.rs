@@ -11,9 +11,7 @@ pub struct SingleFlight<K, V> {
 
 impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
     pub fn new() -> Self {
-        Self {
-            flights: Mutex::new(HashMap::new()),
-        }
+        Self { flights: Mutex::new(HashMap::new()) }
     }
 
     pub async fn run<F, Fut>(&self, key: K, load: F) -> V
@@ -37,10 +35,7 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
 
     fn retire(&self, key: &K, flight: &Arc<OnceCell<V>>) {
         let mut flights = self.flights();
-        if flights
-            .get(key)
-            .is_some_and(|current| Arc::ptr_eq(current, flight))
-        {
+        if flights.get(key).is_some_and(|current| Arc::ptr_eq(current, flight)) {
             flights.remove(key);
         }
     }

@@ -39,12 +39,7 @@ impl From<Chain> for History {
             .filter(|file| seen.insert(file.as_str()))
             .cloned()
             .collect();
-        History {
-            thread_ids: chain.thread_ids,
-            total_turns: chain.turns.len(),
-            turns: chain.turns,
-            files,
-        }
+        History { thread_ids: chain.thread_ids, total_turns: chain.turns.len(), turns: chain.turns, files }
     }
 }
 

@@ -33,11 +33,7 @@ impl ConversationPolicy {
     /// thread can no longer change, so its document is good for a full window.
     pub fn cache_ttl(&self, updated_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
         let left = self.expires_at(updated_at) - now;
-        let ttl = if left > TimeDelta::zero() {
-            left
-        } else {
-            self.timeout
-        };
+        let ttl = if left > TimeDelta::zero() { left } else { self.timeout };
         ttl.to_std().unwrap_or(Duration::ZERO)
     }
 }
@@ -47,10 +43,7 @@ mod tests {
     use super::*;
 
     fn policy() -> ConversationPolicy {
-        ConversationPolicy {
-            timeout: TimeDelta::hours(1),
-            max_turns: 3,
-        }
+        ConversationPolicy { timeout: TimeDelta::hours(1), max_turns: 3 }
     }
 
     #[test]
@@ -58,25 +51,16 @@ mod tests {
         let updated = Utc::now();
         assert!(!policy().is_expired(updated, updated + TimeDelta::minutes(59)));
         assert!(policy().is_expired(updated, updated + TimeDelta::hours(1)));
-        assert_eq!(
-            policy().expiry_cutoff(updated + TimeDelta::hours(1)),
-            updated
-        );
+        assert_eq!(policy().expiry_cutoff(updated + TimeDelta::hours(1)), updated);
     }
 
     #[test]
     fn cache_ttl_ends_when_the_thread_expires() {
         let updated = Utc::now();
         let now = updated + TimeDelta::minutes(45);
-        assert_eq!(
-            policy().cache_ttl(updated, now),
-            Duration::from_secs(15 * 60)
-        );
+        assert_eq!(policy().cache_ttl(updated, now), Duration::from_secs(15 * 60));
         let later = updated + TimeDelta::hours(2);
-        assert_eq!(
-            policy().cache_ttl(updated, later),
-            Duration::from_secs(3600)
-        );
+        assert_eq!(policy().cache_ttl(updated, later), Duration::from_secs(3600));
     }
 
     #[test]

@@ -4,9 +4,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Where a tool run is in its life. The last four are final.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -39,9 +37,7 @@ impl RunStatus {
     }
 
     pub fn parse(value: &str) -> Option<RunStatus> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == value)
+        Self::ALL.into_iter().find(|status| status.as_str() == value)
     }
 
     pub fn is_final(self) -> bool {
@@ -84,10 +80,7 @@ impl ToolRun {
             (Some(started), Some(finished)) => Some((finished - started).num_milliseconds()),
             _ => None,
         };
-        RunView {
-            run: self,
-            duration_ms,
-        }
+        RunView { run: self, duration_ms }
     }
 }
 

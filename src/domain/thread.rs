@@ -3,9 +3,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::validation::{
-    MAX_TITLE_CHARS, ValidationError, check_max_chars, check_metadata, check_tool_name,
-};
+use super::validation::{MAX_TITLE_CHARS, ValidationError, check_max_chars, check_metadata, check_tool_name};
 use super::{ConversationPolicy, Metadata, Turn};
 
 /// A stored conversation thread. Its `id` is the `continuation_id` tools pass around.
@@ -124,10 +122,7 @@ mod tests {
             turn_count: 2,
             version: 3,
         };
-        let policy = ConversationPolicy {
-            timeout: TimeDelta::hours(2),
-            max_turns: 5,
-        };
+        let policy = ConversationPolicy { timeout: TimeDelta::hours(2), max_turns: 5 };
         let view = thread.view(None, &policy, now + TimeDelta::hours(3));
         assert!(view.expired);
         assert_eq!(view.expires_at, now + TimeDelta::hours(2));
@@ -139,10 +134,7 @@ mod tests {
 
     #[test]
     fn long_titles_are_refused() {
-        let new = NewThread {
-            title: Some("x".repeat(201)),
-            ..NewThread::default()
-        };
+        let new = NewThread { title: Some("x".repeat(201)), ..NewThread::default() };
         assert_eq!(new.validate().unwrap_err().field, "title");
     }
 }

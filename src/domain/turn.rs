@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::Metadata;
 use super::validation::{
-    MAX_CONTENT_BYTES, MAX_FILE_REF_BYTES, MAX_FILES_PER_TURN, MAX_MODEL_FIELD_CHARS,
-    ValidationError, check_max_chars, check_metadata, check_tool_name,
+    MAX_CONTENT_BYTES, MAX_FILE_REF_BYTES, MAX_FILES_PER_TURN, MAX_MODEL_FIELD_CHARS, ValidationError,
+    check_max_chars, check_metadata, check_tool_name,
 };
 
 /// Who spoke a turn.
@@ -104,11 +104,7 @@ impl NewTurn {
                 format!("must list at most {MAX_FILES_PER_TURN} entries"),
             ));
         }
-        if self
-            .files
-            .iter()
-            .any(|f| f.is_empty() || f.len() > MAX_FILE_REF_BYTES)
-        {
+        if self.files.iter().any(|f| f.is_empty() || f.len() > MAX_FILE_REF_BYTES) {
             return Err(ValidationError::new(
                 "files",
                 format!("entries must be 1 to {MAX_FILE_REF_BYTES} bytes"),

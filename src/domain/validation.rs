@@ -20,33 +20,22 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
+        Self { field, message: message.into() }
     }
 }
 
 pub fn check_tool_name(field: &'static str, name: &str) -> Result<(), ValidationError> {
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let valid_chars =
+        name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if name.is_empty() || name.len() > 64 || !valid_chars {
         return Err(ValidationError::new(field, "must match [a-z0-9_-]{1,64}"));
     }
     Ok(())
 }
 
-pub fn check_max_chars(
-    field: &'static str,
-    value: &str,
-    max: usize,
-) -> Result<(), ValidationError> {
+pub fn check_max_chars(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.chars().count() > max {
-        return Err(ValidationError::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
+        return Err(ValidationError::new(field, format!("must be at most {max} characters")));
     }
     Ok(())
 }

@@ -19,9 +19,7 @@ pub struct ApiKeys {
 
 impl ApiKeys {
     pub fn new(keys: &[Secret]) -> Self {
-        Self {
-            digests: keys.iter().map(|key| digest(key.expose())).collect(),
-        }
+        Self { digests: keys.iter().map(|key| digest(key.expose())).collect() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -30,10 +28,7 @@ impl ApiKeys {
 
     pub fn accepts(&self, presented: &str) -> bool {
         let presented = digest(presented);
-        let matched = self
-            .digests
-            .iter()
-            .fold(Choice::from(0), |found, key| found | key.ct_eq(&presented));
+        let matched = self.digests.iter().fold(Choice::from(0), |found, key| found | key.ct_eq(&presented));
         matched.into()
     }
 }
@@ -58,14 +53,8 @@ pub async fn require_api_key(
     }
     match bearer_token(&request) {
         Some(token) if state.api_keys.accepts(token) => Ok(next.run(request).await),
-        Some(_) => Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "the API key is not valid",
-        )),
-        None => Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "send an API key as Authorization: Bearer <key>",
-        )),
+        Some(_) => Err(ApiError::new(ErrorCode::Unauthorized, "the API key is not valid")),
+        None => Err(ApiError::new(ErrorCode::Unauthorized, "send an API key as Authorization: Bearer <key>")),
     }
 }
 

@@ -60,80 +60,28 @@ impl ErrorCode {
     fn describe(self) -> (&'static str, StatusCode, &'static str) {
         use ErrorCode::*;
         match self {
-            MalformedJson => (
-                "malformed_json",
-                StatusCode::BAD_REQUEST,
-                "Request body is not valid JSON",
-            ),
-            InvalidId => (
-                "invalid_id",
-                StatusCode::BAD_REQUEST,
-                "Malformed id in path",
-            ),
-            Unauthorized => (
-                "unauthorized",
-                StatusCode::UNAUTHORIZED,
-                "Missing or invalid API key",
-            ),
+            MalformedJson => ("malformed_json", StatusCode::BAD_REQUEST, "Request body is not valid JSON"),
+            InvalidId => ("invalid_id", StatusCode::BAD_REQUEST, "Malformed id in path"),
+            Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED, "Missing or invalid API key"),
             NotFound => ("not_found", StatusCode::NOT_FOUND, "No such route"),
-            ThreadNotFound => (
-                "thread_not_found",
-                StatusCode::NOT_FOUND,
-                "Thread not found",
-            ),
-            MethodNotAllowed => (
-                "method_not_allowed",
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method not allowed",
-            ),
-            TurnLimitReached => (
-                "turn_limit_reached",
-                StatusCode::CONFLICT,
-                "Turn limit reached",
-            ),
+            ThreadNotFound => ("thread_not_found", StatusCode::NOT_FOUND, "Thread not found"),
+            MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            TurnLimitReached => ("turn_limit_reached", StatusCode::CONFLICT, "Turn limit reached"),
             ThreadExpired => ("thread_expired", StatusCode::GONE, "Thread expired"),
-            PayloadTooLarge => (
-                "payload_too_large",
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-            ),
+            PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
             UnsupportedMediaType => (
                 "unsupported_media_type",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Request body must be application/json",
             ),
-            ValidationFailed => (
-                "validation_failed",
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid request",
-            ),
-            RateLimited => (
-                "rate_limited",
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many runs for this tool",
-            ),
-            Internal => (
-                "internal",
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error",
-            ),
-            StoreUnavailable => (
-                "store_unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Store unavailable",
-            ),
-            ShuttingDown => (
-                "shutting_down",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Server shutting down",
-            ),
+            ValidationFailed => ("validation_failed", StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
+            RateLimited => ("rate_limited", StatusCode::TOO_MANY_REQUESTS, "Too many runs for this tool"),
+            Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+            StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE, "Store unavailable"),
+            ShuttingDown => ("shutting_down", StatusCode::SERVICE_UNAVAILABLE, "Server shutting down"),
             ToolNotFound => ("tool_not_found", StatusCode::NOT_FOUND, "Tool not found"),
             ToolFailed => ("tool_failed", StatusCode::BAD_GATEWAY, "Tool failed"),
-            ToolTimeout => (
-                "tool_timeout",
-                StatusCode::GATEWAY_TIMEOUT,
-                "Tool timed out",
-            ),
+            ToolTimeout => ("tool_timeout", StatusCode::GATEWAY_TIMEOUT, "Tool timed out"),
             RunNotFound => ("run_not_found", StatusCode::NOT_FOUND, "Run not found"),
             RunFinished => ("run_finished", StatusCode::CONFLICT, "Run already finished"),
             RunCancelled => ("run_cancelled", StatusCode::CONFLICT, "Run cancelled"),
@@ -169,11 +117,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-            run_id: None,
-        }
+        Self { code, detail: detail.into(), run_id: None }
     }
 
     /// Names the tool run the problem is about.
@@ -213,10 +157,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown | ErrorCode::RateLimited => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECS),
-                );
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
             }
             _ => {}
         }
@@ -239,10 +180,7 @@ impl From<StoreError> for ApiError {
                      Start a new thread with parent_id {id} to continue the conversation"
                 ),
             ),
-            StoreError::TurnLimitReached {
-                thread_id,
-                max_turns,
-            } => Self::new(
+            StoreError::TurnLimitReached { thread_id, max_turns } => Self::new(
                 TurnLimitReached,
                 format!(
                     "thread {thread_id} holds its maximum of {max_turns} turns; \
@@ -251,10 +189,7 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "store unavailable");
-                Self::new(
-                    StoreUnavailable,
-                    "the store cannot be reached right now; retry later",
-                )
+                Self::new(StoreUnavailable, "the store cannot be reached right now; retry later")
             }
             StoreError::Internal(cause) | StoreError::Misconfigured(cause) => Self::internal(cause),
         }

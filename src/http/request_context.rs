@@ -25,16 +25,10 @@ pub fn current_request_id() -> Option<String> {
 /// services; anything else is replaced.
 fn acceptable(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-pub async fn request_context(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -42,24 +36,15 @@ pub async fn request_context(
         .filter(|id| acceptable(id))
         .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
     let started = Instant::now();
 
-    let mut response = REQUEST_ID
-        .scope(request_id.clone(), next.run(request))
-        .await;
+    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request)).await;
 
     let elapsed = started.elapsed();
     let route = route.unwrap_or_else(|| "unmatched".into());
     let status = response.status().as_u16();
-    state
-        .metrics
-        .http
-        .with(&(route.clone(), method.to_string(), status))
-        .observe(elapsed);
+    state.metrics.http.with(&(route.clone(), method.to_string(), status)).observe(elapsed);
     tracing::info!(
         %method,
         route,

@@ -46,9 +46,7 @@ impl Modify for BearerKeys {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
-            .description(Some(
-                "One of the keys in EXAI_API_KEYS; required when keys are configured",
-            ))
+            .description(Some("One of the keys in EXAI_API_KEYS; required when keys are configured"))
             .build();
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
@@ -61,31 +59,23 @@ struct SharedErrors;
 
 impl Modify for SharedErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let shared = [
-            ErrorCode::Unauthorized,
-            ErrorCode::Internal,
-            ErrorCode::StoreUnavailable,
-        ];
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") {
-                continue;
-            }
-            let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.put,
-                &mut item.patch,
-            ];
+            let shared: &[ErrorCode] = match path.as_str() {
+                api if api.starts_with("/v1/") => {
+                    &[ErrorCode::Unauthorized, ErrorCode::Internal, ErrorCode::StoreUnavailable]
+                }
+                "/metrics" => &[ErrorCode::Unauthorized],
+                _ => continue,
+            };
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.delete, &mut item.put, &mut item.patch];
             for operation in operations.into_iter().flatten() {
-                for code in shared {
+                for &code in shared {
                     let problem = ResponseBuilder::new()
                         .description(format!("`{}`", code.as_str()))
                         .content(
                             PROBLEM_JSON,
-                            ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name("Problem")))
-                                .build(),
+                            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
                         )
                         .build();
                     operation
@@ -141,10 +131,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: AppState) -> Router {
-    let protected = protected_routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_api_key,
-    ));
+    let protected =
+        protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let (routes, openapi) = assemble(protected);
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
@@ -152,10 +140,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_context,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), request_context))
         .with_state(state)
 }
 
@@ -164,10 +149,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "this route does not take that method",
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take that method")
 }
 
 fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 use super::{
-    Activity, AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery, escape_like,
-    turns_from,
+    Activity, AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery, escape_like, turns_from,
 };
 use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
 
@@ -93,36 +92,21 @@ impl Rejections {
 
 impl<T: Transport> FunctionStore<T> {
     pub fn new(transport: T) -> Self {
-        Self {
-            transport,
-            round_trips: AtomicU64::new(0),
-        }
+        Self { transport, round_trips: AtomicU64::new(0) }
     }
 
     /// Makes the call and decodes its JSON result.
-    async fn call<R: DeserializeOwned>(
-        &self,
-        call: Call,
-        rejections: Rejections,
-    ) -> Result<R, StoreError> {
+    async fn call<R: DeserializeOwned>(&self, call: Call, rejections: Rejections) -> Result<R, StoreError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let function = call.function;
-        let json = self
-            .transport
-            .call(&call)
-            .await
-            .map_err(|error| match error {
-                CallError::Rejected { sqlstate } => {
-                    rejections.meaning(&sqlstate).unwrap_or_else(|| {
-                        StoreError::Internal(format!(
-                            "{function} raised unexpected SQLSTATE {sqlstate}"
-                        ))
-                    })
-                }
-                CallError::Unavailable(cause) => StoreError::Unavailable(cause),
-                CallError::Misconfigured(cause) => StoreError::Misconfigured(cause),
-                CallError::Failed(cause) => StoreError::Internal(format!("{function}: {cause}")),
-            })?;
+        let json = self.transport.call(&call).await.map_err(|error| match error {
+            CallError::Rejected { sqlstate } => rejections.meaning(&sqlstate).unwrap_or_else(|| {
+                StoreError::Internal(format!("{function} raised unexpected SQLSTATE {sqlstate}"))
+            }),
+            CallError::Unavailable(cause) => StoreError::Unavailable(cause),
+            CallError::Misconfigured(cause) => StoreError::Misconfigured(cause),
+            CallError::Failed(cause) => StoreError::Internal(format!("{function}: {cause}")),
+        })?;
         serde_json::from_str(&json)
             .map_err(|e| StoreError::Internal(format!("{function} returned unreadable JSON: {e}")))
     }
@@ -160,21 +144,11 @@ impl<T: Transport> Store for FunctionStore<T> {
             ],
         };
         let parent_not_found = new.parent_id.map(StoreError::ParentNotFound);
-        self.call(
-            call,
-            Rejections {
-                parent_not_found,
-                ..Rejections::default()
-            },
-        )
-        .await
+        self.call(call, Rejections { parent_not_found, ..Rejections::default() }).await
     }
 
     async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
-        let call = Call {
-            function: "exai_get_thread",
-            args: vec![("p_id", Arg::Uuid(Some(id)))],
-        };
+        let call = Call { function: "exai_get_thread", args: vec![("p_id", Arg::Uuid(Some(id)))] };
         self.call(call, Rejections::default()).await
     }
 
@@ -190,10 +164,7 @@ impl<T: Transport> Store for FunctionStore<T> {
                 ("p_limit", int(query.limit)),
                 ("p_after_updated_at", Arg::Time(query.after.map(|c| c.at))),
                 ("p_after_id", Arg::Uuid(query.after.map(|c| c.id))),
-                (
-                    "p_search",
-                    Arg::Text(query.search.as_deref().map(escape_like)),
-                ),
+                ("p_search", Arg::Text(query.search.as_deref().map(escape_like))),
                 ("p_changed_after", Arg::Time(changed_after)),
                 ("p_changed_at_or_before", Arg::Time(changed_at_or_before)),
             ],
@@ -202,10 +173,7 @@ impl<T: Transport> Store for FunctionStore<T> {
     }
 
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
-        let call = Call {
-            function: "exai_delete_thread",
-            args: vec![("p_id", Arg::Uuid(Some(id)))],
-        };
+        let call = Call { function: "exai_delete_thread", args: vec![("p_id", Arg::Uuid(Some(id)))] };
         self.call(call, Rejections::default()).await
     }
 
@@ -216,15 +184,9 @@ impl<T: Transport> Store for FunctionStore<T> {
             args: vec![
                 ("p_id", Arg::Uuid(Some(id))),
                 ("p_turns", Arg::Json(json!(append.turns))),
-                (
-                    "p_idempotency_key",
-                    Arg::Text(append.idempotency_key.clone()),
-                ),
+                ("p_idempotency_key", Arg::Text(append.idempotency_key.clone())),
                 ("p_max_turns", int(append.policy.max_turns)),
-                (
-                    "p_timeout_ms",
-                    Arg::BigInt(append.policy.timeout.num_milliseconds()),
-                ),
+                ("p_timeout_ms", Arg::BigInt(append.policy.timeout.num_milliseconds())),
                 ("p_now", time(append.now)),
             ],
         };
@@ -240,10 +202,7 @@ impl<T: Transport> Store for FunctionStore<T> {
         let result: AppendResult = self.call(call, rejections).await?;
         let turns = turns_from(&result.turns, result.first_seq, append.turns.len() as u32);
         Ok(Appended {
-            thread: ThreadWithTurns {
-                thread: result.thread,
-                turns: result.turns,
-            },
+            thread: ThreadWithTurns { thread: result.thread, turns: result.turns },
             turns,
             replayed: result.replayed,
         })
@@ -269,29 +228,18 @@ impl<T: Transport> Store for FunctionStore<T> {
     async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
         let call = Call {
             function: "exai_history",
-            args: vec![
-                ("p_id", Arg::Uuid(Some(id))),
-                ("p_max_depth", int(max_depth)),
-            ],
+            args: vec![("p_id", Arg::Uuid(Some(id))), ("p_max_depth", int(max_depth))],
         };
         self.call(call, Rejections::default()).await
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
-        let call = Call {
-            function: "exai_save_run",
-            args: vec![("p_run", Arg::Json(json!(run)))],
-        };
-        self.call::<bool>(call, Rejections::default())
-            .await
-            .map(drop)
+        let call = Call { function: "exai_save_run", args: vec![("p_run", Arg::Json(json!(run)))] };
+        self.call::<bool>(call, Rejections::default()).await.map(drop)
     }
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
-        let call = Call {
-            function: "exai_get_run",
-            args: vec![("p_id", Arg::Uuid(Some(id)))],
-        };
+        let call = Call { function: "exai_get_run", args: vec![("p_id", Arg::Uuid(Some(id)))] };
         self.call(call, Rejections::default()).await
     }
 
@@ -303,10 +251,7 @@ impl<T: Transport> Store for FunctionStore<T> {
                 ("p_after_created_at", Arg::Time(query.after.map(|c| c.at))),
                 ("p_after_id", Arg::Uuid(query.after.map(|c| c.id))),
                 ("p_tool", Arg::Text(query.tool.clone())),
-                (
-                    "p_status",
-                    Arg::Text(query.status.map(|s| s.as_str().to_owned())),
-                ),
+                ("p_status", Arg::Text(query.status.map(|s| s.as_str().to_owned()))),
             ],
         };
         self.call(call, Rejections::default()).await
@@ -330,14 +275,9 @@ impl<T: Transport> Store for FunctionStore<T> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let call = Call {
-            function: "exai_ping",
-            args: vec![],
-        };
+        let call = Call { function: "exai_ping", args: vec![] };
         let answered: bool = self.call(call, Rejections::default()).await?;
-        answered
-            .then_some(())
-            .ok_or_else(|| StoreError::Internal("exai_ping returned false".into()))
+        answered.then_some(()).ok_or_else(|| StoreError::Internal("exai_ping returned false".into()))
     }
 
     fn round_trips(&self) -> u64 {

@@ -18,22 +18,11 @@ pub struct MeteredStore {
 
 impl MeteredStore {
     pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>, slow: Duration) -> Self {
-        Self {
-            inner,
-            metrics,
-            slow,
-        }
+        Self { inner, metrics, slow }
     }
 
     async fn timed<T>(&self, op: &'static str, call: impl Future<Output = T>) -> T {
-        timed(
-            &self.metrics.store,
-            "store",
-            (op, self.inner.backend()),
-            self.slow,
-            call,
-        )
-        .await
+        timed(&self.metrics.store, "store", (op, self.inner.backend()), self.slow, call).await
     }
 }
 
@@ -49,8 +38,7 @@ impl Store for MeteredStore {
         new: &NewThread,
         now: DateTime<Utc>,
     ) -> Result<Thread, StoreError> {
-        self.timed("create_thread", self.inner.create_thread(id, new, now))
-            .await
+        self.timed("create_thread", self.inner.create_thread(id, new, now)).await
     }
 
     async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
@@ -58,18 +46,15 @@ impl Store for MeteredStore {
     }
 
     async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError> {
-        self.timed("list_threads", self.inner.list_threads(query))
-            .await
+        self.timed("list_threads", self.inner.list_threads(query)).await
     }
 
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.timed("delete_thread", self.inner.delete_thread(id))
-            .await
+        self.timed("delete_thread", self.inner.delete_thread(id)).await
     }
 
     async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, StoreError> {
-        self.timed("append_turns", self.inner.append_turns(append))
-            .await
+        self.timed("append_turns", self.inner.append_turns(append)).await
     }
 
     async fn list_turns(
@@ -78,13 +63,11 @@ impl Store for MeteredStore {
         after_seq: u32,
         limit: u32,
     ) -> Result<Option<Vec<Turn>>, StoreError> {
-        self.timed("list_turns", self.inner.list_turns(id, after_seq, limit))
-            .await
+        self.timed("list_turns", self.inner.list_turns(id, after_seq, limit)).await
     }
 
     async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
-        self.timed("history", self.inner.history(id, max_depth))
-            .await
+        self.timed("history", self.inner.history(id, max_depth)).await
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
@@ -105,11 +88,7 @@ impl Store for MeteredStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.timed(
-            "fail_unfinished_runs",
-            self.inner.fail_unfinished_runs(created_before, error, now),
-        )
-        .await
+        self.timed("fail_unfinished_runs", self.inner.fail_unfinished_runs(created_before, error, now)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

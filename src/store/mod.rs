@@ -17,8 +17,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Chain, ConversationPolicy, NewThread, NewTurn, RunStatus, Thread, ThreadWithTurns, ToolRun,
-    Turn,
+    Chain, ConversationPolicy, NewThread, NewTurn, RunStatus, Thread, ThreadWithTurns, ToolRun, Turn,
 };
 
 /// Why a store call failed. Rejections the store decides atomically (expiry, turn
@@ -93,10 +92,7 @@ impl Cursor {
 
     pub fn decode(value: &str) -> Option<Self> {
         let (micros, id) = value.split_once('_')?;
-        Some(Self::new(
-            DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-            Uuid::try_parse(id).ok()?,
-        ))
+        Some(Self::new(DateTime::from_timestamp_micros(micros.parse().ok()?)?, Uuid::try_parse(id).ok()?))
     }
 }
 
@@ -201,15 +197,12 @@ fn turns_from(turns: &[Turn], first_seq: u32, count: u32) -> Vec<Turn> {
 
 /// Makes `%`, `_` and `\` in a search term match themselves in LIKE and ILIKE.
 fn escape_like(term: &str) -> String {
-    term.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// SQLite's SQLITE_BUSY and SQLITE_LOCKED (with extended codes): another writer holds the lock.
 fn is_busy(code: Option<&str>) -> bool {
-    code.and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+    code.and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 #[cfg(test)]
@@ -218,10 +211,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        let cursor = Cursor::new(
-            crate::domain::truncate_to_micros(Utc::now()),
-            Uuid::new_v4(),
-        );
+        let cursor = Cursor::new(crate::domain::truncate_to_micros(Utc::now()), Uuid::new_v4());
         assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
         assert_eq!(Cursor::decode("nonsense"), None);
         assert_eq!(Cursor::decode("12_zz"), None);

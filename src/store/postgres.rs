@@ -25,9 +25,8 @@ impl PostgresStore {
     /// Prepares a pool without connecting: a database that is down at start-up is
     /// retried on each request rather than stopping the service.
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let options: PgConnectOptions = url
-            .parse()
-            .map_err(|e| StoreError::Internal(format!("DATABASE_URL: {e}")))?;
+        let options: PgConnectOptions =
+            url.parse().map_err(|e| StoreError::Internal(format!("DATABASE_URL: {e}")))?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -41,11 +40,8 @@ impl PostgresStore {
 
 /// Applies `migrations/postgres` to the database at `url` (a Supabase database URL too).
 pub async fn migrate_postgres(url: &str) -> Result<(), StoreError> {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await?;
+    let pool =
+        PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
     sqlx::migrate!("migrations/postgres")
         .run(&pool)
         .await
@@ -61,17 +57,9 @@ impl Transport for PgTransport {
     }
 
     async fn call(&self, call: &Call) -> Result<String, CallError> {
-        let named: Vec<String> = call
-            .args
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| format!("{name} => ${}", i + 1))
-            .collect();
-        let sql = format!(
-            "SELECT to_jsonb({}({}))::text",
-            call.function,
-            named.join(", ")
-        );
+        let named: Vec<String> =
+            call.args.iter().enumerate().map(|(i, (name, _))| format!("{name} => ${}", i + 1)).collect();
+        let sql = format!("SELECT to_jsonb({}({}))::text", call.function, named.join(", "));
         let mut query = sqlx::query_scalar::<_, Option<String>>(&sql);
         for (_, arg) in &call.args {
             query = match arg {
@@ -84,9 +72,7 @@ impl Transport for PgTransport {
             };
         }
         match tokio::time::timeout(CALL_TIMEOUT, query.fetch_one(&self.pool)).await {
-            Err(_) => Err(CallError::Unavailable(format!(
-                "no answer within {CALL_TIMEOUT:?}"
-            ))),
+            Err(_) => Err(CallError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}"))),
             Ok(Ok(json)) => Ok(json.unwrap_or_else(|| "null".into())),
             Ok(Err(error)) => Err(classify(error)),
         }
@@ -102,11 +88,14 @@ fn classify(error: sqlx::Error) -> CallError {
                 "the database schema is missing or outdated ({error}); run `exai migrate`"
             )),
             // authentication failures, a database that does not exist
-            code if code.starts_with("28") || code == "3D000" => {
-                CallError::Misconfigured(error.to_string())
-            }
-            // connection exceptions, shutdown in progress, too many connections
-            code if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
+            code if code.starts_with("28") || code == "3D000" => CallError::Misconfigured(error.to_string()),
+            // Worth retrying: connection exceptions, shutdown in progress, too many
+            // connections, a cancelled statement, serialization failures, deadlocks,
+            // locks not granted.
+            code if code.starts_with("08")
+                || code.starts_with("57")
+                || ["53300", "40001", "40P01", "55P03"].contains(&code) =>
+            {
                 CallError::Unavailable(error.to_string())
             }
             _ => CallError::Failed(error.to_string()),

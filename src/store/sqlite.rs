@@ -14,12 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
-use self::rows::{
-    decode_thread, decode_turn, decode_uuid, encode_json, encode_time, thread_with_turns,
-};
+use self::rows::{decode_thread, decode_turn, decode_uuid, encode_json, encode_time, thread_with_turns};
 use super::{
-    Activity, AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery, escape_like,
-    turns_from,
+    Activity, AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery, escape_like, turns_from,
 };
 use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
 
@@ -42,11 +39,7 @@ macro_rules! turn_columns {
     };
 }
 
-const SELECT_THREAD: &str = concat!(
-    "SELECT ",
-    thread_columns!(),
-    " FROM conversations c WHERE c.id = ?1"
-);
+const SELECT_THREAD: &str = concat!("SELECT ", thread_columns!(), " FROM conversations c WHERE c.id = ?1");
 
 const SELECT_THREAD_WITH_TURNS: &str = concat!(
     "SELECT ",
@@ -105,10 +98,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+        let options =
+            SqliteConnectOptions::new().filename(path).busy_timeout(BUSY_TIMEOUT).foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(BUSY_TIMEOUT)
@@ -129,11 +120,7 @@ impl SqliteStore {
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self {
-            writer,
-            reader,
-            round_trips: AtomicU64::new(0),
-        })
+        Ok(Self { writer, reader, round_trips: AtomicU64::new(0) })
     }
 
     /// Counts one statement sent to SQLite.
@@ -147,10 +134,7 @@ impl SqliteStore {
         id: Uuid,
     ) -> Result<Option<ThreadWithTurns>, StoreError> {
         self.trip();
-        let rows = sqlx::query(SELECT_THREAD_WITH_TURNS)
-            .bind(id.to_string())
-            .fetch_all(conn)
-            .await?;
+        let rows = sqlx::query(SELECT_THREAD_WITH_TURNS).bind(id.to_string()).fetch_all(conn).await?;
         thread_with_turns(&rows)
     }
 
@@ -161,10 +145,7 @@ impl SqliteStore {
     ) -> Result<Appended, StoreError> {
         let id = append.thread_id;
         self.trip();
-        let row = sqlx::query(SELECT_THREAD)
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let row = sqlx::query(SELECT_THREAD).bind(id.to_string()).fetch_optional(&mut *conn).await?;
         let thread = decode_thread(&row.ok_or(StoreError::ThreadNotFound(id))?)?;
         let count = append.turns.len() as u32;
 
@@ -181,30 +162,20 @@ impl SqliteStore {
                 let current = self.load_thread_with_turns(conn, id).await?;
                 let current = current.ok_or(StoreError::ThreadNotFound(id))?;
                 let turns = turns_from(&current.turns, first, count);
-                return Ok(Appended {
-                    thread: current,
-                    turns,
-                    replayed: true,
-                });
+                return Ok(Appended { thread: current, turns, replayed: true });
             }
         }
         if append.policy.is_expired(thread.updated_at, append.now) {
             return Err(StoreError::ThreadExpired(id));
         }
         if thread.turn_count + count > append.policy.max_turns {
-            return Err(StoreError::TurnLimitReached {
-                thread_id: id,
-                max_turns: append.policy.max_turns,
-            });
+            return Err(StoreError::TurnLimitReached { thread_id: id, max_turns: append.policy.max_turns });
         }
 
-        let now = encode_time(append.now);
+        // Clocks of concurrent callers differ slightly: never move a thread back in time.
+        let now = encode_time(append.now.max(thread.updated_at));
         for (offset, turn) in append.turns.iter().enumerate() {
-            let key = if offset == 0 {
-                append.idempotency_key.as_deref()
-            } else {
-                None
-            };
+            let key = if offset == 0 { append.idempotency_key.as_deref() } else { None };
             self.trip();
             sqlx::query(INSERT_TURN)
                 .bind(id.to_string())
@@ -235,11 +206,7 @@ impl SqliteStore {
         let current = self.load_thread_with_turns(conn, id).await?;
         let current = current.ok_or(StoreError::ThreadNotFound(id))?;
         let turns = turns_from(&current.turns, thread.turn_count + 1, count);
-        Ok(Appended {
-            thread: current,
-            turns,
-            replayed: false,
-        })
+        Ok(Appended { thread: current, turns, replayed: false })
     }
 }
 
@@ -272,9 +239,7 @@ impl Store for SqliteStore {
         .await?;
         match (inserted.rows_affected(), new.parent_id) {
             (0, Some(parent)) => Err(StoreError::ParentNotFound(parent)),
-            (0, None) => Err(StoreError::Internal(format!(
-                "thread {id} was not inserted"
-            ))),
+            (0, None) => Err(StoreError::Internal(format!("thread {id} was not inserted"))),
             _ => Ok(Thread {
                 id,
                 parent_id: new.parent_id,
@@ -348,27 +313,18 @@ impl Store for SqliteStore {
         if rows.is_empty() {
             return Ok(None);
         }
-        let turns = rows
-            .iter()
-            .map(decode_turn)
-            .collect::<Result<Vec<_>, _>>()?;
+        let turns = rows.iter().map(decode_turn).collect::<Result<Vec<_>, _>>()?;
         Ok(Some(turns.into_iter().flatten().collect()))
     }
 
     async fn history(&self, thread_id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
         self.trip();
-        let rows = sqlx::query(HISTORY)
-            .bind(thread_id.to_string())
-            .bind(max_depth)
-            .fetch_all(&self.reader)
-            .await?;
+        let rows =
+            sqlx::query(HISTORY).bind(thread_id.to_string()).bind(max_depth).fetch_all(&self.reader).await?;
         if rows.is_empty() {
             return Ok(None);
         }
-        let mut chain = Chain {
-            thread_ids: Vec::new(),
-            turns: Vec::new(),
-        };
+        let mut chain = Chain { thread_ids: Vec::new(), turns: Vec::new() };
         for row in &rows {
             let id = decode_uuid(row, "chain_id")?;
             if chain.thread_ids.last() != Some(&id) {

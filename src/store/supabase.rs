@@ -36,9 +36,8 @@ impl SupabaseStore {
     /// Builds the one client of the process (keep-alive pool, HTTP/2 where offered,
     /// connect and total timeouts) with the key headers its kind of key needs.
     pub fn connect(project: &Url, key: &Secret) -> Result<Self, StoreError> {
-        let rpc = project
-            .join("rest/v1/rpc/")
-            .map_err(|e| StoreError::Internal(format!("SUPABASE_URL: {e}")))?;
+        let rpc =
+            project.join("rest/v1/rpc/").map_err(|e| StoreError::Internal(format!("SUPABASE_URL: {e}")))?;
         let http = reqwest::Client::builder()
             .default_headers(key_headers(key)?)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -92,15 +91,9 @@ impl Transport for PostgrestTransport {
     }
 
     async fn call(&self, call: &Call) -> Result<String, CallError> {
-        let url = self
-            .rpc
-            .join(call.function)
-            .map_err(|e| CallError::Failed(e.to_string()))?;
-        let body: Map<String, Value> = call
-            .args
-            .iter()
-            .map(|(name, arg)| ((*name).to_owned(), json_arg(arg)))
-            .collect();
+        let url = self.rpc.join(call.function).map_err(|e| CallError::Failed(e.to_string()))?;
+        let body: Map<String, Value> =
+            call.args.iter().map(|(name, arg)| ((*name).to_owned(), json_arg(arg))).collect();
         let response = self
             .http
             .post(url)
@@ -114,7 +107,12 @@ impl Transport for PostgrestTransport {
             .await
             .map_err(|e| CallError::Unavailable(format!("Supabase answer cut short: {e}")))?;
         if status.is_success() {
-            return Ok(if text.is_empty() { "null".into() } else { text });
+            // Every store function returns a JSON value, so an empty body is a broken
+            // answer (from a proxy, say), never "nothing found".
+            return match text.is_empty() {
+                true => Err(CallError::Failed(format!("{} answered {status} with no body", call.function))),
+                false => Ok(text),
+            };
         }
         let error: PostgrestError = serde_json::from_str(&text).unwrap_or_default();
         Err(classify(status, error))
@@ -139,6 +137,7 @@ fn classify(status: StatusCode, error: PostgrestError) -> CallError {
         _ if sqlstate == "PGRST202" || sqlstate == "42883" => CallError::Misconfigured(format!(
             "a store function is missing ({described}); apply migrations/postgres to the project"
         )),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => CallError::Unavailable(described),
         _ if status.is_server_error() => CallError::Unavailable(described),
         _ => CallError::Failed(described),
     }
@@ -167,31 +166,17 @@ mod tests {
 
     #[test]
     fn postgrest_errors_keep_their_meaning() {
-        let error = |code: &str| PostgrestError {
-            code: Some(code.into()),
-            ..PostgrestError::default()
-        };
+        let error = |code: &str| PostgrestError { code: Some(code.into()), ..PostgrestError::default() };
         assert_eq!(
             classify(StatusCode::BAD_REQUEST, error("EX410")),
-            CallError::Rejected {
-                sqlstate: "EX410".into()
-            }
+            CallError::Rejected { sqlstate: "EX410".into() }
         );
         assert!(matches!(
             classify(StatusCode::SERVICE_UNAVAILABLE, error("PGRST001")),
             CallError::Unavailable(_)
         ));
-        assert!(matches!(
-            classify(StatusCode::NOT_FOUND, error("PGRST202")),
-            CallError::Misconfigured(_)
-        ));
-        assert!(matches!(
-            classify(StatusCode::UNAUTHORIZED, error("PGRST301")),
-            CallError::Misconfigured(_)
-        ));
-        assert!(matches!(
-            classify(StatusCode::BAD_REQUEST, error("22P02")),
-            CallError::Failed(_)
-        ));
+        assert!(matches!(classify(StatusCode::NOT_FOUND, error("PGRST202")), CallError::Misconfigured(_)));
+        assert!(matches!(classify(StatusCode::UNAUTHORIZED, error("PGRST301")), CallError::Misconfigured(_)));
+        assert!(matches!(classify(StatusCode::BAD_REQUEST, error("22P02")), CallError::Failed(_)));
     }
 }

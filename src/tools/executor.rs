@@ -91,10 +91,7 @@ impl Started {
 
 /// Where a subscriber starts: a run still live, or one already over.
 pub enum Subscription {
-    Live {
-        events: broadcast::Receiver<RunEvent>,
-        finished: Option<ToolRun>,
-    },
+    Live { events: broadcast::Receiver<RunEvent>, finished: Option<ToolRun> },
     Over(ToolRun),
 }
 
@@ -152,13 +149,7 @@ fn now() -> DateTime<Utc> {
 
 /// A title for a thread a run starts: the first line of its input, shortened.
 fn title(input: &str) -> String {
-    input
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(TITLE_CHARS)
-        .collect()
+    input.lines().next().unwrap_or_default().chars().take(TITLE_CHARS).collect()
 }
 
 impl Executor {
@@ -168,10 +159,8 @@ impl Executor {
         conversations: Conversations,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+        let client =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().unwrap_or_default();
         let tools = settings
             .definitions
             .iter()
@@ -195,9 +184,7 @@ impl Executor {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self { inner: Arc::new(inner) }
     }
 
     pub fn tools(&self) -> impl Iterator<Item = &ToolDefinition> {
@@ -205,10 +192,7 @@ impl Executor {
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<LiveRun>>> {
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Accepts a run: checks the tool, the input and the thread (expiry, two turns
@@ -218,11 +202,8 @@ impl Executor {
         if inner.shutdown.is_cancelled() {
             return Err(RunError::ShuttingDown);
         }
-        let tool = inner
-            .tools
-            .get(tool_name)
-            .cloned()
-            .ok_or_else(|| RunError::ToolNotFound(tool_name.into()))?;
+        let tool =
+            inner.tools.get(tool_name).cloned().ok_or_else(|| RunError::ToolNotFound(tool_name.into()))?;
         NewTurn::new(Role::User, request.input.clone())
             .validate()
             .map_err(|e| ValidationError::new("input", e.message))?;
@@ -318,15 +299,7 @@ impl Executor {
             let deltas = |text: String| {
                 let _ = live.events.send(RunEvent::Delta { text });
             };
-            tool.runner
-                .run(
-                    Invocation {
-                        input: &run.input,
-                        history,
-                    },
-                    &deltas,
-                )
-                .await
+            tool.runner.run(Invocation { input: &run.input, history }, &deltas).await
         };
         match tokio::time::timeout_at(deadline, work).await {
             Err(_) => Ended::TimedOut,
@@ -341,18 +314,12 @@ impl Executor {
         let mut ticks = tokio::time::interval_at(started + every, every);
         loop {
             ticks.tick().await;
-            let state = if live.running.load(Ordering::Acquire) {
-                "running"
-            } else {
-                "waiting for a free slot"
-            };
+            let state =
+                if live.running.load(Ordering::Acquire) { "running" } else { "waiting for a free slot" };
             let elapsed = started.elapsed();
             let message = format!("{tool} {state} for {} s", elapsed.as_secs());
             let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-            let _ = live.events.send(RunEvent::Progress {
-                elapsed_ms,
-                message,
-            });
+            let _ = live.events.send(RunEvent::Progress { elapsed_ms, message });
         }
     }
 
@@ -368,19 +335,14 @@ impl Executor {
                     ..NewTurn::new(Role::Assistant, answer.output.clone())
                 };
                 let conversations = &self.inner.conversations;
-                match conversations
-                    .append_turns(run.continuation_id, vec![question, reply], None)
-                    .await
-                {
+                match conversations.append_turns(run.continuation_id, vec![question, reply], None).await {
                     Ok(appended) => {
                         run.status = RunStatus::Completed;
                         run.turns_remaining = Some(appended.turns_remaining);
                     }
                     Err(error) => {
                         run.status = RunStatus::Failed;
-                        run.error = Some(format!(
-                            "the answer could not be added to the thread: {error}"
-                        ));
+                        run.error = Some(format!("the answer could not be added to the thread: {error}"));
                     }
                 }
                 run.output = Some(answer.output);
@@ -404,10 +366,7 @@ impl Executor {
 
         let metrics = &self.inner.metrics;
         let took = (finished_at - run.created_at).to_std().unwrap_or_default();
-        metrics
-            .runs
-            .with(&(run.tool.clone(), run.status.as_str()))
-            .observe(took);
+        metrics.runs.with(&(run.tool.clone(), run.status.as_str())).observe(took);
         metrics.runs_in_flight.fetch_sub(1, Ordering::Relaxed);
         // The outcome first, then the event: a subscriber that arrives in between sees
         // the outcome, one that subscribed before gets the event.
@@ -423,11 +382,7 @@ impl Executor {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<ToolRun, RunError> {
-        self.inner
-            .store
-            .get_run(id)
-            .await?
-            .ok_or(RunError::RunNotFound(id))
+        self.inner.store.get_run(id).await?.ok_or(RunError::RunNotFound(id))
     }
 
     pub async fn list(&self, query: &RunQuery) -> Result<Vec<ToolRun>, RunError> {
@@ -453,10 +408,7 @@ impl Executor {
         };
         let mut outcome = live.outcome.subscribe();
         live.cancel.cancel();
-        let ended = outcome
-            .wait_for(Option::is_some)
-            .await
-            .map(|run| run.clone());
+        let ended = outcome.wait_for(Option::is_some).await.map(|run| run.clone());
         match ended {
             Ok(Some(run)) => Ok(run),
             _ => self.get(id).await,
@@ -467,10 +419,7 @@ impl Executor {
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.inner.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.inner.tasks.wait()).await.is_err() {
             tracing::warn!("tool runs did not all stop within {SHUTDOWN_GRACE:?}");
         }
     }
@@ -481,26 +430,14 @@ fn admit(tool: &Arc<Tool>) -> Result<Admission, RunError> {
     let admitted = tool.admitted.fetch_add(1, Ordering::AcqRel);
     let admission = Admission(tool.clone());
     if admitted >= limit {
-        return Err(RunError::Busy {
-            tool: tool.definition.name.clone(),
-            admitted,
-        });
+        return Err(RunError::Busy { tool: tool.definition.name.clone(), admitted });
     }
     Ok(admission)
 }
 
 /// Marks the runs a previous process left queued or running as failed.
-pub async fn fail_orphaned_runs(
-    store: &dyn Store,
-    started_at: DateTime<Utc>,
-) -> Result<u64, StoreError> {
-    store
-        .fail_unfinished_runs(
-            started_at,
-            "the server restarted before the run finished",
-            now(),
-        )
-        .await
+pub async fn fail_orphaned_runs(store: &dyn Store, started_at: DateTime<Utc>) -> Result<u64, StoreError> {
+    store.fail_unfinished_runs(started_at, "the server restarted before the run finished", now()).await
 }
 
 #[cfg(test)]

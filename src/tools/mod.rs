@@ -5,7 +5,5 @@ mod executor;
 pub mod registry;
 mod runners;
 
-pub use executor::{
-    Executor, RunError, RunEvent, RunRequest, Started, Subscription, fail_orphaned_runs,
-};
+pub use executor::{Executor, RunError, RunEvent, RunRequest, Started, Subscription, fail_orphaned_runs};
 pub use registry::{ToolDefinition, ToolKind};

@@ -100,8 +100,7 @@ pub fn parse(
     let mut tools = vec![echo(timeout_cap)];
     for (index, entry) in file.tools.into_iter().enumerate() {
         let at = format!("tools[{index}] ({})", entry.name);
-        let tool =
-            definition(entry, var, timeout_cap).map_err(|problem| format!("{at}: {problem}"))?;
+        let tool = definition(entry, var, timeout_cap).map_err(|problem| format!("{at}: {problem}"))?;
         if tools.iter().any(|known| known.name == tool.name) {
             return Err(format!("{at}: the name {:?} is already taken", tool.name));
         }
@@ -145,22 +144,18 @@ fn definition(
         "http" => {
             let mut headers = HeaderMap::new();
             for (name, value) in entry.headers {
-                let name = HeaderName::try_from(name.as_str())
-                    .map_err(|_| format!("headers: bad name {name:?}"))?;
-                let mut value = HeaderValue::try_from(value)
-                    .map_err(|_| format!("headers: bad value for {name}"))?;
+                let name =
+                    HeaderName::try_from(name.as_str()).map_err(|_| format!("headers: bad name {name:?}"))?;
+                let mut value =
+                    HeaderValue::try_from(value).map_err(|_| format!("headers: bad value for {name}"))?;
                 value.set_sensitive(true);
                 headers.insert(name, value);
             }
-            ToolKind::Http {
-                url: url("url", entry.url)?,
-                headers,
-            }
+            ToolKind::Http { url: url("url", entry.url)?, headers }
         }
         "openai" => {
             let key_env = entry.api_key_env.ok_or("api_key_env is required")?;
-            let api_key =
-                var(&key_env).ok_or_else(|| format!("api_key_env {key_env} is not set"))?;
+            let api_key = var(&key_env).ok_or_else(|| format!("api_key_env {key_env} is not set"))?;
             let mut base_url = url("base_url", entry.base_url)?;
             if !base_url.path().ends_with('/') {
                 base_url.set_path(&format!("{}/", base_url.path()));
@@ -175,13 +170,7 @@ fn definition(
         }
         other => return Err(format!("kind {other:?} is not echo, http or openai")),
     };
-    Ok(ToolDefinition {
-        name: entry.name,
-        description: entry.description,
-        timeout,
-        max_concurrency,
-        kind,
-    })
+    Ok(ToolDefinition { name: entry.name, description: entry.description, timeout, max_concurrency, kind })
 }
 
 #[cfg(test)]
@@ -221,9 +210,7 @@ mod tests {
         assert_eq!(tools[2].timeout, CAP);
         assert_eq!(tools[2].max_concurrency, 2);
         match &tools[1].kind {
-            ToolKind::OpenAi {
-                base_url, api_key, ..
-            } => {
+            ToolKind::OpenAi { base_url, api_key, .. } => {
                 assert_eq!(
                     base_url.join("chat/completions").unwrap().as_str(),
                     "https://api.z.ai/api/paas/v4/chat/completions"
@@ -237,12 +224,7 @@ mod tests {
     #[test]
     fn the_example_registry_is_valid() {
         let every_key_set = |_: &str| Some("key".to_owned());
-        let tools = parse(
-            include_str!("../../tools.example.toml"),
-            &every_key_set,
-            CAP,
-        )
-        .unwrap();
+        let tools = parse(include_str!("../../tools.example.toml"), &every_key_set, CAP).unwrap();
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["echo", "glm", "kimi"]);
     }
@@ -250,22 +232,10 @@ mod tests {
     #[test]
     fn errors_name_the_entry() {
         let cases = [
-            (
-                "[[tools]]\nname = \"x\"\nkind = \"ftp\"",
-                "tools[0] (x): kind",
-            ),
-            (
-                "[[tools]]\nname = \"Bad Name\"\nkind = \"echo\"",
-                "tools[0] (Bad Name): name",
-            ),
-            (
-                "[[tools]]\nname = \"echo\"\nkind = \"echo\"",
-                "tools[0] (echo): the name",
-            ),
-            (
-                "[[tools]]\nname = \"h\"\nkind = \"http\"",
-                "tools[0] (h): url is required",
-            ),
+            ("[[tools]]\nname = \"x\"\nkind = \"ftp\"", "tools[0] (x): kind"),
+            ("[[tools]]\nname = \"Bad Name\"\nkind = \"echo\"", "tools[0] (Bad Name): name"),
+            ("[[tools]]\nname = \"echo\"\nkind = \"echo\"", "tools[0] (echo): the name"),
+            ("[[tools]]\nname = \"h\"\nkind = \"http\"", "tools[0] (h): url is required"),
             (
                 "[[tools]]\nname = \"s\"\nkind = \"echo\"\ntimeout_secs = 601",
                 "tools[0] (s): timeout_secs 601",
@@ -274,10 +244,7 @@ mod tests {
                 "[[tools]]\nname = \"k\"\nkind = \"openai\"\nbase_url = \"https://a.b\"\nmodel = \"m\"\napi_key_env = \"NOPE\"",
                 "tools[0] (k): api_key_env NOPE is not set",
             ),
-            (
-                "[[tools]]\nname = \"t\"\nkind = \"echo\"\ntypo = 1",
-                "unknown field",
-            ),
+            ("[[tools]]\nname = \"t\"\nkind = \"echo\"\ntypo = 1", "unknown field"),
         ];
         for (text, expected) in cases {
             let error = parse(text, &vars, CAP).unwrap_err();

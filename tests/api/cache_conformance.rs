@@ -12,10 +12,7 @@ use crate::support::services;
 const TTL: Duration = Duration::from_secs(60);
 
 fn doc(version: i64) -> CachedThread {
-    CachedThread {
-        version,
-        body: Bytes::from(format!("{{\"version\":{version}}}")),
-    }
+    CachedThread { version, body: Bytes::from(format!("{{\"version\":{version}}}")) }
 }
 
 pub async fn misses_then_hits(cache: &dyn Cache) {
@@ -46,10 +43,7 @@ pub async fn removal_blocks_late_fills(cache: &dyn Cache) {
 
 pub async fn entries_expire_after_their_ttl(cache: &dyn Cache) {
     let id = Uuid::new_v4();
-    cache
-        .put(id, doc(1), Duration::from_millis(200))
-        .await
-        .unwrap();
+    cache.put(id, doc(1), Duration::from_millis(200)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while cache.get(id).await.unwrap().is_some() {
         assert!(Instant::now() < deadline, "entry outlived its TTL by far");
@@ -75,11 +69,7 @@ pub async fn purges_and_clears(cache: &dyn Cache) {
     cache.put(purged, doc(1), TTL).await.unwrap();
     cache.purge(&[purged]).await.unwrap();
     assert_eq!(cache.get(purged).await.unwrap(), None);
-    assert_eq!(
-        cache.put(purged, doc(1), TTL).await.unwrap(),
-        Fill::Stored,
-        "a purge leaves no marker"
-    );
+    assert_eq!(cache.put(purged, doc(1), TTL).await.unwrap(), Fill::Stored, "a purge leaves no marker");
     cache.clear().await.unwrap();
     assert_eq!(cache.get(kept).await.unwrap(), None);
     assert_eq!(cache.get(purged).await.unwrap(), None);
@@ -111,10 +101,7 @@ async fn memory() -> Option<(Arc<dyn Cache>, ())> {
 async fn redis() -> Option<(Arc<dyn Cache>, ())> {
     let server = services::shared_redis()?;
     let namespace = format!("test-{}", Uuid::new_v4().simple());
-    Some((
-        Arc::new(RedisCache::connect(&server.url(), &namespace).unwrap()),
-        (),
-    ))
+    Some((Arc::new(RedisCache::connect(&server.url(), &namespace).unwrap()), ()))
 }
 
 cache_conformance!(memory_backend, super::memory());

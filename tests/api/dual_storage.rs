@@ -19,10 +19,7 @@ use crate::support::{TestApp, memory_cache, policy, sqlite_store};
 async fn eventually(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
     let give_up = Instant::now() + deadline;
     while !done() {
-        assert!(
-            Instant::now() < give_up,
-            "{what} did not happen within {deadline:?}"
-        );
+        assert!(Instant::now() < give_up, "{what} did not happen within {deadline:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -60,18 +57,12 @@ async fn client(
         i += 1;
         if writer {
             let body = json!({"role": "user", "content": format!("turn {i}")});
-            let response = app
-                .post_json(&format!("/v1/threads/{}/turns", thread.id), &body)
-                .await;
+            let response = app.post_json(&format!("/v1/threads/{}/turns", thread.id), &body).await;
             report.requests += 1;
             if response.status == StatusCode::CREATED {
-                thread
-                    .acknowledged
-                    .fetch_max(response.json()["seq"].as_u64().unwrap(), Ordering::SeqCst);
+                thread.acknowledged.fetch_max(response.json()["seq"].as_u64().unwrap(), Ordering::SeqCst);
             } else {
-                report
-                    .failures
-                    .push(format!("append: {} {}", response.status, response.text()));
+                report.failures.push(format!("append: {} {}", response.status, response.text()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -79,9 +70,7 @@ async fn client(
         let response = app.get(&format!("/v1/threads/{}", thread.id)).await;
         report.requests += 1;
         if response.status != StatusCode::OK {
-            report
-                .failures
-                .push(format!("read: {} {}", response.status, response.text()));
+            report.failures.push(format!("read: {} {}", response.status, response.text()));
         } else if response.json()["turn_count"].as_u64().unwrap() < acknowledged {
             report.stale_reads += 1;
         }
@@ -95,23 +84,15 @@ async fn a_redis_outage_fails_no_request_and_serves_nothing_stale() {
         return;
     };
     let (store, _dir) = sqlite_store().await;
-    let app = Arc::new(TestApp::with_backends(
-        store,
-        redis_cache(&redis.url()),
-        policy(100_000),
-    ));
+    let app = Arc::new(TestApp::with_backends(store, redis_cache(&redis.url()), policy(100_000)));
     let mut threads = Vec::new();
     for _ in 0..4 {
-        threads.push(Watched {
-            id: app.create_thread(json!({})).await,
-            acknowledged: AtomicU64::new(0),
-        });
+        threads.push(Watched { id: app.create_thread(json!({})).await, acknowledged: AtomicU64::new(0) });
     }
     let threads = Arc::new(threads);
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|n| tokio::spawn(client(app.clone(), threads.clone(), stop.clone(), n < 2, n)))
-        .collect();
+    let clients: Vec<_> =
+        (0..6).map(|n| tokio::spawn(client(app.clone(), threads.clone(), stop.clone(), n < 2, n))).collect();
     let stats = || app.state.conversations.cache_stats();
     let hits_grow = |from: u64| move || stats().since_start().hits > from + 50;
 
@@ -120,43 +101,23 @@ async fn a_redis_outage_fails_no_request_and_serves_nothing_stale() {
     // Frozen: every call times out, and writes made meanwhile leave old entries behind.
     redis.freeze();
     let errors = stats().errors();
-    eventually("cache errors while frozen", Duration::from_secs(10), || {
-        stats().errors() > errors
-    })
-    .await;
+    eventually("cache errors while frozen", Duration::from_secs(10), || stats().errors() > errors).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.thaw();
     let hits = stats().since_start().hits;
-    eventually(
-        "hits after thawing",
-        Duration::from_secs(15),
-        hits_grow(hits),
-    )
-    .await;
+    eventually("hits after thawing", Duration::from_secs(15), hits_grow(hits)).await;
 
     // Killed and replaced by an empty server on the same port.
     redis.kill();
     let errors = stats().errors();
-    eventually("cache errors while down", Duration::from_secs(10), || {
-        stats().errors() > errors
-    })
-    .await;
+    eventually("cache errors while down", Duration::from_secs(10), || stats().errors() > errors).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.restart();
     let hits = stats().since_start().hits;
-    eventually(
-        "hits after the restart",
-        Duration::from_secs(15),
-        hits_grow(hits),
-    )
-    .await;
+    eventually("hits after the restart", Duration::from_secs(15), hits_grow(hits)).await;
 
     stop.store(true, Ordering::Relaxed);
-    let reports: Vec<Report> = join_all(clients)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let reports: Vec<Report> = join_all(clients).await.into_iter().map(Result::unwrap).collect();
     let requests: usize = reports.iter().map(|r| r.requests).sum();
     assert!(requests > 200, "too little traffic to tell: {requests}");
     let failures: Vec<&String> = reports.iter().flat_map(|r| &r.failures).collect();
@@ -164,25 +125,20 @@ async fn a_redis_outage_fails_no_request_and_serves_nothing_stale() {
     assert_eq!(reports.iter().map(|r| r.stale_reads).sum::<usize>(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn slow_fills_never_hide_an_acknowledged_turn() {
+/// Writers append to `thread_count` threads while readers read them through a Redis
+/// that keeps evicting, and every store read pauses before its cache fill.
+async fn race_fills_and_writes(thread_count: usize, writers: usize) {
     let Some(url) = postgres_database() else {
         return;
     };
     let Some(redis) = shared_redis() else { return };
     let postgres: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).unwrap());
-    let slow = Arc::new(SlowStore {
-        inner: postgres,
-        read_delay: Duration::from_millis(30),
-    });
+    let slow = Arc::new(SlowStore { inner: postgres, read_delay: Duration::from_millis(30) });
     let cache = redis_cache(&redis.url());
     let app = Arc::new(TestApp::with_backends(slow, cache.clone(), policy(100_000)));
     let mut threads = Vec::new();
-    for _ in 0..3 {
-        threads.push(Watched {
-            id: app.create_thread(json!({})).await,
-            acknowledged: AtomicU64::new(0),
-        });
+    for _ in 0..thread_count {
+        threads.push(Watched { id: app.create_thread(json!({})).await, acknowledged: AtomicU64::new(0) });
     }
     let threads = Arc::new(threads);
     let stop = Arc::new(AtomicBool::new(false));
@@ -200,26 +156,29 @@ async fn slow_fills_never_hide_an_acknowledged_turn() {
             }
         })
     };
-    let clients: Vec<_> = (0..8)
-        .map(|n| tokio::spawn(client(app.clone(), threads.clone(), stop.clone(), n < 3, n)))
+    let clients: Vec<_> = (0..writers + 5)
+        .map(|n| tokio::spawn(client(app.clone(), threads.clone(), stop.clone(), n < writers, n)))
         .collect();
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop.store(true, Ordering::Relaxed);
     evictor.await.unwrap();
-    let reports: Vec<Report> = join_all(clients)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let reports: Vec<Report> = join_all(clients).await.into_iter().map(Result::unwrap).collect();
     let failures: Vec<&String> = reports.iter().flat_map(|r| &r.failures).collect();
     assert!(failures.is_empty(), "{failures:?}");
     let stats = app.state.conversations.cache_stats();
-    assert!(
-        stats.rejected_fills() > 0,
-        "no slow fill ever raced a write: the test proved nothing"
-    );
+    assert!(stats.rejected_fills() > 0, "no slow fill ever raced a write: the test proved nothing");
     assert!(reports.iter().map(|r| r.requests).sum::<usize>() > 200);
     assert_eq!(reports.iter().map(|r| r.stale_reads).sum::<usize>(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_fills_never_hide_an_acknowledged_turn() {
+    race_fills_and_writes(3, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_racing_on_one_thread_never_hide_an_acknowledged_turn() {
+    race_fills_and_writes(1, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,54 +187,35 @@ async fn a_stopped_postgres_fails_fast_with_503_and_recovery_needs_no_restart() 
         return;
     };
     let url = postgres.url(&postgres.migrated_database());
-    let app = TestApp::with_backends(
-        Arc::new(PostgresStore::connect(&url).unwrap()),
-        memory_cache(),
-        policy(20),
-    );
-    let id = app
-        .create_thread(json!({"title": "before the outage"}))
-        .await;
+    let app =
+        TestApp::with_backends(Arc::new(PostgresStore::connect(&url).unwrap()), memory_cache(), policy(20));
+    let id = app.create_thread(json!({"title": "before the outage"})).await;
     app.append(&id, "kept").await;
 
     postgres.stop();
+    let cached = app.get(&format!("/v1/threads/{id}")).await;
+    assert_eq!(cached.status, StatusCode::OK, "a cached thread stays readable");
     for attempt in 0..3 {
         let started = Instant::now();
         let body = json!({"role": "user", "content": format!("lost {attempt}")});
-        let refused = app
-            .post_json(&format!("/v1/threads/{id}/turns"), &body)
-            .await;
+        let refused = app.post_json(&format!("/v1/threads/{id}/turns"), &body).await;
         refused.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
         assert_eq!(refused.header("retry-after"), Some("2"));
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "hung for {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "hung for {:?}", started.elapsed());
     }
-    app.get("/v1/threads")
-        .await
-        .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    let cached = app.get(&format!("/v1/threads/{id}")).await;
-    assert_eq!(
-        cached.status,
-        StatusCode::OK,
-        "a cached thread stays readable"
-    );
+    app.get("/v1/threads").await.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    // A write that failed without a clear answer may have committed: the cached copy of
+    // that thread is no longer trusted, and reading it needs the store.
+    let distrusted = app.get(&format!("/v1/threads/{id}")).await;
+    distrusted.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
 
     postgres.restart();
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {
         let body = json!({"role": "user", "content": "after"});
-        let response = app
-            .post_json(&format!("/v1/threads/{id}/turns"), &body)
-            .await;
+        let response = app.post_json(&format!("/v1/threads/{id}/turns"), &body).await;
         if response.status == StatusCode::CREATED {
-            assert_eq!(
-                response.json()["seq"],
-                2,
-                "nothing refused during the outage was written"
-            );
+            assert_eq!(response.json()["seq"], 2, "nothing refused during the outage was written");
             break;
         }
         assert!(Instant::now() < give_up, "no recovery: {}", response.text());

@@ -88,9 +88,7 @@ async fn a_body_over_the_limit_is_413() {
     let app = TestApp::new().await;
     let id = thread_with_one_turn(&app).await;
     let body = json!({"role": "user", "content": "x".repeat(3 * 1024 * 1024)}).to_string();
-    let response = app
-        .send(json_request(&format!("/v1/threads/{id}/turns"), body))
-        .await;
+    let response = app.send(json_request(&format!("/v1/threads/{id}/turns"), body)).await;
     response.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     assert_unchanged(&app, &id).await;
 }
@@ -101,13 +99,9 @@ async fn a_body_without_json_content_type_is_415() {
     let id = thread_with_one_turn(&app).await;
     let request = Request::post(format!("/v1/threads/{id}/turns"))
         .header(header::CONTENT_TYPE, "text/plain")
-        .body(Body::from(
-            json!({"role": "user", "content": "hi"}).to_string(),
-        ))
+        .body(Body::from(json!({"role": "user", "content": "hi"}).to_string()))
         .unwrap();
-    app.send(request)
-        .await
-        .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    app.send(request).await.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     assert_unchanged(&app, &id).await;
 }
 
@@ -131,24 +125,15 @@ async fn malformed_threads_are_refused() {
 #[tokio::test]
 async fn bad_ids_and_unknown_threads() {
     let app = TestApp::new().await;
-    for uri in [
-        "/v1/threads/not-a-uuid",
-        "/v1/threads/123/history",
-        "/v1/threads/zz/turns",
-    ] {
-        app.get(uri)
-            .await
-            .assert_problem(StatusCode::BAD_REQUEST, "invalid_id");
+    for uri in ["/v1/threads/not-a-uuid", "/v1/threads/123/history", "/v1/threads/zz/turns"] {
+        app.get(uri).await.assert_problem(StatusCode::BAD_REQUEST, "invalid_id");
     }
     let unknown = Uuid::new_v4();
     app.get(&format!("/v1/threads/{unknown}"))
         .await
         .assert_problem(StatusCode::NOT_FOUND, "thread_not_found");
     let append = app
-        .post_json(
-            &format!("/v1/threads/{unknown}/turns"),
-            &json!({"role": "user", "content": "hi"}),
-        )
+        .post_json(&format!("/v1/threads/{unknown}/turns"), &json!({"role": "user", "content": "hi"}))
         .await;
     append.assert_problem(StatusCode::NOT_FOUND, "thread_not_found");
 }
@@ -163,21 +148,15 @@ async fn bad_query_parameters() {
         "/v1/threads?status=sleeping",
         "/v1/threads?cursor=garbage",
     ] {
-        app.get(uri)
-            .await
-            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        app.get(uri).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     }
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods() {
     let app = TestApp::new().await;
-    app.get("/v2/threads")
-        .await
-        .assert_problem(StatusCode::NOT_FOUND, "not_found");
-    app.delete("/v1/threads")
-        .await
-        .assert_problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    app.get("/v2/threads").await.assert_problem(StatusCode::NOT_FOUND, "not_found");
+    app.delete("/v1/threads").await.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
 #[tokio::test]
@@ -186,30 +165,17 @@ async fn api_keys_guard_v1_but_not_probes() {
     let create = |auth: Option<&str>| {
         let mut request = json_request("/v1/threads", "{}");
         if let Some(auth) = auth {
-            request
-                .headers_mut()
-                .insert(header::AUTHORIZATION, auth.parse().unwrap());
+            request.headers_mut().insert(header::AUTHORIZATION, auth.parse().unwrap());
         }
         request
     };
-    for auth in [
-        None,
-        Some("Bearer wrong"),
-        Some("Basic a2V5LW9uZQ=="),
-        Some("Bearer key-one-more"),
-    ] {
+    for auth in [None, Some("Bearer wrong"), Some("Basic a2V5LW9uZQ=="), Some("Bearer key-one-more")] {
         let response = app.send(create(auth)).await;
         response.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
         assert_eq!(response.header("www-authenticate"), Some("Bearer"));
     }
-    assert_eq!(
-        app.send(create(Some("Bearer key-two"))).await.status,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        app.send(create(Some("bearer key-one"))).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.send(create(Some("Bearer key-two"))).await.status, StatusCode::CREATED);
+    assert_eq!(app.send(create(Some("bearer key-one"))).await.status, StatusCode::CREATED);
     assert_eq!(app.get("/livez").await.status, StatusCode::OK);
     let unauthenticated_list = app.get("/v1/threads").await;
     unauthenticated_list.assert_problem(StatusCode::UNAUTHORIZED, "unauthorized");
@@ -218,17 +184,12 @@ async fn api_keys_guard_v1_but_not_probes() {
 #[tokio::test]
 async fn a_callers_request_id_is_echoed() {
     let app = TestApp::new().await;
-    let request = Request::get("/v1/threads/nope")
-        .header("x-request-id", "trace-123")
-        .body(Body::empty())
-        .unwrap();
+    let request =
+        Request::get("/v1/threads/nope").header("x-request-id", "trace-123").body(Body::empty()).unwrap();
     let response = app.send(request).await;
     assert_eq!(response.header("x-request-id"), Some("trace-123"));
     assert_eq!(response.json()["request_id"], "trace-123");
-    let weird = Request::get("/livez")
-        .header("x-request-id", "has spaces")
-        .body(Body::empty())
-        .unwrap();
+    let weird = Request::get("/livez").header("x-request-id", "has spaces").body(Body::empty()).unwrap();
     let replaced = app.send(weird).await;
     assert!(Uuid::try_parse(replaced.header("x-request-id").unwrap()).is_ok());
 }

@@ -7,12 +7,7 @@ use crate::support::process::{ExaiProcess, exai_command};
 use crate::support::services::{free_port, hung_listener};
 
 fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> Output {
-    exai_command()
-        .arg("healthcheck")
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
+    exai_command().arg("healthcheck").args(args).envs(env.iter().copied()).output().unwrap()
 }
 
 fn code(output: &Output) -> Option<i32> {
@@ -27,10 +22,7 @@ fn exit_codes_follow_the_servers_health() {
     let output = healthcheck(&["--url", &url], &[]);
     assert_eq!(code(&output), Some(0), "{output:?}");
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        text.starts_with("healthy in ") && text.contains("store  sqlite"),
-        "{text}"
-    );
+    assert!(text.starts_with("healthy in ") && text.contains("store  sqlite"), "{text}");
 
     let output = healthcheck(&["--url", &url, "--format", "json"], &[]);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -41,32 +33,20 @@ fn exit_codes_follow_the_servers_health() {
     assert_eq!(code(&healthcheck(&[], &[("EXAI_BIND", &bind)])), Some(0));
 
     let store_down = format!("postgres://postgres@127.0.0.1:{}/exai", free_port());
-    let unhealthy = ExaiProcess::start(
-        data.path(),
-        &[
-            ("DATABASE_URL", &store_down),
-            ("EXAI_HEALTH_TIMEOUT_MS", "500"),
-        ],
-    );
+    let unhealthy =
+        ExaiProcess::start(data.path(), &[("DATABASE_URL", &store_down), ("EXAI_HEALTH_TIMEOUT_MS", "500")]);
     let output = healthcheck(&["--url", &unhealthy.url("/healthz")], &[]);
     assert_eq!(code(&output), Some(1), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("unhealthy"));
 
     let not_health = healthcheck(&["--url", &healthy.url("/livez")], &[]);
-    assert_eq!(
-        code(&not_health),
-        Some(2),
-        "an endpoint that is not exai's health is a setup error"
-    );
+    assert_eq!(code(&not_health), Some(2), "an endpoint that is not exai's health is a setup error");
 }
 
 #[test]
 fn misconfiguration_is_2_and_silence_is_3() {
     assert_eq!(code(&healthcheck(&["--url", "not a url"], &[])), Some(2));
-    assert_eq!(
-        code(&healthcheck(&[], &[("EXAI_BIND", "nonsense")])),
-        Some(2)
-    );
+    assert_eq!(code(&healthcheck(&[], &[("EXAI_BIND", "nonsense")])), Some(2));
 
     let nobody = format!("http://127.0.0.1:{}/healthz", free_port());
     let output = healthcheck(&["--url", &nobody], &[]);
@@ -74,29 +54,25 @@ fn misconfiguration_is_2_and_silence_is_3() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("unreachable"));
 
     let hung = format!("http://127.0.0.1:{}/healthz", hung_listener());
-    assert_eq!(
-        code(&healthcheck(&["--url", &hung, "--timeout-ms", "300"], &[])),
-        Some(3)
-    );
+    assert_eq!(code(&healthcheck(&["--url", &hung, "--timeout-ms", "300"], &[])), Some(3));
 }
 
 #[test]
 fn direct_runs_the_checks_without_a_server() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
+    let missing = healthcheck(&["--direct"], &[("EXAI_DATA_DIR", dir)]);
+    assert_eq!(code(&missing), Some(2), "a check creates no database");
+    assert!(!data.path().join("exai.db").exists());
+    let migrate = exai_command().arg("migrate").env("EXAI_DATA_DIR", dir).output().unwrap();
+    assert!(migrate.status.success());
     let output = healthcheck(&["--direct", "--format", "json"], &[("EXAI_DATA_DIR", dir)]);
     assert_eq!(code(&output), Some(0), "{output:?}");
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["status"], "healthy");
 
     let store_down = format!("postgres://postgres@127.0.0.1:{}/exai", free_port());
-    let env = [
-        ("DATABASE_URL", store_down.as_str()),
-        ("EXAI_HEALTH_TIMEOUT_MS", "500"),
-    ];
+    let env = [("DATABASE_URL", store_down.as_str()), ("EXAI_HEALTH_TIMEOUT_MS", "500")];
     assert_eq!(code(&healthcheck(&["--direct"], &env)), Some(1));
-    assert_eq!(
-        code(&healthcheck(&["--direct"], &[("EXAI_STORE", "nope")])),
-        Some(2)
-    );
+    assert_eq!(code(&healthcheck(&["--direct"], &[("EXAI_STORE", "nope")])), Some(2));
 }

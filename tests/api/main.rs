@@ -1,9 +1,6 @@
 //! Tests of the service through its public interfaces, against real backends.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "a test fails loudly on any unexpected error"
-)]
+#![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
 #[macro_use]
 mod support;

@@ -16,11 +16,7 @@ fn a_bad_setting_stops_start_up_with_exit_code_2() {
         ("CONVERSATION_TIMEOUT_HOURS", "forever"),
         ("EXAI_STORE", "mongodb"),
     ] {
-        let output = exai_command()
-            .env("EXAI_DATA_DIR", data.path())
-            .env(variable, value)
-            .output()
-            .unwrap();
+        let output = exai_command().env("EXAI_DATA_DIR", data.path()).env(variable, value).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{variable}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -30,10 +26,7 @@ fn a_bad_setting_stops_start_up_with_exit_code_2() {
 
 #[test]
 fn a_public_address_without_keys_is_refused() {
-    let output = exai_command()
-        .args(["serve", "--bind", "0.0.0.0:0"])
-        .output()
-        .unwrap();
+    let output = exai_command().args(["serve", "--bind", "0.0.0.0:0"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("EXAI_API_KEYS"));
 }
@@ -65,20 +58,10 @@ async fn acknowledged_turns_survive_sigkill() {
     server.kill();
 
     let restarted = ExaiProcess::start(data.path(), &[]);
-    let thread: Value = http
-        .get(restarted.url(&format!("/v1/threads/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let contents: Vec<&str> = thread["turns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["content"].as_str().unwrap())
-        .collect();
+    let thread: Value =
+        http.get(restarted.url(&format!("/v1/threads/{id}"))).send().await.unwrap().json().await.unwrap();
+    let contents: Vec<&str> =
+        thread["turns"].as_array().unwrap().iter().map(|t| t["content"].as_str().unwrap()).collect();
     let expected: Vec<String> = (1..=10).map(|i| format!("turn {i}")).collect();
     assert_eq!(contents, expected);
 }
@@ -94,9 +77,8 @@ fn the_openapi_command_prints_the_document() {
 /// A registry with one tool whose upstream never answers.
 fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
     let path = dir.join("tools.toml");
-    let registry = format!(
-        "[[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{upstream}\"\ntimeout_secs = 120\n"
-    );
+    let registry =
+        format!("[[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{upstream}\"\ntimeout_secs = 120\n");
     std::fs::write(&path, registry).unwrap();
     path.to_str().unwrap().to_owned()
 }
@@ -122,26 +104,14 @@ async fn a_run_cut_by_a_crash_reads_failed_after_the_restart() {
     let restarted = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let run = loop {
-        let run: Value = client()
-            .get(restarted.url(&run_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["status"] != "queued" && run["status"] != "running"
-            || std::time::Instant::now() > deadline
-        {
+        let run: Value = client().get(restarted.url(&run_url)).send().await.unwrap().json().await.unwrap();
+        if run["status"] != "queued" && run["status"] != "running" || std::time::Instant::now() > deadline {
             break run;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(run["status"], "failed", "{run}");
-    assert!(
-        run["error"].as_str().unwrap().contains("restarted"),
-        "{run}"
-    );
+    assert!(run["error"].as_str().unwrap().contains("restarted"), "{run}");
 }
 
 #[tokio::test]
@@ -151,32 +121,18 @@ async fn sigterm_lets_a_waiting_request_finish() {
     let tools = stalling_tools(data.path(), &upstream.url);
     let server = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
     let waiting = tokio::spawn(
-        client()
-            .post(server.url("/v1/tools/stall/runs"))
-            .json(&json!({"input": "wait for me"}))
-            .send(),
+        client().post(server.url("/v1/tools/stall/runs")).json(&json!({"input": "wait for me"})).send(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while upstream.accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never reached its upstream"
-        );
+        assert!(std::time::Instant::now() < deadline, "the run never reached its upstream");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let exit = tokio::task::spawn_blocking(move || server.terminate())
-        .await
-        .unwrap();
-    let response = waiting
-        .await
-        .unwrap()
-        .expect("the in-flight request got its answer");
+    let exit = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    let response = waiting.await.unwrap().expect("the in-flight request got its answer");
     assert_eq!(response.status(), 502);
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "tool_failed");
-    assert!(
-        problem["detail"].as_str().unwrap().contains("shut down"),
-        "{problem}"
-    );
+    assert!(problem["detail"].as_str().unwrap().contains("shut down"), "{problem}");
     assert!(exit.success());
 }

@@ -19,10 +19,7 @@ fn the_walkthrough_works_as_written() {
         .and_then(|rest| rest.split("```sh\n").nth(1))
         .and_then(|block| block.split("```").next())
         .expect("the README has a walk-through block");
-    assert!(
-        block.starts_with(BASE_LINE),
-        "the walk-through sets EXAI first"
-    );
+    assert!(block.starts_with(BASE_LINE), "the walk-through sets EXAI first");
     let script = block.replacen(BASE_LINE, "", 1);
 
     let data = tempfile::tempdir().unwrap();
@@ -33,15 +30,8 @@ fn the_walkthrough_works_as_written() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let history = stdout.lines().last().unwrap();
     assert!(history.starts_with(r#"{"thread_ids":"#), "{history}");
-    assert!(
-        history.ends_with(r#""files":["src/store/mod.rs"],"total_turns":2}"#),
-        "{history}"
-    );
+    assert!(history.ends_with(r#""files":["src/store/mod.rs"],"total_turns":2}"#), "{history}");
 }

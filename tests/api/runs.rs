@@ -25,44 +25,21 @@ async fn a_hanging_upstream_times_out_and_its_connection_is_closed() {
     let upstream = hanging();
     let app = TestApp::with_tools(&tool(&upstream.url, "timeout_secs = 2"), &[]).await;
     let started = Instant::now();
-    let response = app
-        .post_json("/v1/tools/slow/runs", &json!({"input": "are you there?"}))
-        .await;
+    let response = app.post_json("/v1/tools/slow/runs", &json!({"input": "are you there?"})).await;
     let took = started.elapsed();
     response.assert_problem(StatusCode::GATEWAY_TIMEOUT, "tool_timeout");
-    assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_millis(2500),
-        "answered after {took:?}"
-    );
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_millis(2500), "answered after {took:?}");
     eventually("the upstream seeing its connection closed", || {
         !upstream.closed_at.lock().unwrap().is_empty()
     })
     .await;
     let closed = upstream.closed_at.lock().unwrap()[0];
     let after_deadline = closed.duration_since(started + Duration::from_secs(2));
-    assert!(
-        after_deadline < Duration::from_millis(100),
-        "closed {after_deadline:?} after the deadline"
-    );
+    assert!(after_deadline < Duration::from_millis(100), "closed {after_deadline:?} after the deadline");
 
-    let run = app
-        .get(&format!(
-            "/v1/runs/{}",
-            response.json()["run_id"].as_str().unwrap()
-        ))
-        .await
-        .json();
-    assert_eq!(
-        (run["status"].as_str(), run["timeout_secs"].as_u64()),
-        (Some("timed_out"), Some(2))
-    );
-    let thread = app
-        .get(&format!(
-            "/v1/threads/{}",
-            run["continuation_id"].as_str().unwrap()
-        ))
-        .await
-        .json();
+    let run = app.get(&format!("/v1/runs/{}", response.json()["run_id"].as_str().unwrap())).await.json();
+    assert_eq!((run["status"].as_str(), run["timeout_secs"].as_u64()), (Some("timed_out"), Some(2)));
+    let thread = app.get(&format!("/v1/threads/{}", run["continuation_id"].as_str().unwrap())).await.json();
     assert_eq!(thread["turn_count"], 0, "nothing appended");
 }
 
@@ -71,28 +48,14 @@ async fn progress_comes_every_interval_then_the_final_event() {
     let upstream = upstream::start().await;
     let registry = tool(&format!("{}/webhook?ms=3500", upstream.url), "");
     let app = TestApp::with_tools(&registry, &[("EXAI_TOOL_PROGRESS_SECS", "1")]).await;
-    let accepted = app
-        .post_json(
-            "/v1/tools/slow/runs",
-            &json!({"input": "take your time", "wait": false}),
-        )
-        .await;
+    let accepted =
+        app.post_json("/v1/tools/slow/runs", &json!({"input": "take your time", "wait": false})).await;
     let id = accepted.json()["id"].as_str().unwrap().to_owned();
     let events = app.events(&format!("/v1/runs/{id}/events")).await;
     let names: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
-    assert_eq!(
-        names,
-        ["progress", "progress", "progress", "completed"],
-        "{events:?}"
-    );
-    let elapsed: Vec<u64> = events[..3]
-        .iter()
-        .map(|e| e.1["elapsed_ms"].as_u64().unwrap())
-        .collect();
-    assert!(
-        elapsed.windows(2).all(|w| w[1] > w[0]) && elapsed[0] >= 1000,
-        "{elapsed:?}"
-    );
+    assert_eq!(names, ["progress", "progress", "progress", "completed"], "{events:?}");
+    let elapsed: Vec<u64> = events[..3].iter().map(|e| e.1["elapsed_ms"].as_u64().unwrap()).collect();
+    assert!(elapsed.windows(2).all(|w| w[1] > w[0]) && elapsed[0] >= 1000, "{elapsed:?}");
     assert!(events[0].1["message"].as_str().unwrap().contains("running"));
     assert_eq!(events[3].1["output"], "seen: take your time");
 
@@ -100,61 +63,30 @@ async fn progress_comes_every_interval_then_the_final_event() {
     let replay = app.events(&format!("/v1/runs/{id}/events")).await;
     assert_eq!(replay.len(), 1);
     assert_eq!(replay[0].0, "completed");
-    assert!(
-        late.elapsed() < Duration::from_millis(500),
-        "a late subscriber waited"
-    );
+    assert!(late.elapsed() < Duration::from_millis(500), "a late subscriber waited");
 }
 
 #[tokio::test]
 async fn cancelling_closes_the_upstream_and_appends_nothing() {
     let upstream = hanging();
     let app = TestApp::with_tools(&tool(&upstream.url, "timeout_secs = 60"), &[]).await;
-    let accepted = app
-        .post_json(
-            "/v1/tools/slow/runs",
-            &json!({"input": "never mind", "wait": false}),
-        )
-        .await;
+    let accepted = app.post_json("/v1/tools/slow/runs", &json!({"input": "never mind", "wait": false})).await;
     let run = accepted.json();
-    eventually("the upstream receiving the call", || {
-        upstream.open.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    eventually("the upstream receiving the call", || upstream.open.load(Ordering::SeqCst) == 1).await;
 
     let asked = Instant::now();
-    let cancelled = app
-        .post_json(
-            &format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()),
-            &json!({}),
-        )
-        .await;
+    let cancelled =
+        app.post_json(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()), &json!({})).await;
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text());
     assert_eq!(cancelled.json()["status"], "cancelled");
-    eventually("the upstream seeing its connection closed", || {
-        upstream.open.load(Ordering::SeqCst) == 0
-    })
-    .await;
-    let latency = upstream.closed_at.lock().unwrap()[0].duration_since(asked);
-    assert!(
-        latency < Duration::from_millis(100),
-        "closed {latency:?} after the cancel"
-    );
-
-    let thread = app
-        .get(&format!(
-            "/v1/threads/{}",
-            run["continuation_id"].as_str().unwrap()
-        ))
-        .await
-        .json();
-    assert_eq!(thread["turn_count"], 0);
-    let again = app
-        .post_json(
-            &format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()),
-            &json!({}),
-        )
+    eventually("the upstream seeing its connection closed", || upstream.open.load(Ordering::SeqCst) == 0)
         .await;
+    let latency = upstream.closed_at.lock().unwrap()[0].duration_since(asked);
+    assert!(latency < Duration::from_millis(100), "closed {latency:?} after the cancel");
+
+    let thread = app.get(&format!("/v1/threads/{}", run["continuation_id"].as_str().unwrap())).await.json();
+    assert_eq!(thread["turn_count"], 0);
+    let again = app.post_json(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()), &json!({})).await;
     again.assert_problem(StatusCode::CONFLICT, "run_finished");
     let missing = uuid::Uuid::new_v4();
     app.post_json(&format!("/v1/runs/{missing}/cancel"), &json!({}))
@@ -170,28 +102,16 @@ async fn two_hundred_stalled_runs_all_time_out_and_leave_nothing_behind() {
     let runs = (0..200).map(|i| {
         let app = app.clone();
         tokio::spawn(async move {
-            app.post_json(
-                "/v1/tools/slow/runs",
-                &json!({"input": format!("call {i}")}),
-            )
-            .await
+            app.post_json("/v1/tools/slow/runs", &json!({"input": format!("call {i}")})).await
         })
     });
     for response in futures_util::future::join_all(runs).await {
-        response
-            .unwrap()
-            .assert_problem(StatusCode::GATEWAY_TIMEOUT, "tool_timeout");
+        response.unwrap().assert_problem(StatusCode::GATEWAY_TIMEOUT, "tool_timeout");
     }
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 200);
-    eventually("every upstream connection closed", || {
-        upstream.open.load(Ordering::SeqCst) == 0
-    })
-    .await;
+    eventually("every upstream connection closed", || upstream.open.load(Ordering::SeqCst) == 0).await;
     assert_eq!(app.state.metrics.runs_in_flight.load(Ordering::SeqCst), 0);
-    let listed = app
-        .get("/v1/runs?tool=slow&status=timed_out&limit=100")
-        .await
-        .json();
+    let listed = app.get("/v1/runs?tool=slow&status=timed_out&limit=100").await.json();
     assert_eq!(listed["data"].as_array().unwrap().len(), 100);
     assert!(listed["next_cursor"].is_string());
 }

@@ -16,9 +16,7 @@ fn user(content: &str) -> NewTurn {
 }
 
 fn turn_count(body: &[u8]) -> u64 {
-    serde_json::from_slice::<Value>(body).unwrap()["turn_count"]
-        .as_u64()
-        .unwrap()
+    serde_json::from_slice::<Value>(body).unwrap()["turn_count"].as_u64().unwrap()
 }
 
 #[tokio::test]
@@ -26,22 +24,12 @@ async fn writes_go_through_the_cache_and_hits_skip_the_store() {
     let (store, _dir) = sqlite_store().await;
     let store: Arc<dyn Store> = store;
     let conversations = Conversations::new(store.clone(), memory_cache(), policy(20));
-    let (id, _) = conversations
-        .create_thread(NewThread::default())
-        .await
-        .unwrap();
-    conversations
-        .append_turns(id, vec![user("hi")], None)
-        .await
-        .unwrap();
+    let (id, _) = conversations.create_thread(NewThread::default()).await.unwrap();
+    conversations.append_turns(id, vec![user("hi")], None).await.unwrap();
 
     let before = store.round_trips();
     let body = conversations.get_thread(id).await.unwrap().unwrap();
-    assert_eq!(
-        turn_count(&body),
-        1,
-        "the append updated the cached document"
-    );
+    assert_eq!(turn_count(&body), 1, "the append updated the cached document");
     assert_eq!(store.round_trips(), before, "served from the cache");
     assert_eq!(conversations.cache_stats().since_start().hits, 1);
 }
@@ -55,10 +43,7 @@ async fn concurrent_misses_make_one_store_read() {
 
     // A second service with an empty cache over the same store; its reads pause after
     // the store answers, so every caller finds the cache empty and the load under way.
-    let slow = SlowStore {
-        inner: store.clone(),
-        read_delay: Duration::from_millis(200),
-    };
+    let slow = SlowStore { inner: store.clone(), read_delay: Duration::from_millis(200) };
     let cold = Conversations::new(Arc::new(slow), memory_cache(), policy(20));
     let before = store.round_trips();
     let reads = join_all((0..20).map(|_| cold.get_thread(id))).await;
@@ -71,10 +56,7 @@ async fn concurrent_misses_make_one_store_read() {
 async fn a_deleted_thread_is_not_served_from_the_cache() {
     let (store, _dir) = sqlite_store().await;
     let conversations = Conversations::new(store, memory_cache(), policy(20));
-    let (id, _) = conversations
-        .create_thread(NewThread::default())
-        .await
-        .unwrap();
+    let (id, _) = conversations.create_thread(NewThread::default()).await.unwrap();
     assert!(conversations.get_thread(id).await.unwrap().is_some());
     assert!(conversations.delete_thread(id).await.unwrap());
     assert_eq!(conversations.get_thread(id).await.unwrap(), None);

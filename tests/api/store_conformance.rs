@@ -20,10 +20,7 @@ fn now() -> DateTime<Utc> {
 }
 
 fn titled(title: &str) -> NewThread {
-    NewThread {
-        title: Some(title.into()),
-        ..NewThread::default()
-    }
+    NewThread { title: Some(title.into()), ..NewThread::default() }
 }
 
 fn user(content: &str) -> NewTurn {
@@ -31,21 +28,11 @@ fn user(content: &str) -> NewTurn {
 }
 
 fn append(thread_id: Uuid, turns: Vec<NewTurn>, policy: ConversationPolicy) -> AppendTurns {
-    AppendTurns {
-        thread_id,
-        turns,
-        idempotency_key: None,
-        policy,
-        now: now(),
-    }
+    AppendTurns { thread_id, turns, idempotency_key: None, policy, now: now() }
 }
 
 async fn new_thread(store: &dyn Store, new: NewThread, at: DateTime<Utc>) -> Uuid {
-    store
-        .create_thread(Uuid::new_v4(), &new, at)
-        .await
-        .expect("create thread")
-        .id
+    store.create_thread(Uuid::new_v4(), &new, at).await.expect("create thread").id
 }
 
 pub async fn creates_and_reads_threads(store: &dyn Store) {
@@ -62,11 +49,7 @@ pub async fn creates_and_reads_threads(store: &dyn Store) {
     assert_eq!((created.turn_count, created.version), (0, 1));
     assert_eq!((created.created_at, created.updated_at), (at, at));
 
-    let read = store
-        .get_thread(created.id)
-        .await
-        .unwrap()
-        .expect("thread exists");
+    let read = store.get_thread(created.id).await.unwrap().expect("thread exists");
     assert_eq!(read.thread, created);
     assert!(read.turns.is_empty());
     assert_eq!(store.get_thread(Uuid::new_v4()).await.unwrap(), None);
@@ -74,20 +57,14 @@ pub async fn creates_and_reads_threads(store: &dyn Store) {
 
 pub async fn refuses_a_missing_parent(store: &dyn Store) {
     let missing = Uuid::new_v4();
-    let new = NewThread {
-        parent_id: Some(missing),
-        ..NewThread::default()
-    };
+    let new = NewThread { parent_id: Some(missing), ..NewThread::default() };
     let refused = store.create_thread(Uuid::new_v4(), &new, now()).await;
     assert_eq!(refused, Err(StoreError::ParentNotFound(missing)));
 }
 
 pub async fn appends_with_contiguous_seqs(store: &dyn Store) {
     let id = new_thread(store, titled("seqs"), now()).await;
-    let first = store
-        .append_turns(&append(id, vec![user("one")], support::policy(20)))
-        .await
-        .unwrap();
+    let first = store.append_turns(&append(id, vec![user("one")], support::policy(20))).await.unwrap();
     assert_eq!(first.turns.len(), 1);
     assert_eq!(first.turns[0].seq, 1);
     assert!(!first.replayed);
@@ -101,10 +78,7 @@ pub async fn appends_with_contiguous_seqs(store: &dyn Store) {
     rich.metadata.insert("tokens".into(), json!(42));
     let batch = append(id, vec![user("two"), rich.clone()], support::policy(20));
     let second = store.append_turns(&batch).await.unwrap();
-    assert_eq!(
-        second.turns.iter().map(|t| t.seq).collect::<Vec<_>>(),
-        [2, 3]
-    );
+    assert_eq!(second.turns.iter().map(|t| t.seq).collect::<Vec<_>>(), [2, 3]);
     assert_eq!(second.thread.thread.turn_count, 3);
     assert_eq!(second.thread.thread.version, 3);
     assert_eq!(second.thread.thread.updated_at, batch.now);
@@ -113,16 +87,10 @@ pub async fn appends_with_contiguous_seqs(store: &dyn Store) {
     let stored = store.get_thread(id).await.unwrap().unwrap();
     assert_eq!(stored.turns, second.thread.turns);
     let last = &stored.turns[2];
-    assert_eq!(
-        (last.role, last.content.as_str(), last.thread_id),
-        (Role::Assistant, "three", id)
-    );
+    assert_eq!((last.role, last.content.as_str(), last.thread_id), (Role::Assistant, "three", id));
     assert_eq!(last.files, rich.files);
     assert_eq!(last.tool_name, rich.tool_name);
-    assert_eq!(
-        (last.model_provider.as_deref(), last.model_name.as_deref()),
-        (Some("glm"), Some("glm-4.6"))
-    );
+    assert_eq!((last.model_provider.as_deref(), last.model_name.as_deref()), (Some("glm"), Some("glm-4.6")));
     assert_eq!(last.metadata, rich.metadata);
     assert_eq!(last.created_at, batch.now);
 }
@@ -146,14 +114,9 @@ pub async fn replays_an_idempotent_append(store: &dyn Store) {
 }
 
 pub async fn refuses_appends_to_an_expired_thread(store: &dyn Store) {
-    let policy = ConversationPolicy {
-        timeout: TimeDelta::hours(1),
-        max_turns: 20,
-    };
+    let policy = ConversationPolicy { timeout: TimeDelta::hours(1), max_turns: 20 };
     let id = new_thread(store, titled("old"), now() - TimeDelta::hours(2)).await;
-    let refused = store
-        .append_turns(&append(id, vec![user("late")], policy))
-        .await;
+    let refused = store.append_turns(&append(id, vec![user("late")], policy)).await;
     assert_eq!(refused.unwrap_err(), StoreError::ThreadExpired(id));
     let still_there = store.get_thread(id).await.unwrap().unwrap();
     assert_eq!(still_there.thread.turn_count, 0);
@@ -162,46 +125,25 @@ pub async fn refuses_appends_to_an_expired_thread(store: &dyn Store) {
 pub async fn refuses_appends_past_the_turn_limit(store: &dyn Store) {
     let policy = support::policy(2);
     let id = new_thread(store, titled("limited"), now()).await;
-    store
-        .append_turns(&append(id, vec![user("1")], policy))
-        .await
-        .unwrap();
-    let too_many = store
-        .append_turns(&append(id, vec![user("2"), user("3")], policy))
-        .await;
-    assert_eq!(
-        too_many.unwrap_err(),
-        StoreError::TurnLimitReached {
-            thread_id: id,
-            max_turns: 2
-        }
-    );
-    store
-        .append_turns(&append(id, vec![user("2")], policy))
-        .await
-        .unwrap();
-    let full = store
-        .append_turns(&append(id, vec![user("3")], policy))
-        .await;
+    store.append_turns(&append(id, vec![user("1")], policy)).await.unwrap();
+    let too_many = store.append_turns(&append(id, vec![user("2"), user("3")], policy)).await;
+    assert_eq!(too_many.unwrap_err(), StoreError::TurnLimitReached { thread_id: id, max_turns: 2 });
+    store.append_turns(&append(id, vec![user("2")], policy)).await.unwrap();
+    let full = store.append_turns(&append(id, vec![user("3")], policy)).await;
     assert!(matches!(full, Err(StoreError::TurnLimitReached { .. })));
     assert_eq!(store.get_thread(id).await.unwrap().unwrap().turns.len(), 2);
 }
 
 pub async fn refuses_appends_to_an_unknown_thread(store: &dyn Store) {
     let id = Uuid::new_v4();
-    let refused = store
-        .append_turns(&append(id, vec![user("?")], support::policy(20)))
-        .await;
+    let refused = store.append_turns(&append(id, vec![user("?")], support::policy(20))).await;
     assert_eq!(refused.unwrap_err(), StoreError::ThreadNotFound(id));
 }
 
 pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {
     let base = now() - TimeDelta::hours(10);
     let mut ids = Vec::new();
-    for (i, title) in ["alpha", "Beta", "gamma 100%", "delta_x", "epsilon"]
-        .iter()
-        .enumerate()
-    {
+    for (i, title) in ["alpha", "Beta", "gamma 100%", "delta_x", "epsilon"].iter().enumerate() {
         ids.push(new_thread(store, titled(title), base + TimeDelta::hours(i as i64)).await);
     }
     let query = |limit, after, search: Option<&str>, activity| ThreadQuery {
@@ -214,10 +156,7 @@ pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = store
-            .list_threads(&query(2, after, None, Activity::Any))
-            .await
-            .unwrap();
+        let page = store.list_threads(&query(2, after, None, Activity::Any)).await.unwrap();
         seen.extend(page.iter().map(|t| t.id).filter(|id| ids.contains(id)));
         match page.last() {
             Some(last) if page.len() == 2 => after = Some(Cursor::new(last.updated_at, last.id)),
@@ -228,47 +167,43 @@ pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {
     assert_eq!(seen, newest_first);
 
     let titles = |threads: Vec<exai::domain::Thread>| -> Vec<String> {
-        threads
-            .into_iter()
-            .filter(|t| ids.contains(&t.id))
-            .filter_map(|t| t.title)
-            .collect()
+        threads.into_iter().filter(|t| ids.contains(&t.id)).filter_map(|t| t.title).collect()
     };
-    let beta = store
-        .list_threads(&query(10, None, Some("BETA"), Activity::Any))
-        .await
-        .unwrap();
+    let beta = store.list_threads(&query(10, None, Some("BETA"), Activity::Any)).await.unwrap();
     assert_eq!(titles(beta), ["Beta"]);
-    let percent = store
-        .list_threads(&query(10, None, Some("0%"), Activity::Any))
-        .await
-        .unwrap();
+    let percent = store.list_threads(&query(10, None, Some("0%"), Activity::Any)).await.unwrap();
     assert_eq!(titles(percent), ["gamma 100%"]);
-    let underscore = store
-        .list_threads(&query(10, None, Some("a_"), Activity::Any))
-        .await
-        .unwrap();
+    let underscore = store.list_threads(&query(10, None, Some("a_"), Activity::Any)).await.unwrap();
     assert_eq!(titles(underscore), ["delta_x"]);
 
     let cutoff = base + TimeDelta::hours(2);
-    let recent = store
-        .list_threads(&query(100, None, None, Activity::ChangedAfter(cutoff)))
-        .await
-        .unwrap();
+    let recent = store.list_threads(&query(100, None, None, Activity::ChangedAfter(cutoff))).await.unwrap();
     assert_eq!(titles(recent), ["epsilon", "delta_x"]);
-    let old = store
-        .list_threads(&query(100, None, None, Activity::ChangedAtOrBefore(cutoff)))
-        .await
-        .unwrap();
+    let old = store.list_threads(&query(100, None, None, Activity::ChangedAtOrBefore(cutoff))).await.unwrap();
     assert_eq!(titles(old), ["gamma 100%", "Beta", "alpha"]);
+}
+
+pub async fn pages_through_threads_changed_at_the_same_instant(store: &dyn Store) {
+    let at = now();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(new_thread(store, NewThread::default(), at).await);
+    }
+    ids.sort_by_key(|id| std::cmp::Reverse(id.to_string()));
+    let mut seen = Vec::new();
+    let mut after = None;
+    while seen.len() < 4 {
+        let query = ThreadQuery { limit: 1, after, search: None, activity: Activity::Any };
+        let Some(thread) = store.list_threads(&query).await.unwrap().pop() else { break };
+        after = Some(Cursor::new(thread.updated_at, thread.id));
+        seen.push(thread.id);
+    }
+    assert_eq!(seen, ids, "ties are broken by id, each thread listed once");
 }
 
 pub async fn deletes_threads_with_their_turns(store: &dyn Store) {
     let id = new_thread(store, titled("doomed"), now()).await;
-    store
-        .append_turns(&append(id, vec![user("bye")], support::policy(20)))
-        .await
-        .unwrap();
+    store.append_turns(&append(id, vec![user("bye")], support::policy(20))).await.unwrap();
     assert!(store.delete_thread(id).await.unwrap());
     assert_eq!(store.get_thread(id).await.unwrap(), None);
     assert_eq!(store.list_turns(id, 0, 10).await.unwrap(), None);
@@ -279,17 +214,11 @@ pub async fn pages_through_turns(store: &dyn Store) {
     let id = new_thread(store, titled("turns"), now()).await;
     assert_eq!(store.list_turns(id, 0, 10).await.unwrap(), Some(vec![]));
     let turns = (1..=5).map(|i| user(&i.to_string())).collect();
-    store
-        .append_turns(&append(id, turns, support::policy(20)))
-        .await
-        .unwrap();
+    store.append_turns(&append(id, turns, support::policy(20))).await.unwrap();
     let page = store.list_turns(id, 1, 2).await.unwrap().unwrap();
     assert_eq!(page.iter().map(|t| t.seq).collect::<Vec<_>>(), [2, 3]);
     let rest = store.list_turns(id, 3, 10).await.unwrap().unwrap();
-    assert_eq!(
-        rest.iter().map(|t| t.content.as_str()).collect::<Vec<_>>(),
-        ["4", "5"]
-    );
+    assert_eq!(rest.iter().map(|t| t.content.as_str()).collect::<Vec<_>>(), ["4", "5"]);
     assert_eq!(store.list_turns(Uuid::new_v4(), 0, 10).await.unwrap(), None);
 }
 
@@ -297,18 +226,12 @@ pub async fn pages_through_turns(store: &dyn Store) {
 async fn chain(store: &dyn Store, len: usize) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = Vec::new();
     for i in 0..len {
-        let new = NewThread {
-            parent_id: ids.last().copied(),
-            ..titled(&format!("link {i}"))
-        };
+        let new = NewThread { parent_id: ids.last().copied(), ..titled(&format!("link {i}")) };
         let id = new_thread(store, new, now()).await;
         let mut second = user(&format!("{i}b"));
         second.files = vec![format!("file{}", i % 3)];
         let turns = vec![user(&format!("{i}a")), second];
-        store
-            .append_turns(&append(id, turns, support::policy(20)))
-            .await
-            .unwrap();
+        store.append_turns(&append(id, turns, support::policy(20))).await.unwrap();
         ids.push(id);
     }
     ids
@@ -317,11 +240,7 @@ async fn chain(store: &dyn Store, len: usize) -> Vec<Uuid> {
 pub async fn reads_history_along_parents_in_one_round_trip(store: &dyn Store) {
     let ids = chain(store, 3).await;
     let before = store.round_trips();
-    let history = store
-        .history(ids[2], 20)
-        .await
-        .unwrap()
-        .expect("chain exists");
+    let history = store.history(ids[2], 20).await.unwrap().expect("chain exists");
     assert_eq!(store.round_trips() - before, 1);
     assert_eq!(history.thread_ids, ids);
     let contents: Vec<&str> = history.turns.iter().map(|t| t.content.as_str()).collect();
@@ -334,11 +253,7 @@ pub async fn bounds_history_depth(store: &dyn Store) {
     let ids = chain(store, 25).await;
     let before = store.round_trips();
     let history = store.history(ids[24], 20).await.unwrap().unwrap();
-    assert_eq!(
-        store.round_trips() - before,
-        1,
-        "a 20-deep chain is one round trip"
-    );
+    assert_eq!(store.round_trips() - before, 1, "a 20-deep chain is one round trip");
     assert_eq!(history.thread_ids, ids[4..]);
     assert_eq!(history.turns.len(), 42);
 }
@@ -350,10 +265,7 @@ pub async fn serializes_concurrent_appends(store: Arc<dyn Store>) {
         tokio::spawn(async move {
             for i in 0..25 {
                 let turn = user(&format!("{w}-{i}"));
-                store
-                    .append_turns(&append(id, vec![turn], support::policy(1000)))
-                    .await
-                    .unwrap();
+                store.append_turns(&append(id, vec![turn], support::policy(1000))).await.unwrap();
             }
         })
     });
@@ -362,10 +274,7 @@ pub async fn serializes_concurrent_appends(store: Arc<dyn Store>) {
     }
     let thread = store.get_thread(id).await.unwrap().unwrap();
     assert_eq!(thread.thread.turn_count, 200);
-    assert_eq!(
-        thread.turns.iter().map(|t| t.seq).collect::<Vec<_>>(),
-        (1..=200).collect::<Vec<_>>()
-    );
+    assert_eq!(thread.turns.iter().map(|t| t.seq).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
 }
 
 fn run(tool: &str, status: RunStatus, created_at: DateTime<Utc>) -> ToolRun {
@@ -402,47 +311,22 @@ pub async fn saves_and_reads_runs(store: &dyn Store) {
 pub async fn lists_runs_newest_first_with_filters(store: &dyn Store) {
     let tool = format!("t{}", Uuid::new_v4().simple());
     let base = now() - TimeDelta::minutes(10);
-    let statuses = [
-        RunStatus::Completed,
-        RunStatus::Failed,
-        RunStatus::Completed,
-        RunStatus::TimedOut,
-    ];
+    let statuses = [RunStatus::Completed, RunStatus::Failed, RunStatus::Completed, RunStatus::TimedOut];
     let mut ids = Vec::new();
     for (i, status) in statuses.into_iter().enumerate() {
         let saved = run(&tool, status, base + TimeDelta::seconds(i as i64));
         store.save_run(&saved).await.unwrap();
         ids.push(saved.id);
     }
-    store
-        .save_run(&run("other", RunStatus::Completed, base))
-        .await
-        .unwrap();
-    let query = |after, status| RunQuery {
-        limit: 3,
-        after,
-        tool: Some(tool.clone()),
-        status,
-    };
+    store.save_run(&run("other", RunStatus::Completed, base)).await.unwrap();
+    let query = |after, status| RunQuery { limit: 3, after, tool: Some(tool.clone()), status };
     let first = store.list_runs(&query(None, None)).await.unwrap();
-    assert_eq!(
-        first.iter().map(|r| r.id).collect::<Vec<_>>(),
-        [ids[3], ids[2], ids[1]]
-    );
+    assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[3], ids[2], ids[1]]);
     let last = first.last().unwrap();
-    let rest = store
-        .list_runs(&query(Some(Cursor::new(last.created_at, last.id)), None))
-        .await
-        .unwrap();
+    let rest = store.list_runs(&query(Some(Cursor::new(last.created_at, last.id)), None)).await.unwrap();
     assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[0]]);
-    let completed = store
-        .list_runs(&query(None, Some(RunStatus::Completed)))
-        .await
-        .unwrap();
-    assert_eq!(
-        completed.iter().map(|r| r.id).collect::<Vec<_>>(),
-        [ids[2], ids[0]]
-    );
+    let completed = store.list_runs(&query(None, Some(RunStatus::Completed))).await.unwrap();
+    assert_eq!(completed.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2], ids[0]]);
 }
 
 pub async fn fails_runs_a_previous_process_left_unfinished(store: &dyn Store) {
@@ -454,10 +338,7 @@ pub async fn fails_runs_a_previous_process_left_unfinished(store: &dyn Store) {
     for saved in [&old_running, &old_queued, &old_done, &new_running] {
         store.save_run(saved).await.unwrap();
     }
-    let failed = store
-        .fail_unfinished_runs(cutoff, "restarted", cutoff)
-        .await
-        .unwrap();
+    let failed = store.fail_unfinished_runs(cutoff, "restarted", cutoff).await.unwrap();
     assert!(failed >= 2, "{failed}");
     for id in [old_running.id, old_queued.id] {
         let read = store.get_run(id).await.unwrap().unwrap();
@@ -466,14 +347,8 @@ pub async fn fails_runs_a_previous_process_left_unfinished(store: &dyn Store) {
             (RunStatus::Failed, Some("restarted"), Some(cutoff))
         );
     }
-    assert_eq!(
-        store.get_run(old_done.id).await.unwrap().unwrap().status,
-        RunStatus::Completed
-    );
-    assert_eq!(
-        store.get_run(new_running.id).await.unwrap().unwrap().status,
-        RunStatus::Running
-    );
+    assert_eq!(store.get_run(old_done.id).await.unwrap().unwrap().status, RunStatus::Completed);
+    assert_eq!(store.get_run(new_running.id).await.unwrap().unwrap().status, RunStatus::Running);
 }
 
 /// Declares every case above as a test against one backend.
@@ -491,6 +366,7 @@ macro_rules! store_conformance {
                 refuses_appends_past_the_turn_limit,
                 refuses_appends_to_an_unknown_thread,
                 lists_threads_by_activity_with_keyset_paging,
+                pages_through_threads_changed_at_the_same_instant,
                 deletes_threads_with_their_turns,
                 pages_through_turns,
                 reads_history_along_parents_in_one_round_trip,
@@ -532,15 +408,29 @@ store_conformance!(supabase_backend, super::supabase());
 async fn sqlite_history_survives_a_parent_cycle() {
     let (store, dir) = support::sqlite_store().await;
     let ids = chain(&*store, 2).await;
-    let raw = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("exai.db").display()
-    ))
-    .await
-    .unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("exai.db").display()))
+        .await
+        .unwrap();
     sqlx::query("UPDATE conversations SET parent_id = ?1 WHERE id = ?2")
         .bind(ids[1].to_string())
         .bind(ids[0].to_string())
+        .execute(&raw)
+        .await
+        .unwrap();
+    let history = store.history(ids[1], 20).await.unwrap().unwrap();
+    assert_eq!(history.thread_ids, ids);
+    assert_eq!(history.turns.len(), 4);
+}
+
+#[tokio::test]
+async fn postgres_history_survives_a_parent_cycle() {
+    let Some(url) = services::postgres_database() else { return };
+    let store = PostgresStore::connect(&url).unwrap();
+    let ids = chain(&store, 2).await;
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE conversations SET parent_id = $1 WHERE id = $2")
+        .bind(ids[1])
+        .bind(ids[0])
         .execute(&raw)
         .await
         .unwrap();

@@ -25,10 +25,8 @@ async fn a_legacy_jwt_key_is_also_sent_as_a_bearer_token() {
     };
     let gateway = postgrest::start(&database, JWT_KEY).await;
     let store = store(&gateway.url, JWT_KEY);
-    let thread = store
-        .create_thread(Uuid::new_v4(), &NewThread::default(), chrono::Utc::now())
-        .await
-        .unwrap();
+    let thread =
+        store.create_thread(Uuid::new_v4(), &NewThread::default(), chrono::Utc::now()).await.unwrap();
     assert!(store.get_thread(thread.id).await.unwrap().is_some());
     store.ping().await.unwrap();
 }
@@ -50,11 +48,7 @@ async fn a_refused_key_is_a_failure_not_a_missing_thread() {
 #[tokio::test]
 async fn an_unreachable_project_is_503_not_404() {
     let dead = format!("http://127.0.0.1:{}/", free_port());
-    let app = TestApp::with_backends(
-        Arc::new(store(&dead, SECRET_KEY)),
-        memory_cache(),
-        policy(20),
-    );
+    let app = TestApp::with_backends(Arc::new(store(&dead, SECRET_KEY)), memory_cache(), policy(20));
     let response = app.get(&format!("/v1/threads/{}", Uuid::new_v4())).await;
     response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
     let create = app.post_json("/v1/threads", &json!({})).await;
@@ -65,10 +59,9 @@ async fn an_unreachable_project_is_503_not_404() {
 /// deletes it again), so it never runs by default.
 #[tokio::test]
 async fn a_live_project_round_trip() {
-    let (Ok(url), Ok(key)) = (
-        std::env::var("EXAI_TEST_SUPABASE_URL"),
-        std::env::var("EXAI_TEST_SUPABASE_KEY"),
-    ) else {
+    let (Ok(url), Ok(key)) =
+        (std::env::var("EXAI_TEST_SUPABASE_URL"), std::env::var("EXAI_TEST_SUPABASE_KEY"))
+    else {
         say_skipped(
             "the live Supabase test is opt-in: set EXAI_TEST_SUPABASE_URL and EXAI_TEST_SUPABASE_KEY",
         );
@@ -80,8 +73,48 @@ async fn a_live_project_round_trip() {
     app.append(&id, "hello from the test suite").await;
     let history = app.get(&format!("/v1/threads/{id}/history")).await.json();
     assert_eq!(history["total_turns"], 1);
-    assert_eq!(
-        app.delete(&format!("/v1/threads/{id}")).await.status,
-        StatusCode::NO_CONTENT
+    assert_eq!(app.delete(&format!("/v1/threads/{id}")).await.status, StatusCode::NO_CONTENT);
+}
+
+/// Supabase exposes `public` to its anon key; after `exai migrate` only service_role (and
+/// the tables' owner) can reach exai's rows and functions.
+#[tokio::test]
+async fn the_public_anon_key_cannot_reach_exai_data() {
+    let Some(postgres) = crate::support::services::PostgresServer::start() else {
+        return;
+    };
+    postgres.psql("postgres", "CREATE DATABASE supabase_like");
+    // Roles and default grants as a Supabase project has them.
+    postgres.psql(
+        "supabase_like",
+        "CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; \
+         CREATE ROLE service_role NOLOGIN BYPASSRLS; \
+         GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;",
     );
+    let url = postgres.url("supabase_like");
+    let output =
+        crate::support::process::exai_command().arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let id = Uuid::new_v4();
+    sqlx::query("SELECT exai_create_thread($1, NULL, 'private', NULL, '{}', now())")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut connection = pool.acquire().await.unwrap();
+    for statement in ["SELECT exai_get_thread($1)", "SELECT count(*) FROM conversations WHERE id <> $1"] {
+        sqlx::query("SET ROLE anon").execute(&mut *connection).await.unwrap();
+        let refused = sqlx::query(statement).bind(id).execute(&mut *connection).await.unwrap_err();
+        let code = refused.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {refused}");
+        sqlx::query("RESET ROLE").execute(&mut *connection).await.unwrap();
+    }
+    sqlx::query("SET ROLE service_role").execute(&mut *connection).await.unwrap();
+    let thread: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT exai_get_thread($1)").bind(id).fetch_one(&mut *connection).await.unwrap();
+    assert_eq!(thread.unwrap()["thread"]["title"], "private");
 }

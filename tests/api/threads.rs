@@ -16,24 +16,12 @@ async fn creates_reads_and_deletes_a_thread() {
     assert_eq!(created.status, StatusCode::CREATED);
     let thread = created.json();
     let id = thread["id"].as_str().unwrap();
-    assert_eq!(
-        created.header("location"),
-        Some(format!("/v1/threads/{id}").as_str())
-    );
+    assert_eq!(created.header("location"), Some(format!("/v1/threads/{id}").as_str()));
     assert!(created.header("x-request-id").is_some());
     assert_eq!(thread["title"], "Refactor");
     assert_eq!(thread["metadata"], json!({"k": [1, 2]}));
-    assert_eq!(
-        (thread["turn_count"].as_u64(), thread["max_turns"].as_u64()),
-        (Some(0), Some(20))
-    );
-    assert_eq!(
-        (
-            thread["turns_remaining"].as_u64(),
-            thread["expired"].as_bool()
-        ),
-        (Some(20), Some(false))
-    );
+    assert_eq!((thread["turn_count"].as_u64(), thread["max_turns"].as_u64()), (Some(0), Some(20)));
+    assert_eq!((thread["turns_remaining"].as_u64(), thread["expired"].as_bool()), (Some(20), Some(false)));
     assert_eq!(thread["turns"], json!([]));
 
     let read = app.get(&format!("/v1/threads/{id}")).await;
@@ -41,16 +29,9 @@ async fn creates_reads_and_deletes_a_thread() {
     assert_eq!(read.header("content-type"), Some("application/json"));
     assert_eq!(read.json(), thread);
 
-    assert_eq!(
-        app.delete(&format!("/v1/threads/{id}")).await.status,
-        StatusCode::NO_CONTENT
-    );
-    app.get(&format!("/v1/threads/{id}"))
-        .await
-        .assert_problem(StatusCode::NOT_FOUND, "thread_not_found");
-    app.delete(&format!("/v1/threads/{id}"))
-        .await
-        .assert_problem(StatusCode::NOT_FOUND, "thread_not_found");
+    assert_eq!(app.delete(&format!("/v1/threads/{id}")).await.status, StatusCode::NO_CONTENT);
+    app.get(&format!("/v1/threads/{id}")).await.assert_problem(StatusCode::NOT_FOUND, "thread_not_found");
+    app.delete(&format!("/v1/threads/{id}")).await.assert_problem(StatusCode::NOT_FOUND, "thread_not_found");
 }
 
 #[tokio::test]
@@ -71,15 +52,9 @@ async fn expiry_is_derived_from_the_last_turn() {
 #[tokio::test]
 async fn an_expired_thread_stays_readable_and_is_listed_as_expired() {
     let app = TestApp::new().await;
-    let old = NewThread {
-        title: Some("last week".into()),
-        ..NewThread::default()
-    };
-    let stale = app
-        .store()
-        .create_thread(Uuid::new_v4(), &old, Utc::now() - TimeDelta::days(7))
-        .await
-        .unwrap();
+    let old = NewThread { title: Some("last week".into()), ..NewThread::default() };
+    let stale =
+        app.store().create_thread(Uuid::new_v4(), &old, Utc::now() - TimeDelta::days(7)).await.unwrap();
     let live = app.create_thread(json!({"title": "today"})).await;
 
     let read = app.get(&format!("/v1/threads/{}", stale.id)).await;
@@ -91,13 +66,7 @@ async fn an_expired_thread_stays_readable_and_is_listed_as_expired() {
     assert_eq!(expired["data"][0]["id"], stale.id.to_string());
     let active = app.get("/v1/threads?status=active").await.json();
     assert_eq!(active["data"][0]["id"], live);
-    assert_eq!(
-        app.get("/v1/threads?status=all").await.json()["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(app.get("/v1/threads?status=all").await.json()["data"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -105,10 +74,7 @@ async fn lists_threads_newest_activity_first_with_a_cursor() {
     let app = TestApp::new().await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(
-            app.create_thread(json!({"title": format!("thread {i}")}))
-                .await,
-        );
+        ids.push(app.create_thread(json!({"title": format!("thread {i}")})).await);
     }
     app.append(&ids[1], "bump").await;
 
@@ -139,12 +105,10 @@ async fn history_follows_parents_and_collects_files() {
     let app = TestApp::new().await;
     let root = app.create_thread(json!({"title": "root"})).await;
     let turn = json!({"role": "user", "content": "look", "files": ["a.rs", "b.rs"]});
-    app.post_json(&format!("/v1/threads/{root}/turns"), &turn)
-        .await;
+    app.post_json(&format!("/v1/threads/{root}/turns"), &turn).await;
     let child = app.create_thread(json!({"parent_id": root})).await;
     let turn = json!({"role": "assistant", "content": "seen", "files": ["c.rs", "a.rs"]});
-    app.post_json(&format!("/v1/threads/{child}/turns"), &turn)
-        .await;
+    app.post_json(&format!("/v1/threads/{child}/turns"), &turn).await;
 
     let history = app.get(&format!("/v1/threads/{child}/history")).await;
     assert_eq!(history.status, StatusCode::OK);
@@ -167,10 +131,5 @@ async fn a_missing_parent_is_a_validation_error() {
     let body = json!({"parent_id": Uuid::new_v4()});
     let refused = app.post_json("/v1/threads", &body).await;
     refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert!(
-        refused.json()["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("parent_id")
-    );
+    assert!(refused.json()["detail"].as_str().unwrap().starts_with("parent_id"));
 }

@@ -11,39 +11,23 @@ fn webhook_tool(url: &str, path: &str, extra: &str) -> String {
 }
 
 async fn run(app: &TestApp, tool: &str, body: Value) -> crate::support::TestResponse {
-    app.post_json(&format!("/v1/tools/{tool}/runs"), &body)
-        .await
+    app.post_json(&format!("/v1/tools/{tool}/runs"), &body).await
 }
 
 #[tokio::test]
 async fn the_registry_lists_echo_and_the_configured_tools() {
     let upstream = upstream::start().await;
     let app = TestApp::with_tools(
-        &webhook_tool(
-            &upstream.url,
-            "/webhook",
-            "timeout_secs = 7\nmax_concurrency = 3",
-        ),
+        &webhook_tool(&upstream.url, "/webhook", "timeout_secs = 7\nmax_concurrency = 3"),
         &[],
     )
     .await;
     let tools = app.get("/v1/tools").await.json();
     assert_eq!(tools["data"][0]["name"], "echo");
     let hook = &tools["data"][1];
-    assert_eq!(
-        (hook["name"].as_str(), hook["kind"].as_str()),
-        (Some("hook"), Some("http"))
-    );
-    assert_eq!(
-        (
-            hook["timeout_secs"].as_u64(),
-            hook["max_concurrency"].as_u64()
-        ),
-        (Some(7), Some(3))
-    );
-    run(&app, "nope", json!({"input": "x"}))
-        .await
-        .assert_problem(StatusCode::NOT_FOUND, "tool_not_found");
+    assert_eq!((hook["name"].as_str(), hook["kind"].as_str()), (Some("hook"), Some("http")));
+    assert_eq!((hook["timeout_secs"].as_u64(), hook["max_concurrency"].as_u64()), (Some(7), Some(3)));
+    run(&app, "nope", json!({"input": "x"})).await.assert_problem(StatusCode::NOT_FOUND, "tool_not_found");
 }
 
 #[tokio::test]
@@ -58,13 +42,8 @@ async fn echo_starts_a_thread_and_records_both_turns() {
     );
     assert_eq!(finished["turns_remaining"], 18);
     assert!(finished["duration_ms"].as_i64().is_some());
-    let thread = app
-        .get(&format!(
-            "/v1/threads/{}",
-            finished["continuation_id"].as_str().unwrap()
-        ))
-        .await
-        .json();
+    let thread =
+        app.get(&format!("/v1/threads/{}", finished["continuation_id"].as_str().unwrap())).await.json();
     assert_eq!(thread["tool_name"], "echo");
     let turns: Vec<(&str, &str)> = thread["turns"]
         .as_array()
@@ -75,10 +54,7 @@ async fn echo_starts_a_thread_and_records_both_turns() {
     assert_eq!(turns, [("user", "hello"), ("assistant", "hello")]);
     assert_eq!(thread["turns"][1]["tool_name"], "echo");
 
-    let stored = app
-        .get(&format!("/v1/runs/{}", finished["id"].as_str().unwrap()))
-        .await
-        .json();
+    let stored = app.get(&format!("/v1/runs/{}", finished["id"].as_str().unwrap())).await.json();
     assert_eq!(stored, finished);
     for bad in [
         json!({}),
@@ -86,9 +62,7 @@ async fn echo_starts_a_thread_and_records_both_turns() {
         json!({"input": "x", "timeout_secs": 0}),
         json!({"input": "x", "tools": 1}),
     ] {
-        run(&app, "echo", bad)
-            .await
-            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        run(&app, "echo", bad).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     }
 }
 
@@ -109,12 +83,7 @@ async fn a_continuation_sends_the_history_and_appends_only_on_success() {
     )
     .await;
 
-    let done = run(
-        &app,
-        "hook",
-        json!({"input": "second question", "continuation_id": thread}),
-    )
-    .await;
+    let done = run(&app, "hook", json!({"input": "second question", "continuation_id": thread})).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text());
     assert_eq!(done.json()["output"], "seen: second question");
     assert_eq!(done.json()["turns_remaining"], 16);
@@ -124,30 +93,15 @@ async fn a_continuation_sends_the_history_and_appends_only_on_success() {
         sent["history"],
         json!([{"role": "user", "content": "first question"}, {"role": "assistant", "content": "first answer"}])
     );
-    assert_eq!(
-        app.get(&format!("/v1/threads/{thread}")).await.json()["turn_count"],
-        4
-    );
+    assert_eq!(app.get(&format!("/v1/threads/{thread}")).await.json()["turn_count"], 4);
 
-    let failed = run(
-        &app,
-        "broken",
-        json!({"input": "third", "continuation_id": thread}),
-    )
-    .await;
+    let failed = run(&app, "broken", json!({"input": "third", "continuation_id": thread})).await;
     failed.assert_problem(StatusCode::BAD_GATEWAY, "tool_failed");
     let run_id = failed.json()["run_id"].as_str().unwrap().to_owned();
     let record = app.get(&format!("/v1/runs/{run_id}")).await.json();
     assert_eq!(record["status"], "failed");
-    assert!(
-        record["error"].as_str().unwrap().contains("HTTP 500"),
-        "{record}"
-    );
-    assert_eq!(
-        app.get(&format!("/v1/threads/{thread}")).await.json()["turn_count"],
-        4,
-        "nothing appended"
-    );
+    assert!(record["error"].as_str().unwrap().contains("HTTP 500"), "{record}");
+    assert_eq!(app.get(&format!("/v1/threads/{thread}")).await.json()["turn_count"], 4, "nothing appended");
 }
 
 #[tokio::test]
@@ -158,21 +112,11 @@ async fn a_thread_without_room_for_two_turns_is_refused_before_the_upstream_is_c
     let thread = app.create_thread(json!({})).await;
     app.append(&thread, "one").await;
     app.append(&thread, "two").await;
-    let refused = run(
-        &app,
-        "hook",
-        json!({"input": "three", "continuation_id": thread}),
-    )
-    .await;
+    let refused = run(&app, "hook", json!({"input": "three", "continuation_id": thread})).await;
     refused.assert_problem(StatusCode::CONFLICT, "turn_limit_reached");
     assert_eq!(upstream.received.count(), 0);
     let missing = uuid::Uuid::new_v4();
-    let unknown = run(
-        &app,
-        "hook",
-        json!({"input": "x", "continuation_id": missing}),
-    )
-    .await;
+    let unknown = run(&app, "hook", json!({"input": "x", "continuation_id": missing})).await;
     unknown.assert_problem(StatusCode::NOT_FOUND, "thread_not_found");
 }
 
@@ -187,36 +131,20 @@ async fn an_openai_stream_is_forwarded_as_deltas() {
     let app = TestApp::with_tools(&registry, &[("TEST_LLM_KEY", "sk-test-123")]).await;
     let thread = app.create_thread(json!({})).await;
     app.append(&thread, "earlier").await;
-    let accepted = run(
-        &app,
-        "glm",
-        json!({"input": "greet me", "continuation_id": thread, "wait": false}),
-    )
-    .await;
+    let accepted =
+        run(&app, "glm", json!({"input": "greet me", "continuation_id": thread, "wait": false})).await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED);
     let id = accepted.json()["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        accepted.header("location"),
-        Some(format!("/v1/runs/{id}").as_str())
-    );
+    assert_eq!(accepted.header("location"), Some(format!("/v1/runs/{id}").as_str()));
 
     let events = app.events(&format!("/v1/runs/{id}/events")).await;
-    let deltas: Vec<&str> = events
-        .iter()
-        .filter(|e| e.0 == "delta")
-        .map(|e| e.1["text"].as_str().unwrap())
-        .collect();
+    let deltas: Vec<&str> =
+        events.iter().filter(|e| e.0 == "delta").map(|e| e.1["text"].as_str().unwrap()).collect();
     assert_eq!(deltas, ["Hel", "lo", " world"]);
     let (last, finished, _) = events.last().unwrap();
-    assert_eq!(
-        (last.as_str(), finished["output"].as_str()),
-        ("completed", Some("Hello world"))
-    );
+    assert_eq!((last.as_str(), finished["output"].as_str()), ("completed", Some("Hello world")));
 
-    assert_eq!(
-        upstream.received.authorizations.lock().unwrap()[0].as_deref(),
-        Some("Bearer sk-test-123")
-    );
+    assert_eq!(upstream.received.authorizations.lock().unwrap()[0].as_deref(), Some("Bearer sk-test-123"));
     let messages = &upstream.received.last()["messages"];
     assert_eq!(
         *messages,
@@ -238,16 +166,12 @@ async fn an_openai_stream_is_forwarded_as_deltas() {
 #[tokio::test]
 async fn a_full_queue_answers_429() {
     let upstream = hanging();
-    let app = TestApp::with_tools(
-        &webhook_tool(&upstream.url, "", "max_concurrency = 1\ntimeout_secs = 30"),
-        &[],
-    )
-    .await;
+    let app =
+        TestApp::with_tools(&webhook_tool(&upstream.url, "", "max_concurrency = 1\ntimeout_secs = 30"), &[])
+            .await;
     for _ in 0..5 {
         assert_eq!(
-            run(&app, "hook", json!({"input": "x", "wait": false}))
-                .await
-                .status,
+            run(&app, "hook", json!({"input": "x", "wait": false})).await.status,
             StatusCode::ACCEPTED
         );
     }
@@ -255,9 +179,5 @@ async fn a_full_queue_answers_429() {
     refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(refused.header("retry-after").is_some());
     let queued = app.get("/v1/runs?tool=hook&status=queued").await.json();
-    assert_eq!(
-        queued["data"].as_array().unwrap().len(),
-        4,
-        "one runs, four wait"
-    );
+    assert_eq!(queued["data"].as_array().unwrap().len(), 4, "one runs, four wait");
 }

@@ -18,10 +18,7 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// A JSON body that is already encoded, such as a cached thread document.
 fn json_bytes(status: StatusCode, body: Bytes) -> Response {
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

@@ -52,30 +52,18 @@ pub async fn list_runs(
     let limit = page_size(params.limit)?;
     let after = params.cursor.as_deref().map(Cursor::decode).map(|cursor| {
         cursor.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::ValidationFailed,
-                "cursor: not a cursor this API returned",
-            )
+            ApiError::new(ErrorCode::ValidationFailed, "cursor: not a cursor this API returned")
         })
     });
-    let query = RunQuery {
-        limit: limit + 1,
-        after: after.transpose()?,
-        tool: params.tool,
-        status: params.status,
-    };
+    let query =
+        RunQuery { limit: limit + 1, after: after.transpose()?, tool: params.tool, status: params.status };
     let mut runs = state.executor.list(&query).await?;
     let next_cursor = (runs.len() > limit as usize).then(|| {
         runs.truncate(limit as usize);
-        runs.last()
-            .map(|last| Cursor::new(last.created_at, last.id).encode())
+        runs.last().map(|last| Cursor::new(last.created_at, last.id).encode())
     });
     let data = runs.iter().map(ToolRun::view).collect();
-    Ok(Json(RunPage {
-        data,
-        next_cursor: next_cursor.flatten(),
-    })
-    .into_response())
+    Ok(Json(RunPage { data, next_cursor: next_cursor.flatten() }).into_response())
 }
 
 /// Reads a run.
@@ -113,10 +101,7 @@ pub async fn cancel_run(
 
 /// The final event, named after how the run ended, carrying the run.
 fn finished(run: &ToolRun) -> Event {
-    Event::default()
-        .event(run.status.as_str())
-        .json_data(run.view())
-        .unwrap_or_default()
+    Event::default().event(run.status.as_str()).json_data(run.view()).unwrap_or_default()
 }
 
 /// Server-sent events of a run: `progress` every `EXAI_TOOL_PROGRESS_SECS`
@@ -136,33 +121,22 @@ pub async fn run_events(
     let subscription = state.executor.subscribe(id).await?;
     let events = stream::unfold(Some(subscription), |subscription| async move {
         match subscription? {
-            Subscription::Over(run)
-            | Subscription::Live {
-                finished: Some(run),
-                ..
-            } => Some((Ok(finished(&run)), None)),
-            Subscription::Live {
-                mut events,
-                finished: None,
-            } => loop {
+            Subscription::Over(run) | Subscription::Live { finished: Some(run), .. } => {
+                Some((Ok(finished(&run)), None))
+            }
+            Subscription::Live { mut events, finished: None } => loop {
                 let event = match events.recv().await {
-                    Ok(RunEvent::Progress {
-                        elapsed_ms,
-                        message,
-                    }) => Event::default()
+                    Ok(RunEvent::Progress { elapsed_ms, message }) => Event::default()
                         .event("progress")
                         .json_data(json!({"elapsed_ms": elapsed_ms, "message": message})),
-                    Ok(RunEvent::Delta { text }) => Event::default()
-                        .event("delta")
-                        .json_data(json!({"text": text})),
+                    Ok(RunEvent::Delta { text }) => {
+                        Event::default().event("delta").json_data(json!({"text": text}))
+                    }
                     Ok(RunEvent::Finished(run)) => return Some((Ok(finished(&run)), None)),
                     Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return None,
                 };
-                let next = Subscription::Live {
-                    events,
-                    finished: None,
-                };
+                let next = Subscription::Live { events, finished: None };
                 return Some((Ok(event.unwrap_or_default()), Some(next)));
             },
         }

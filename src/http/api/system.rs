@@ -42,24 +42,11 @@ pub struct Readiness {
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let report = state.health.report().await;
-    match report
-        .checks
-        .get("store")
-        .filter(|store| store.status != Status::Healthy)
-    {
-        None => (
-            StatusCode::OK,
-            Json(Readiness {
-                status: "ready",
-                error: None,
-            }),
-        ),
+    match report.checks.get("store").filter(|store| store.status != Status::Healthy) {
+        None => (StatusCode::OK, Json(Readiness { status: "ready", error: None })),
         Some(store) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(Readiness {
-                status: "not_ready",
-                error: store.error.clone(),
-            }),
+            Json(Readiness { status: "not_ready", error: store.error.clone() }),
         ),
     }
 }
@@ -104,18 +91,12 @@ pub async fn healthz(
         .and_then(|accept| accept.to_str().ok())
         .is_some_and(|accept| accept.contains(HEALTH_JSON));
     match (params.format, wants_ietf) {
-        (Some(HealthFormat::Text), _) => (
-            status,
-            [(CONTENT_TYPE, "text/plain; charset=utf-8")],
-            report.text(),
-        )
-            .into_response(),
-        (None, true) => (
-            status,
-            [(CONTENT_TYPE, HEALTH_JSON)],
-            report.health_json().to_string(),
-        )
-            .into_response(),
+        (Some(HealthFormat::Text), _) => {
+            (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], report.text()).into_response()
+        }
+        (None, true) => {
+            (status, [(CONTENT_TYPE, HEALTH_JSON)], report.health_json().to_string()).into_response()
+        }
         _ => (status, Json(Report::clone(&report))).into_response(),
     }
 }
@@ -131,11 +112,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "HTTP requests by matched route, method and status, and their latency.",
         &recorded.http,
         |(route, method, status)| {
-            vec![
-                ("route", route.clone()),
-                ("method", method.clone()),
-                ("status", status.to_string()),
-            ]
+            vec![("route", route.clone()), ("method", method.clone()), ("status", status.to_string())]
         },
     );
     let by_op = |(op, backend): &(&'static str, &'static str)| {
@@ -160,9 +137,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         &recorded.runs,
         |(tool, status)| vec![("tool", tool.clone()), ("status", status.to_string())],
     );
-    let in_flight = recorded
-        .runs_in_flight
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let in_flight = recorded.runs_in_flight.load(std::sync::atomic::Ordering::Relaxed);
     out.single(
         "exai_tool_runs_in_flight",
         "gauge",
@@ -183,21 +158,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let stats = conversations.cache_stats();
     let since_start = stats.since_start();
     for (name, help, value) in [
-        (
-            "exai_cache_hits_total",
-            "Thread reads served from the cache.",
-            since_start.hits,
-        ),
-        (
-            "exai_cache_misses_total",
-            "Thread reads the cache could not serve.",
-            since_start.misses,
-        ),
-        (
-            "exai_cache_errors_total",
-            "Failed cache calls.",
-            stats.errors(),
-        ),
+        ("exai_cache_hits_total", "Thread reads served from the cache.", since_start.hits),
+        ("exai_cache_misses_total", "Thread reads the cache could not serve.", since_start.misses),
+        ("exai_cache_errors_total", "Failed cache calls.", stats.errors()),
         (
             "exai_cache_rejected_fills_total",
             "Cache writes dropped for carrying an older version.",
@@ -216,22 +179,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
 
     if let Some(report) = state.health.last() {
-        let per_check =
-            |value: &dyn Fn(&crate::health::Check) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
-                report
-                    .checks
-                    .iter()
-                    .map(|(name, check)| {
-                        (
-                            vec![
-                                ("check", name.as_str()),
-                                ("backend", check.backend.as_str()),
-                            ],
-                            value(check),
-                        )
-                    })
-                    .collect()
-            };
+        let per_check = |value: &dyn Fn(&crate::health::Check) -> f64| -> Vec<(Vec<(&str, &str)>, f64)> {
+            report
+                .checks
+                .iter()
+                .map(|(name, check)| {
+                    (vec![("check", name.as_str()), ("backend", check.backend.as_str())], value(check))
+                })
+                .collect()
+        };
         out.labelled(
             "exai_health_check_up",
             "gauge",
@@ -245,9 +201,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             &per_check(&|check| check.response_time_ms / 1000.0),
         );
     }
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        out.finish(),
-    )
-        .into_response()
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.finish()).into_response()
 }

@@ -12,7 +12,7 @@ use crate::conversations::StatusFilter;
 use crate::domain::{History, NewThread, ThreadView};
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::store::Cursor;
+use crate::store::{Cursor, StoreError};
 
 const MAX_SEARCH_CHARS: usize = 200;
 
@@ -38,7 +38,7 @@ pub struct ThreadPage<'a> {
 }
 
 fn thread_not_found(id: Uuid) -> ApiError {
-    ApiError::new(ErrorCode::ThreadNotFound, format!("no thread {id}"))
+    StoreError::ThreadNotFound(id).into()
 }
 
 /// Starts a thread. Its `id` is the `continuation_id` to pass around.
@@ -46,6 +46,9 @@ fn thread_not_found(id: Uuid) -> ApiError {
     responses(
         (status = CREATED, body = ThreadView, description = "The new thread, with `turns: []`",
             headers(("location" = String, description = "URL of the thread"))),
+        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+        (status = PAYLOAD_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = UNSUPPORTED_MEDIA_TYPE, body = Problem, content_type = "application/problem+json"),
         (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_thread(
@@ -54,9 +57,7 @@ pub async fn create_thread(
 ) -> Result<Response, ApiError> {
     let (id, body) = state.conversations.create_thread(new).await?;
     let mut response = json_bytes(StatusCode::CREATED, body);
-    let location = format!("/v1/threads/{id}")
-        .parse()
-        .expect("a path is a valid header value");
+    let location = format!("/v1/threads/{id}").parse().expect("a path is a valid header value");
     response.headers_mut().insert(header::LOCATION, location);
     Ok(response)
 }
@@ -76,18 +77,11 @@ pub async fn list_threads(
         .cursor
         .map(|cursor| {
             Cursor::decode(&cursor).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::ValidationFailed,
-                    "cursor: not a cursor this API returned",
-                )
+                ApiError::new(ErrorCode::ValidationFailed, "cursor: not a cursor this API returned")
             })
         })
         .transpose()?;
-    if params
-        .q
-        .as_ref()
-        .is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS)
-    {
+    if params.q.as_ref().is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS) {
         return Err(ApiError::new(
             ErrorCode::ValidationFailed,
             format!("q: must be at most {MAX_SEARCH_CHARS} characters"),
@@ -95,20 +89,10 @@ pub async fn list_threads(
     }
     let search = params.q.filter(|q| !q.is_empty());
     let conversations = &state.conversations;
-    let list = conversations
-        .list_threads(limit, after, search, params.status.unwrap_or_default())
-        .await?;
+    let list = conversations.list_threads(limit, after, search, params.status.unwrap_or_default()).await?;
     let policy = conversations.policy();
-    let data = list
-        .threads
-        .iter()
-        .map(|t| t.view(None, policy, list.now))
-        .collect();
-    Ok(Json(ThreadPage {
-        data,
-        next_cursor: list.next_cursor,
-    })
-    .into_response())
+    let data = list.threads.iter().map(|t| t.view(None, policy, list.now)).collect();
+    Ok(Json(ThreadPage { data, next_cursor: list.next_cursor }).into_response())
 }
 
 /// Reads a thread with all of its turns.
@@ -123,11 +107,7 @@ pub async fn get_thread(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let body = state
-        .conversations
-        .get_thread(id)
-        .await?
-        .ok_or_else(|| thread_not_found(id))?;
+    let body = state.conversations.get_thread(id).await?.ok_or_else(|| thread_not_found(id))?;
     Ok(json_bytes(StatusCode::OK, body))
 }
 
@@ -163,10 +143,6 @@ pub async fn get_history(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<History>, ApiError> {
-    let history = state
-        .conversations
-        .history(id)
-        .await?
-        .ok_or_else(|| thread_not_found(id))?;
+    let history = state.conversations.history(id).await?.ok_or_else(|| thread_not_found(id))?;
     Ok(Json(history))
 }

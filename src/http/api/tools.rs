@@ -65,9 +65,7 @@ fn outcome(run: ToolRun) -> Result<Response, ApiError> {
     match run.status {
         RunStatus::TimedOut => Err(ApiError::new(ErrorCode::ToolTimeout, detail()).for_run(run.id)),
         RunStatus::Failed => Err(ApiError::new(ErrorCode::ToolFailed, detail()).for_run(run.id)),
-        RunStatus::Cancelled => {
-            Err(ApiError::new(ErrorCode::RunCancelled, detail()).for_run(run.id))
-        }
+        RunStatus::Cancelled => Err(ApiError::new(ErrorCode::RunCancelled, detail()).for_run(run.id)),
         _ => Ok(Json(run.view()).into_response()),
     }
 }
@@ -100,20 +98,12 @@ pub async fn create_run(
     AppPath(name): AppPath<String>,
     AppJson(new): AppJson<NewRun>,
 ) -> Result<Response, ApiError> {
-    let request = RunRequest {
-        input: new.input,
-        continuation_id: new.continuation_id,
-        timeout_secs: new.timeout_secs,
-    };
+    let request =
+        RunRequest { input: new.input, continuation_id: new.continuation_id, timeout_secs: new.timeout_secs };
     let started = state.executor.start(&name, request).await?;
     if new.wait.unwrap_or(true) {
         return outcome(started.finished().await);
     }
     let location = format!("/v1/runs/{}", started.run.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(started.run.view()),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(started.run.view())).into_response())
 }

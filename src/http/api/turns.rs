@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::domain::{NewTurn, Turn};
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::store::StoreError;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const X_TURNS_REMAINING: HeaderName = HeaderName::from_static("x-turns-remaining");
@@ -63,33 +64,18 @@ pub async fn append_turn(
         .get(IDEMPOTENCY_KEY)
         .map(|value| {
             value.to_str().map(str::to_owned).map_err(|_| {
-                ApiError::new(
-                    ErrorCode::ValidationFailed,
-                    "Idempotency-Key: must be printable ASCII",
-                )
+                ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key: must be printable ASCII")
             })
         })
         .transpose()?;
-    let appended = state
-        .conversations
-        .append_turns(id, vec![turn], key)
-        .await?;
-    let status = if appended.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let appended = state.conversations.append_turns(id, vec![turn], key).await?;
+    let status = if appended.replayed { StatusCode::OK } else { StatusCode::CREATED };
     let turn = appended
         .turns
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::internal("the store returned no turn for an append"))?;
-    Ok((
-        status,
-        [(X_TURNS_REMAINING, appended.turns_remaining.to_string())],
-        Json(turn),
-    )
-        .into_response())
+    Ok((status, [(X_TURNS_REMAINING, appended.turns_remaining.to_string())], Json(turn)).into_response())
 }
 
 /// Lists a thread's turns in `seq` order.
@@ -111,6 +97,6 @@ pub async fn list_turns(
         .conversations
         .list_turns(id, params.after_seq.unwrap_or(0), limit)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::ThreadNotFound, format!("no thread {id}")))?;
+        .ok_or(StoreError::ThreadNotFound(id))?;
     Ok(Json(TurnPage { data, next_cursor }))
 }

@@ -24,9 +24,7 @@ pub fn encode_json(value: &impl Serialize) -> Result<String, StoreError> {
 
 pub fn decode_time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
     let text: String = row.try_get(column)?;
-    DateTime::parse_from_rfc3339(&text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| corrupt(column, e))
+    DateTime::parse_from_rfc3339(&text).map(|t| t.with_timezone(&Utc)).map_err(|e| corrupt(column, e))
 }
 
 fn decode_json<T: DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
@@ -43,10 +41,7 @@ pub fn decode_thread(row: &SqliteRow) -> Result<Thread, StoreError> {
     let parent: Option<String> = row.try_get("parent_id")?;
     Ok(Thread {
         id: decode_uuid(row, "id")?,
-        parent_id: parent
-            .map(|p| Uuid::try_parse(&p))
-            .transpose()
-            .map_err(|e| corrupt("parent_id", e))?,
+        parent_id: parent.map(|p| Uuid::try_parse(&p)).transpose().map_err(|e| corrupt("parent_id", e))?,
         title: row.try_get("title")?,
         tool_name: row.try_get("tool_name")?,
         metadata: decode_json(row, "metadata")?,
@@ -83,12 +78,6 @@ pub fn thread_with_turns(rows: &[SqliteRow]) -> Result<Option<ThreadWithTurns>, 
         return Ok(None);
     };
     let thread = decode_thread(first)?;
-    let turns = rows
-        .iter()
-        .map(decode_turn)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(ThreadWithTurns {
-        thread,
-        turns: turns.into_iter().flatten().collect(),
-    }))
+    let turns = rows.iter().map(decode_turn).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(ThreadWithTurns { thread, turns: turns.into_iter().flatten().collect() }))
 }

@@ -66,12 +66,10 @@ impl SqliteStore {
 
     pub(super) async fn select_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
         self.trip();
-        let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM tool_runs WHERE id = ?1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.reader)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM tool_runs WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
         row.as_ref().map(decode_run).transpose()
     }
 

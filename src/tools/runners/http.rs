@@ -20,11 +20,7 @@ struct Reply {
 
 impl HttpRunner {
     pub fn new(client: reqwest::Client, url: Url, headers: HeaderMap) -> Self {
-        Self {
-            client,
-            url,
-            headers,
-        }
+        Self { client, url, headers }
     }
 }
 
@@ -45,28 +41,12 @@ impl Runner for HttpRunner {
             .await
             .map_err(|e| format!("{}: {e}", self.url))?;
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| format!("{}: {e}", self.url))?;
+        let body = response.text().await.map_err(|e| format!("{}: {e}", self.url))?;
         if !status.is_success() {
-            return Err(format!(
-                "{} answered HTTP {status}: {}",
-                self.url,
-                excerpt(&body)
-            ));
+            return Err(format!("{} answered HTTP {status}: {}", self.url, excerpt(&body)));
         }
-        let reply: Reply = serde_json::from_str(&body).map_err(|e| {
-            format!(
-                "{} answered without an output ({e}): {}",
-                self.url,
-                excerpt(&body)
-            )
-        })?;
-        Ok(Answer {
-            output: reply.output,
-            model_provider: None,
-            model_name: None,
-        })
+        let reply: Reply = serde_json::from_str(&body)
+            .map_err(|e| format!("{} answered without an output ({e}): {}", self.url, excerpt(&body)))?;
+        Ok(Answer { output: reply.output, model_provider: None, model_name: None })
     }
 }

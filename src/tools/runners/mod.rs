@@ -39,11 +39,7 @@ struct Echo;
 #[async_trait]
 impl Runner for Echo {
     async fn run(&self, invocation: Invocation<'_>, _: Deltas<'_>) -> Result<Answer, String> {
-        Ok(Answer {
-            output: invocation.input.to_owned(),
-            model_provider: None,
-            model_name: None,
-        })
+        Ok(Answer { output: invocation.input.to_owned(), model_provider: None, model_name: None })
     }
 }
 
@@ -51,25 +47,19 @@ impl Runner for Echo {
 pub fn runner(kind: &ToolKind, client: &reqwest::Client) -> Box<dyn Runner> {
     match kind {
         ToolKind::Echo => Box::new(Echo),
-        ToolKind::Http { url, headers } => Box::new(http::HttpRunner::new(
-            client.clone(),
-            url.clone(),
-            headers.clone(),
-        )),
-        ToolKind::OpenAi {
-            base_url,
-            api_key,
-            model,
-            system_prompt,
-            stream,
-        } => Box::new(openai::OpenAiRunner::new(
-            client.clone(),
-            base_url,
-            api_key.clone(),
-            model.clone(),
-            system_prompt.clone(),
-            *stream,
-        )),
+        ToolKind::Http { url, headers } => {
+            Box::new(http::HttpRunner::new(client.clone(), url.clone(), headers.clone()))
+        }
+        ToolKind::OpenAi { base_url, api_key, model, system_prompt, stream } => {
+            Box::new(openai::OpenAiRunner::new(
+                client.clone(),
+                base_url,
+                api_key.clone(),
+                model.clone(),
+                system_prompt.clone(),
+                *stream,
+            ))
+        }
     }
 }
 

@@ -48,36 +48,16 @@ impl OpenAiRunner {
         system_prompt: Option<String>,
         stream: bool,
     ) -> Self {
-        let endpoint = base_url
-            .join("chat/completions")
-            .unwrap_or_else(|_| base_url.clone());
-        let provider = base_url
-            .host_str()
-            .unwrap_or("openai-compatible")
-            .to_owned();
-        Self {
-            client,
-            endpoint,
-            provider,
-            api_key,
-            model,
-            system_prompt,
-            stream,
-        }
+        let endpoint = base_url.join("chat/completions").unwrap_or_else(|_| base_url.clone());
+        let provider = base_url.host_str().unwrap_or("openai-compatible").to_owned();
+        Self { client, endpoint, provider, api_key, model, system_prompt, stream }
     }
 
     fn messages(&self, invocation: &Invocation<'_>) -> Vec<Value> {
-        let system = self
-            .system_prompt
-            .iter()
-            .map(|prompt| json!({"role": "system", "content": prompt}));
+        let system = self.system_prompt.iter().map(|prompt| json!({"role": "system", "content": prompt}));
         let history = invocation.history.iter().map(|turn| {
             // Chat APIs take a `tool` message only as the answer to a tool call.
-            let role = if turn.role == Role::Tool {
-                Role::Assistant
-            } else {
-                turn.role
-            };
+            let role = if turn.role == Role::Tool { Role::Assistant } else { turn.role };
             json!({"role": role, "content": turn.content})
         });
         let input = std::iter::once(json!({"role": "user", "content": invocation.input}));
@@ -95,18 +75,15 @@ impl OpenAiRunner {
 
 /// The first choice's text in a completion or a streamed chunk.
 fn content(completion: Completion) -> (Option<String>, Option<String>) {
-    let text = completion
-        .choices
-        .into_iter()
-        .next()
-        .and_then(|choice| choice.message.content);
+    let text = completion.choices.into_iter().next().and_then(|choice| choice.message.content);
     (text, completion.model)
 }
 
 #[async_trait]
 impl Runner for OpenAiRunner {
     async fn run(&self, invocation: Invocation<'_>, deltas: Deltas<'_>) -> Result<Answer, String> {
-        let body = json!({"model": self.model, "messages": self.messages(&invocation), "stream": self.stream});
+        let body =
+            json!({"model": self.model, "messages": self.messages(&invocation), "stream": self.stream});
         let response = self
             .client
             .post(self.endpoint.clone())
@@ -118,11 +95,7 @@ impl Runner for OpenAiRunner {
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(format!(
-                "{} answered HTTP {status}: {}",
-                self.endpoint,
-                excerpt(&body)
-            ));
+            return Err(format!("{} answered HTTP {status}: {}", self.endpoint, excerpt(&body)));
         }
         if !self.stream {
             let completion: Completion = response
@@ -138,9 +111,7 @@ impl Runner for OpenAiRunner {
         let mut pending = Vec::new();
         let mut chunks = response.bytes_stream();
         while let Some(chunk) = chunks.next().await {
-            pending.extend_from_slice(
-                &chunk.map_err(|e| format!("{}: stream cut: {e}", self.endpoint))?,
-            );
+            pending.extend_from_slice(&chunk.map_err(|e| format!("{}: stream cut: {e}", self.endpoint))?);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line);
@@ -151,11 +122,7 @@ impl Runner for OpenAiRunner {
                     return Ok(self.answer(output, model));
                 }
                 let chunk: Completion = serde_json::from_str(data).map_err(|e| {
-                    format!(
-                        "{}: unreadable stream event ({e}): {}",
-                        self.endpoint,
-                        excerpt(data)
-                    )
+                    format!("{}: unreadable stream event ({e}): {}", self.endpoint, excerpt(data))
                 })?;
                 let (text, chunk_model) = content(chunk);
                 model = model.or(chunk_model);

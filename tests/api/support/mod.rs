@@ -56,9 +56,7 @@ use exai::store::{SqliteStore, Store};
 /// `EXAI_TEST_REQUIRE_SERVICES=1`, which turns the skip into a failure.
 pub fn require_program(name: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&paths)
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file());
+    let found = std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|path| path.is_file());
     if found.is_none() {
         skip(&format!("{name} is not installed"));
     }
@@ -78,18 +76,13 @@ pub fn say_skipped(why: &str) {
 }
 
 pub fn policy(max_turns: u32) -> ConversationPolicy {
-    ConversationPolicy {
-        timeout: TimeDelta::hours(24),
-        max_turns,
-    }
+    ConversationPolicy { timeout: TimeDelta::hours(24), max_turns }
 }
 
 /// A SQLite store in a fresh temporary directory, removed when the guard drops.
 pub async fn sqlite_store() -> (Arc<SqliteStore>, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("exai.db"))
-        .await
-        .expect("open sqlite");
+    let store = SqliteStore::open(&dir.path().join("exai.db")).await.expect("open sqlite");
     (Arc::new(store), dir)
 }
 
@@ -115,11 +108,7 @@ impl TestApp {
     }
 
     /// The application over the given backends.
-    pub fn with_backends(
-        store: Arc<dyn Store>,
-        cache: Arc<dyn Cache>,
-        policy: ConversationPolicy,
-    ) -> Self {
+    pub fn with_backends(store: Arc<dyn Store>, cache: Arc<dyn Cache>, policy: ConversationPolicy) -> Self {
         Self::assemble(store, cache, policy, &[], tempfile::tempdir().unwrap())
     }
 
@@ -137,18 +126,9 @@ impl TestApp {
     }
 
     /// The application over the given backends with the given settings.
-    pub fn with_config(
-        store: Arc<dyn Store>,
-        cache: Arc<dyn Cache>,
-        config: &Config,
-        data: TempDir,
-    ) -> Self {
+    pub fn with_config(store: Arc<dyn Store>, cache: Arc<dyn Cache>, config: &Config, data: TempDir) -> Self {
         let state = AppState::new(App::new(store, cache, config));
-        Self {
-            router: router(state.clone()),
-            state,
-            _data: data,
-        }
+        Self { router: router(state.clone()), state, _data: data }
     }
 
     /// The application on SQLite with a `tools.toml` registry; `vars` are further
@@ -157,10 +137,8 @@ impl TestApp {
         let (store, data) = sqlite_store().await;
         let path = data.path().join("tools.toml");
         std::fs::write(&path, registry).unwrap();
-        let mut vars: std::collections::HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut vars: std::collections::HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         vars.insert("EXAI_TOOLS_FILE".into(), path.to_str().unwrap().into());
         let config = Config::load(|name| vars.get(name).cloned(), None).expect("a valid registry");
         Self::with_config(store, memory_cache(), &config, data)
@@ -181,17 +159,10 @@ impl TestApp {
             while let Some(end) = pending.find("\n\n") {
                 let block: String = pending.drain(..end + 2).collect();
                 let field = |name: &str| {
-                    block
-                        .lines()
-                        .find_map(|line| line.strip_prefix(name))
-                        .map(|v| v.trim().to_owned())
+                    block.lines().find_map(|line| line.strip_prefix(name)).map(|v| v.trim().to_owned())
                 };
                 if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
-                    events.push((
-                        event,
-                        serde_json::from_str(&data).unwrap(),
-                        std::time::Instant::now(),
-                    ));
+                    events.push((event, serde_json::from_str(&data).unwrap(), std::time::Instant::now()));
                 }
             }
         }
@@ -203,35 +174,19 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("router is infallible");
+        let response = self.router.clone().oneshot(request).await.expect("router is infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        TestResponse { status, headers, body }
     }
 
     pub async fn get(&self, uri: &str) -> TestResponse {
-        self.send(Request::get(uri).body(Body::empty()).unwrap())
-            .await
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
     }
 
     pub async fn delete(&self, uri: &str) -> TestResponse {
-        self.send(Request::delete(uri).body(Body::empty()).unwrap())
-            .await
+        self.send(Request::delete(uri).body(Body::empty()).unwrap()).await
     }
 
     pub async fn post_json(&self, uri: &str, body: &Value) -> TestResponse {
@@ -248,19 +203,14 @@ impl TestApp {
     /// Appends a user turn and returns it.
     pub async fn append(&self, thread: &str, content: &str) -> Value {
         let body = serde_json::json!({"role": "user", "content": content});
-        let response = self
-            .post_json(&format!("/v1/threads/{thread}/turns"), &body)
-            .await;
+        let response = self.post_json(&format!("/v1/threads/{thread}/turns"), &body).await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
         response.json()
     }
 }
 
 pub fn json_request(uri: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body.into())
-        .unwrap()
+    Request::post(uri).header(header::CONTENT_TYPE, "application/json").body(body.into()).unwrap()
 }
 
 pub struct TestResponse {
@@ -271,8 +221,7 @@ pub struct TestResponse {
 
 impl TestResponse {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     pub fn text(&self) -> String {
@@ -286,10 +235,7 @@ impl TestResponse {
     /// Asserts an RFC 9457 problem with this status and code.
     pub fn assert_problem(&self, status: StatusCode, code: &str) {
         assert_eq!(self.status, status, "{}", self.text());
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json")
-        );
+        assert_eq!(self.header("content-type"), Some("application/problem+json"));
         let problem = self.json();
         assert_eq!(problem["code"], code, "{problem}");
         assert_eq!(problem["status"], status.as_u16());

@@ -13,8 +13,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 
 pub const SECRET_KEY: &str = "sb_secret_test_0123456789abcdef";
-pub const JWT_KEY: &str =
-    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdA";
+pub const JWT_KEY: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.dGVzdA";
 
 struct Gateway {
     pool: PgPool,
@@ -35,13 +34,8 @@ impl Drop for PostgrestServer {
 /// Serves the database at `database_url` on a free port, accepting `key`.
 pub async fn start(database_url: &str, key: &str) -> PostgrestServer {
     let pool = PgPool::connect_lazy(database_url).unwrap();
-    let gateway = Arc::new(Gateway {
-        pool,
-        key: key.to_owned(),
-    });
-    let app = Router::new()
-        .route("/rest/v1/rpc/{function}", post(rpc))
-        .with_state(gateway);
+    let gateway = Arc::new(Gateway { pool, key: key.to_owned() });
+    let app = Router::new().route("/rest/v1/rpc/{function}", post(rpc)).with_state(gateway);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -59,28 +53,13 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 /// `sb_secret_` key never as a bearer token, since it is not a JWT. Returns the refusal.
 fn refuse_keys(gateway: &Gateway, headers: &HeaderMap) -> Option<Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let expected_bearer = gateway
-        .key
-        .starts_with("eyJ")
-        .then(|| format!("Bearer {}", gateway.key));
+    let expected_bearer = gateway.key.starts_with("eyJ").then(|| format!("Bearer {}", gateway.key));
     if header("apikey") != Some(gateway.key.as_str()) {
-        Some(error(
-            StatusCode::UNAUTHORIZED,
-            "PGRST301",
-            "missing or wrong apikey",
-        ))
+        Some(error(StatusCode::UNAUTHORIZED, "PGRST301", "missing or wrong apikey"))
     } else if header("authorization") != expected_bearer.as_deref() {
-        Some(error(
-            StatusCode::UNAUTHORIZED,
-            "PGRST301",
-            "Authorization does not fit the key kind",
-        ))
+        Some(error(StatusCode::UNAUTHORIZED, "PGRST301", "Authorization does not fit the key kind"))
     } else if header("prefer").is_some_and(|prefer| prefer.contains("params=single-object")) {
-        Some(error(
-            StatusCode::BAD_REQUEST,
-            "PGRST122",
-            "Prefer: params=single-object was removed",
-        ))
+        Some(error(StatusCode::BAD_REQUEST, "PGRST122", "Prefer: params=single-object was removed"))
     } else {
         None
     }
@@ -123,18 +102,10 @@ async fn rpc(
     given.sort();
     wanted.sort();
     if given != wanted {
-        return error(
-            StatusCode::NOT_FOUND,
-            "PGRST202",
-            format!("no {function} with parameters {given:?}"),
-        );
+        return error(StatusCode::NOT_FOUND, "PGRST202", format!("no {function} with parameters {given:?}"));
     }
     let named: Vec<String> = names.iter().map(|n| format!("{n} => _.{n}")).collect();
-    let columns: Vec<String> = names
-        .iter()
-        .zip(&types)
-        .map(|(n, t)| format!("{n} {t}"))
-        .collect();
+    let columns: Vec<String> = names.iter().zip(&types).map(|(n, t)| format!("{n} {t}")).collect();
     let sql = if names.is_empty() {
         format!("SELECT to_jsonb(public.{function}())::text")
     } else {

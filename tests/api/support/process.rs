@@ -12,9 +12,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn exai_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_exai"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
     command
 }
 
@@ -50,10 +48,7 @@ impl ExaiProcess {
         let addr = rx
             .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("exai did not start: {:?}", child.try_wait()));
-        Self {
-            child,
-            addr: addr.parse().expect("listen address"),
-        }
+        Self { child, addr: addr.parse().expect("listen address") }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -68,10 +63,8 @@ impl ExaiProcess {
 
     /// SIGTERM, then the exit status.
     pub fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
         assert!(status.success());
         self.child.wait().expect("reap")
     }

@@ -17,11 +17,7 @@ use super::{require_program, skip};
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
@@ -43,11 +39,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     fn spawn(program: &Path, args: &[String], user: Option<&str>) -> Self {
         let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            r#""$@" >/dev/null 2>&1 & echo $!; read _; kill -9 $! 2>/dev/null"#,
-            "sh",
-        ]);
+        command.args(["-c", r#""$@" >/dev/null 2>&1 & echo $!; read _; kill -9 $! 2>/dev/null"#, "sh"]);
         if let Some(user) = user {
             command.args([
                 "setpriv",
@@ -65,20 +57,12 @@ impl ServerProcess {
             .spawn()
             .expect("spawn server");
         let mut line = String::new();
-        BufReader::new(shell.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Self {
-            shell,
-            pid: line.trim().parse().expect("server pid"),
-        }
+        BufReader::new(shell.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Self { shell, pid: line.trim().parse().expect("server pid") }
     }
 
     pub fn signal(&self, signal: &str) {
-        Command::new("kill")
-            .args([format!("-{signal}"), self.pid.to_string()])
-            .status()
-            .unwrap();
+        Command::new("kill").args([format!("-{signal}"), self.pid.to_string()]).status().unwrap();
     }
 }
 
@@ -100,21 +84,14 @@ impl RedisServer {
     /// A new `redis-server`, or `None` (after saying why) when it is not installed.
     pub fn start() -> Option<Self> {
         require_program("redis-server")?;
-        let mut server = Self {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            process: None,
-        };
+        let mut server = Self { port: free_port(), dir: tempfile::tempdir().unwrap(), process: None };
         server.run();
         Some(server)
     }
 
     fn run(&mut self) {
         let dir = self.dir.path().to_str().unwrap();
-        let args = format!(
-            "--port {} --bind 127.0.0.1 --appendonly no --dir {dir}",
-            self.port
-        );
+        let args = format!("--port {} --bind 127.0.0.1 --appendonly no --dir {dir}", self.port);
         let mut args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
         args.extend(["--save".to_owned(), String::new()]);
         self.process = Some(ServerProcess::spawn(Path::new("redis-server"), &args, None));
@@ -205,49 +182,22 @@ impl PostgresServer {
         let dir = tempfile::tempdir().unwrap();
         let user = postgres_user();
         if let Some(user) = user {
-            let status = Command::new("chown")
-                .args(["-R", user])
-                .arg(dir.path())
-                .status()
-                .unwrap();
+            let status = Command::new("chown").args(["-R", user]).arg(dir.path()).status().unwrap();
             assert!(status.success(), "chown the PostgreSQL directory to {user}");
         }
         let data = dir.path().join("data").to_str().unwrap().to_owned();
-        let initdb = [
-            "-D",
-            &data,
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]
-        .map(str::to_owned);
+        let initdb = ["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]
+            .map(str::to_owned);
         let mut init = Command::new("setpriv");
         let init = match user {
             Some(user) => init
-                .args([
-                    &format!("--reuid={user}"),
-                    &format!("--regid={user}"),
-                    "--init-groups",
-                ])
+                .args([&format!("--reuid={user}"), &format!("--regid={user}"), "--init-groups"])
                 .arg(bin.join("initdb")),
             None => &mut Command::new(bin.join("initdb")),
         };
         let output = init.args(&initdb).output().unwrap();
-        assert!(
-            output.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let mut server = Self {
-            port: free_port(),
-            bin,
-            dir,
-            process: None,
-        };
+        assert!(output.status.success(), "initdb: {}", String::from_utf8_lossy(&output.stderr));
+        let mut server = Self { port: free_port(), bin, dir, process: None };
         server.run();
         Some(server)
     }
@@ -260,11 +210,7 @@ impl PostgresServer {
             self.port
         );
         let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
-        self.process = Some(ServerProcess::spawn(
-            &self.bin.join("postgres"),
-            &args,
-            postgres_user(),
-        ));
+        self.process = Some(ServerProcess::spawn(&self.bin.join("postgres"), &args, postgres_user()));
         let pg_isready = self.bin.join("pg_isready");
         let port = self.port.to_string();
         wait_until("postgres", || {
@@ -282,22 +228,10 @@ impl PostgresServer {
     /// Runs SQL with `psql`, failing the test on any error.
     pub fn psql(&self, database: &str, sql: &str) {
         let output = Command::new(self.bin.join("psql"))
-            .args([
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-q",
-                "-d",
-                &self.url(database),
-                "-c",
-                sql,
-            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-d", &self.url(database), "-c", sql])
             .output()
             .unwrap();
-        assert!(
-            output.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "psql: {}", String::from_utf8_lossy(&output.stderr));
     }
 
     /// A fast shutdown, as an operator stopping the database would do.
@@ -305,9 +239,7 @@ impl PostgresServer {
         if let Some(process) = self.process.take() {
             process.signal("INT");
             let port = self.port;
-            wait_until("postgres shutdown", || {
-                TcpStream::connect(("127.0.0.1", port)).is_err()
-            });
+            wait_until("postgres shutdown", || TcpStream::connect(("127.0.0.1", port)).is_err());
         }
     }
 
@@ -319,16 +251,8 @@ impl PostgresServer {
     pub fn migrated_database(&self) -> String {
         let name = format!("exai_{}", Uuid::new_v4().simple());
         self.psql("postgres", &format!("CREATE DATABASE {name}"));
-        let output = exai_command()
-            .arg("migrate")
-            .env("DATABASE_URL", self.url(&name))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "exai migrate: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = exai_command().arg("migrate").env("DATABASE_URL", self.url(&name)).output().unwrap();
+        assert!(output.status.success(), "exai migrate: {}", String::from_utf8_lossy(&output.stderr));
         name
     }
 }
@@ -340,10 +264,7 @@ fn shared_postgres() -> Option<&'static PostgresServer> {
         .get_or_init(|| {
             let server = PostgresServer::start()?;
             let template = server.migrated_database();
-            server.psql(
-                "postgres",
-                &format!("ALTER DATABASE {template} RENAME TO exai_template"),
-            );
+            server.psql("postgres", &format!("ALTER DATABASE {template} RENAME TO exai_template"));
             Some(server)
         })
         .as_ref()
@@ -353,10 +274,7 @@ fn shared_postgres() -> Option<&'static PostgresServer> {
 pub fn postgres_database() -> Option<String> {
     let server = shared_postgres()?;
     let name = format!("test_{}", Uuid::new_v4().simple());
-    server.psql(
-        "postgres",
-        &format!("CREATE DATABASE {name} TEMPLATE exai_template"),
-    );
+    server.psql("postgres", &format!("CREATE DATABASE {name} TEMPLATE exai_template"));
     Some(server.url(&name))
 }
 

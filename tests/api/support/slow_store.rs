@@ -79,9 +79,7 @@ impl Store for SlowStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.inner
-            .fail_unfinished_runs(created_before, error, now)
-            .await
+        self.inner.fail_unfinished_runs(created_before, error, now).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

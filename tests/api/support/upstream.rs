@@ -29,12 +29,7 @@ impl Received {
     }
 
     pub fn last(&self) -> Value {
-        self.bodies
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .unwrap_or(Value::Null)
+        self.bodies.lock().unwrap().last().cloned().unwrap_or(Value::Null)
     }
 }
 
@@ -57,9 +52,7 @@ struct Delay {
 
 fn record(received: &Received, headers: &HeaderMap, body: &Value) {
     received.bodies.lock().unwrap().push(body.clone());
-    let authorization = headers
-        .get("authorization")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let authorization = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
     received.authorizations.lock().unwrap().push(authorization);
 }
 
@@ -106,19 +99,14 @@ async fn chat(
         tokio::time::sleep(Duration::from_millis(300)).await;
         let line = match pieces.get(i) {
             Some(piece) => {
-                let chunk =
-                    json!({"model": "test-model-v2", "choices": [{"delta": {"content": piece}}]});
+                let chunk = json!({"model": "test-model-v2", "choices": [{"delta": {"content": piece}}]});
                 format!("data: {chunk}\n\n")
             }
             None => "data: [DONE]\n\n".to_owned(),
         };
         Some((Ok::<_, std::io::Error>(line), i + 1))
     });
-    (
-        [("content-type", "text/event-stream")],
-        Body::from_stream(events),
-    )
-        .into_response()
+    ([("content-type", "text/event-stream")], Body::from_stream(events)).into_response()
 }
 
 pub async fn start() -> Upstream {
@@ -133,11 +121,7 @@ pub async fn start() -> Upstream {
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-    Upstream {
-        url,
-        received,
-        task,
-    }
+    Upstream { url, received, task }
 }
 
 /// Accepts connections, reads what comes, never answers, and notes when each
@@ -169,10 +153,5 @@ pub fn hanging() -> Hanging {
             });
         }
     });
-    Hanging {
-        url,
-        accepted,
-        open,
-        closed_at,
-    }
+    Hanging { url, accepted, open, closed_at }
 }
