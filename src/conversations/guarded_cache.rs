@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::cache::{Cache, CacheError, CacheStats, CachedThread, Fill};
+use crate::telemetry::Throttle;
 
 /// How long the cache is left alone after a failure before it is tried again.
 const COOL_DOWN: Duration = Duration::from_secs(1);
@@ -42,8 +43,7 @@ pub struct GuardedCache {
     purging: AtomicBool,
     started: Instant,
     down_until_ms: AtomicU64,
-    last_warning_ms: AtomicU64,
-    unwarned_failures: AtomicU64,
+    warnings: Throttle,
 }
 
 /// The newest document version recently sent to the cache, by thread.
@@ -101,8 +101,7 @@ impl GuardedCache {
             purging: AtomicBool::new(false),
             started: Instant::now(),
             down_until_ms: AtomicU64::new(0),
-            last_warning_ms: AtomicU64::new(0),
-            unwarned_failures: AtomicU64::new(0),
+            warnings: Throttle::new(WARNING_INTERVAL),
         }
     }
 
@@ -246,25 +245,14 @@ impl GuardedCache {
 
     fn failed(&self, error: CacheError) {
         self.stats.error();
-        let now = self.now_ms();
-        self.down_until_ms.store(now + COOL_DOWN.as_millis() as u64, Ordering::Relaxed);
-        let last = self.last_warning_ms.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= WARNING_INTERVAL.as_millis() as u64;
-        if due
-            && self
-                .last_warning_ms
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let suppressed = self.unwarned_failures.swap(0, Ordering::Relaxed);
+        self.down_until_ms.store(self.now_ms() + COOL_DOWN.as_millis() as u64, Ordering::Relaxed);
+        if let Some(held_back) = self.warnings.admit() {
             tracing::warn!(
                 cache = self.cache.backend(),
                 %error,
-                suppressed,
+                held_back,
                 "cache failing; serving from the store, retrying the cache after a cool-down"
             );
-        } else {
-            self.unwarned_failures.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -10,13 +10,18 @@ use super::request_context;
 use crate::conversations::ConversationError;
 use crate::domain::ValidationError;
 use crate::store::StoreError;
+use crate::telemetry::Throttle;
 use crate::tools::RunError;
+use std::time::Duration;
 use uuid::Uuid;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Seconds a client should wait before retrying when the store is unavailable.
 const RETRY_AFTER_SECS: &str = "2";
+
+/// While the store is down every request would warn; one warning per interval says it.
+static STORE_WARNINGS: Throttle = Throttle::new(Duration::from_secs(10));
 
 /// Stable error codes. Clients branch on `code`, never on `detail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +193,9 @@ impl From<StoreError> for ApiError {
                 ),
             ),
             StoreError::Unavailable(cause) => {
-                tracing::warn!(%cause, "store unavailable");
+                if let Some(held_back) = STORE_WARNINGS.admit() {
+                    tracing::warn!(%cause, held_back, "store unavailable; answering 503");
+                }
                 Self::new(StoreUnavailable, "the store cannot be reached right now; retry later")
             }
             StoreError::Internal(cause) | StoreError::Misconfigured(cause) => Self::internal(cause),
