@@ -17,7 +17,7 @@ use crate::domain::{
     ConversationPolicy, HISTORY_MAX_DEPTH, History, NewThread, NewTurn, Thread, ThreadWithTurns, Turn,
     ValidationError, check_idempotency_key, truncate_to_micros,
 };
-use crate::store::{Activity, AppendTurns, Cursor, Store, StoreError, ThreadQuery};
+use crate::store::{Activity, AppendTurns, Cursor, Store, StoreError, ThreadQuery, next_page};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConversationError {
@@ -245,13 +245,6 @@ impl Conversations {
 
 fn now() -> DateTime<Utc> {
     truncate_to_micros(Utc::now())
-}
-
-/// Trims a `limit + 1` fetch to `limit` and returns the last item kept when more follow.
-fn next_page<T>(items: &mut Vec<T>, limit: u32) -> Option<&T> {
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    if more { items.last() } else { None }
 }
 
 /// Runs a write to completion even if the request that asked for it goes away,

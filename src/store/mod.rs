@@ -188,6 +188,14 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Trims a `limit + 1` fetch to `limit` and returns the last item kept when more follow:
+/// where the next page starts.
+pub fn next_page<T>(items: &mut Vec<T>, limit: u32) -> Option<&T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    if more { items.last() } else { None }
+}
+
 /// `count` turns starting at `first_seq`; seqs are contiguous from 1.
 fn turns_from(turns: &[Turn], first_seq: u32, count: u32) -> Vec<Turn> {
     let start = (first_seq as usize).saturating_sub(1).min(turns.len());

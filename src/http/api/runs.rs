@@ -10,12 +10,12 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::page_size;
+use super::{page_size, page_start};
 use crate::app::AppState;
 use crate::domain::{RunStatus, RunView, ToolRun};
-use crate::http::error::{ApiError, ErrorCode, Problem};
+use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{AppPath, AppQuery};
-use crate::store::{Cursor, RunQuery};
+use crate::store::{Cursor, RunQuery, next_page};
 use crate::tools::{RunEvent, Subscription};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -50,20 +50,12 @@ pub async fn list_runs(
     AppQuery(params): AppQuery<ListRunsParams>,
 ) -> Result<Response, ApiError> {
     let limit = page_size(params.limit)?;
-    let after = params.cursor.as_deref().map(Cursor::decode).map(|cursor| {
-        cursor.ok_or_else(|| {
-            ApiError::new(ErrorCode::ValidationFailed, "cursor: not a cursor this API returned")
-        })
-    });
-    let query =
-        RunQuery { limit: limit + 1, after: after.transpose()?, tool: params.tool, status: params.status };
+    let after = page_start(params.cursor.as_deref())?;
+    let query = RunQuery { limit: limit + 1, after, tool: params.tool, status: params.status };
     let mut runs = state.executor.list(&query).await?;
-    let next_cursor = (runs.len() > limit as usize).then(|| {
-        runs.truncate(limit as usize);
-        runs.last().map(|last| Cursor::new(last.created_at, last.id).encode())
-    });
+    let next_cursor = next_page(&mut runs, limit).map(|last| Cursor::new(last.created_at, last.id).encode());
     let data = runs.iter().map(ToolRun::view).collect();
-    Ok(Json(RunPage { data, next_cursor: next_cursor.flatten() }).into_response())
+    Ok(Json(RunPage { data, next_cursor }).into_response())
 }
 
 /// Reads a run.

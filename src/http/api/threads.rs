@@ -6,13 +6,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{json_bytes, page_size};
+use super::{json_bytes, page_size, page_start};
 use crate::app::AppState;
 use crate::conversations::StatusFilter;
 use crate::domain::{History, NewThread, ThreadView};
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::store::{Cursor, StoreError};
+use crate::store::StoreError;
 
 const MAX_SEARCH_CHARS: usize = 200;
 
@@ -73,14 +73,7 @@ pub async fn list_threads(
     AppQuery(params): AppQuery<ListThreadsParams>,
 ) -> Result<Response, ApiError> {
     let limit = page_size(params.limit)?;
-    let after = params
-        .cursor
-        .map(|cursor| {
-            Cursor::decode(&cursor).ok_or_else(|| {
-                ApiError::new(ErrorCode::ValidationFailed, "cursor: not a cursor this API returned")
-            })
-        })
-        .transpose()?;
+    let after = page_start(params.cursor.as_deref())?;
     if params.q.as_ref().is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS) {
         return Err(ApiError::new(
             ErrorCode::ValidationFailed,
