@@ -204,17 +204,18 @@ fn seconds(
     var: &impl Fn(&str) -> Option<String>,
     name: &'static str,
     default: u64,
+    max: u64,
 ) -> Result<Duration, ConfigError> {
     match parse_or(var, name, default)? {
-        0 => Err(invalid(name, "must be at least 1")),
-        secs => Ok(Duration::from_secs(secs)),
+        secs @ 1.. if secs <= max => Ok(Duration::from_secs(secs)),
+        _ => Err(invalid(name, format!("must be between 1 and {max}"))),
     }
 }
 
 /// The registry from `EXAI_TOOLS_FILE`, or `./tools.toml` when there is one.
 fn tool_settings(var: &impl Fn(&str) -> Option<String>) -> Result<ToolSettings, ConfigError> {
-    let timeout_cap = seconds(var, "WORKFLOW_TOOL_TIMEOUT_SECS", 600)?;
-    let progress_every = seconds(var, "EXAI_TOOL_PROGRESS_SECS", 8)?;
+    let timeout_cap = seconds(var, "WORKFLOW_TOOL_TIMEOUT_SECS", 600, 86_400)?;
+    let progress_every = seconds(var, "EXAI_TOOL_PROGRESS_SECS", 8, 3_600)?;
     let path = var("EXAI_TOOLS_FILE")
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("tools.toml")).filter(|default| default.is_file()));
@@ -374,6 +375,8 @@ mod tests {
             (&[("EXAI_HEALTH_CACHE_MS", "-5")], "EXAI_HEALTH_CACHE_MS"),
             (&[("EXAI_SLOW_OP_MS", "1.5")], "EXAI_SLOW_OP_MS"),
             (&[("WORKFLOW_TOOL_TIMEOUT_SECS", "0")], "WORKFLOW_TOOL_TIMEOUT_SECS"),
+            (&[("WORKFLOW_TOOL_TIMEOUT_SECS", "86401")], "WORKFLOW_TOOL_TIMEOUT_SECS"),
+            (&[("EXAI_TOOL_PROGRESS_SECS", "3601")], "EXAI_TOOL_PROGRESS_SECS"),
             (&[("EXAI_TOOL_PROGRESS_SECS", "x")], "EXAI_TOOL_PROGRESS_SECS"),
             (&[("EXAI_TOOLS_FILE", "/nonexistent/tools.toml")], "EXAI_TOOLS_FILE"),
         ];

@@ -23,6 +23,7 @@ CREATE INDEX IF NOT EXISTS tool_runs_by_creation ON tool_runs (created_at DESC, 
 CREATE INDEX IF NOT EXISTS tool_runs_unfinished ON tool_runs (status)
     WHERE status IN ('queued', 'running');
 
+-- Returns true, or NULL when the run had already ended and nothing changed.
 CREATE OR REPLACE FUNCTION exai_save_run(p_run jsonb) RETURNS boolean
 LANGUAGE sql AS $$
     INSERT INTO tool_runs
@@ -34,6 +35,8 @@ LANGUAGE sql AS $$
         started_at = EXCLUDED.started_at,
         finished_at = EXCLUDED.finished_at,
         turns_remaining = EXCLUDED.turns_remaining
+    -- A run's end is final: a write that was overtaken (a late 'running') changes nothing.
+    WHERE tool_runs.status IN ('queued', 'running')
     RETURNING true
 $$;
 

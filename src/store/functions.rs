@@ -235,7 +235,7 @@ impl<T: Transport> Store for FunctionStore<T> {
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
         let call = Call { function: "exai_save_run", args: vec![("p_run", Arg::Json(json!(run)))] };
-        self.call::<bool>(call, Rejections::default()).await.map(drop)
+        self.call::<Option<bool>>(call, Rejections::default()).await.map(drop)
     }
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {

@@ -150,7 +150,8 @@ pub trait Store: Send + Sync {
     /// read in one round trip.
     async fn history(&self, thread_id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError>;
 
-    /// Inserts a run, or replaces the stored state of one.
+    /// Inserts a run, or replaces the stored state of one that has not ended: a final
+    /// state is never overwritten.
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError>;
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError>;

@@ -44,6 +44,8 @@ impl SupabaseStore {
             .timeout(CALL_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(32)
+            // The key must not follow a redirect to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StoreError::Internal(format!("building the HTTP client: {e}")))?;
         Ok(FunctionStore::new(PostgrestTransport { http, rpc }))

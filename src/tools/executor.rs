@@ -5,8 +5,10 @@
 //! Runs belong to the executor, not to the request that started them.
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -28,6 +30,9 @@ use crate::store::{RunQuery, Store, StoreError};
 
 /// Runs that may wait for a free slot, per slot of a tool's concurrency.
 const QUEUE_PER_SLOT: usize = 4;
+/// Attempts at a store write a run cannot do without, and the pause that grows between them.
+const STORE_ATTEMPTS: u32 = 4;
+const STORE_RETRY: Duration = Duration::from_millis(500);
 /// How long shutdown waits for stopped runs to record themselves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Events kept for a subscriber that reads slowly.
@@ -215,12 +220,30 @@ impl Executor {
             None => tool.definition.timeout,
         };
         let admission = admit(&tool)?;
+        // The rest must not be cut short by a caller that goes away: that could leave a
+        // thread without its run, or a run recorded and never started.
+        let this = self.clone();
+        let accepting = tokio::spawn(async move { this.accept(tool, request, timeout, admission).await });
+        accepting.await.unwrap_or_else(|failure| {
+            Err(StoreError::Internal(format!("accepting the run failed: {failure}")).into())
+        })
+    }
+
+    async fn accept(
+        &self,
+        tool: Arc<Tool>,
+        request: RunRequest,
+        timeout: Duration,
+        admission: Admission,
+    ) -> Result<Started, RunError> {
+        let inner = &self.inner;
+        let tool_name = &tool.definition.name;
         let (thread_id, history) = match request.continuation_id {
             Some(id) => (id, inner.conversations.continuation(id, 2).await?),
             None => {
                 let new = NewThread {
                     title: Some(title(&request.input)),
-                    tool_name: Some(tool_name.into()),
+                    tool_name: Some(tool_name.clone()),
                     ..NewThread::default()
                 };
                 (inner.conversations.create_thread(new).await?.0, Vec::new())
@@ -228,7 +251,7 @@ impl Executor {
         };
         let run = ToolRun {
             id: Uuid::new_v4(),
-            tool: tool_name.into(),
+            tool: tool_name.clone(),
             status: RunStatus::Queued,
             continuation_id: thread_id,
             input: request.input,
@@ -255,7 +278,12 @@ impl Executor {
         let this = self.clone();
         let accepted = run.clone();
         inner.tasks.spawn(async move {
-            this.drive(tool, accepted, history, live, deadline).await;
+            let driven =
+                AssertUnwindSafe(this.drive(tool, accepted.clone(), history, live.clone(), deadline));
+            if driven.catch_unwind().await.is_err() && live.outcome.borrow().is_none() {
+                tracing::error!(run.id = %accepted.id, "a tool run panicked");
+                this.finish(accepted, Ended::Failed("the run failed inside the server".into()), &live).await;
+            }
             drop(admission);
         });
         Ok(Started { run, outcome })
@@ -295,7 +323,10 @@ impl Executor {
             run.status = RunStatus::Running;
             run.started_at = Some(now());
             live.running.store(true, Ordering::Release);
-            self.record(run).await;
+            // Recorded on the side: the upstream call should not wait for it, and the
+            // store never lets it overwrite the final state if it lands late.
+            let (this, running) = (self.clone(), run.clone());
+            self.inner.tasks.spawn(async move { this.record(&running).await });
             let deltas = |text: String| {
                 let _ = live.events.send(RunEvent::Delta { text });
             };
@@ -326,23 +357,19 @@ impl Executor {
     /// Records how the run ended; a success adds the user and assistant turns together.
     async fn finish(&self, mut run: ToolRun, ended: Ended, live: &LiveRun) {
         match ended {
+            Ended::Answered(answer) if answer.output.is_empty() => {
+                run.status = RunStatus::Failed;
+                run.error = Some("the tool answered with no text".into());
+            }
             Ended::Answered(answer) => {
-                let question = NewTurn::new(Role::User, run.input.clone());
-                let reply = NewTurn {
-                    tool_name: Some(run.tool.clone()),
-                    model_provider: answer.model_provider,
-                    model_name: answer.model_name,
-                    ..NewTurn::new(Role::Assistant, answer.output.clone())
-                };
-                let conversations = &self.inner.conversations;
-                match conversations.append_turns(run.continuation_id, vec![question, reply], None).await {
-                    Ok(appended) => {
+                match self.add_to_thread(&run, &answer).await {
+                    Ok(turns_remaining) => {
                         run.status = RunStatus::Completed;
-                        run.turns_remaining = Some(appended.turns_remaining);
+                        run.turns_remaining = Some(turns_remaining);
                     }
-                    Err(error) => {
+                    Err(reason) => {
                         run.status = RunStatus::Failed;
-                        run.error = Some(format!("the answer could not be added to the thread: {error}"));
+                        run.error = Some(format!("the answer could not be added to the thread: {reason}"));
                     }
                 }
                 run.output = Some(answer.output);
@@ -362,7 +389,7 @@ impl Executor {
         }
         let finished_at = now();
         run.finished_at = Some(finished_at);
-        self.record(&run).await;
+        self.record_final(&run).await;
 
         let metrics = &self.inner.metrics;
         let took = (finished_at - run.created_at).to_std().unwrap_or_default();
@@ -375,9 +402,62 @@ impl Executor {
         self.live().remove(&run.id);
     }
 
+    /// Appends the question and the answer together. The run's id is the idempotency
+    /// key, so retrying after a store timeout cannot append twice, and a commit whose
+    /// answer was lost is found again. Returns the turns the thread has left, or a
+    /// reason fit for the run's record.
+    async fn add_to_thread(&self, run: &ToolRun, answer: &Answer) -> Result<u32, String> {
+        let question = NewTurn::new(Role::User, run.input.clone());
+        let reply = NewTurn {
+            tool_name: Some(run.tool.clone()),
+            model_provider: answer.model_provider.clone(),
+            model_name: answer.model_name.clone(),
+            ..NewTurn::new(Role::Assistant, answer.output.clone())
+        };
+        let key = Some(format!("run:{}", run.id));
+        let conversations = &self.inner.conversations;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let turns = vec![question.clone(), reply.clone()];
+            match conversations.append_turns(run.continuation_id, turns, key.clone()).await {
+                Ok(appended) => return Ok(appended.turns_remaining),
+                Err(ConversationError::Store(StoreError::Unavailable(cause))) if attempt < STORE_ATTEMPTS => {
+                    tracing::warn!(run.id = %run.id, attempt, %cause, "appending a run's turns; retrying");
+                    tokio::time::sleep(STORE_RETRY * attempt).await;
+                }
+                Err(ConversationError::Store(
+                    error @ (StoreError::Internal(_) | StoreError::Misconfigured(_)),
+                ))
+                | Err(ConversationError::Store(error @ StoreError::Unavailable(_))) => {
+                    tracing::error!(run.id = %run.id, %error, "could not append a run's turns");
+                    return Err("the store failed; the server log has the cause".into());
+                }
+                Err(refused) => return Err(refused.to_string()),
+            }
+        }
+    }
+
     async fn record(&self, run: &ToolRun) {
         if let Err(error) = self.inner.store.save_run(run).await {
             tracing::error!(run.id = %run.id, status = run.status.as_str(), %error, "could not record the run");
+        }
+    }
+
+    /// Records the end of a run, retrying while the store is unreachable: a run whose
+    /// end is lost reads `running` until the next restart marks it failed.
+    async fn record_final(&self, run: &ToolRun) {
+        for attempt in 1..=STORE_ATTEMPTS {
+            match self.inner.store.save_run(run).await {
+                Ok(()) => return,
+                Err(error) if attempt < STORE_ATTEMPTS => {
+                    tracing::warn!(run.id = %run.id, attempt, %error, "recording a run's end; retrying");
+                    tokio::time::sleep(STORE_RETRY * attempt).await;
+                }
+                Err(error) => {
+                    tracing::error!(run.id = %run.id, status = run.status.as_str(), %error, "could not record the run's end")
+                }
+            }
         }
     }
 
@@ -406,6 +486,9 @@ impl Executor {
         let Some(live) = self.live().get(&id).cloned() else {
             return Err(RunError::AlreadyFinished(Box::new(self.get(id).await?)));
         };
+        if let Some(run) = live.outcome.borrow().clone() {
+            return Err(RunError::AlreadyFinished(Box::new(run)));
+        }
         let mut outcome = live.outcome.subscribe();
         live.cancel.cancel();
         let ended = outcome.wait_for(Option::is_some).await.map(|run| run.clone());

@@ -78,6 +78,19 @@ struct Entry {
     stream: bool,
 }
 
+/// Where and what the syntax error is, in one line. Not the error's own rendering, which
+/// quotes the offending line: that line may hold a token.
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
 /// The built-in `echo` tool, always present.
 pub fn echo(timeout_cap: Duration) -> ToolDefinition {
     ToolDefinition {
@@ -96,7 +109,7 @@ pub fn parse(
     var: &impl Fn(&str) -> Option<String>,
     timeout_cap: Duration,
 ) -> Result<Vec<ToolDefinition>, String> {
-    let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    let file: File = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
     let mut tools = vec![echo(timeout_cap)];
     for (index, entry) in file.tools.into_iter().enumerate() {
         let at = format!("tools[{index}] ({})", entry.name);
@@ -222,6 +235,13 @@ mod tests {
     }
 
     #[test]
+    fn syntax_errors_do_not_quote_the_line() {
+        let error = parse("[[tools]]\nheaders = { token = \"s3cret\" \n", &vars, CAP).unwrap_err();
+        assert!(error.starts_with("line 2: "), "{error}");
+        assert!(!error.contains("s3cret") && !error.contains('\n'), "{error}");
+    }
+
+    #[test]
     fn the_example_registry_is_valid() {
         let every_key_set = |_: &str| Some("key".to_owned());
         let tools = parse(include_str!("../../tools.example.toml"), &every_key_set, CAP).unwrap();
@@ -244,7 +264,7 @@ mod tests {
                 "[[tools]]\nname = \"k\"\nkind = \"openai\"\nbase_url = \"https://a.b\"\nmodel = \"m\"\napi_key_env = \"NOPE\"",
                 "tools[0] (k): api_key_env NOPE is not set",
             ),
-            ("[[tools]]\nname = \"t\"\nkind = \"echo\"\ntypo = 1", "unknown field"),
+            ("[[tools]]\nname = \"t\"\nkind = \"echo\"\ntypo = 1", "line 4: unknown field"),
         ];
         for (text, expected) in cases {
             let error = parse(text, &vars, CAP).unwrap_err();

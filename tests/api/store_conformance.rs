@@ -304,7 +304,10 @@ pub async fn saves_and_reads_runs(store: &dyn Store) {
     saved.finished_at = Some(now() + TimeDelta::milliseconds(1500));
     saved.turns_remaining = Some(18);
     store.save_run(&saved).await.unwrap();
-    assert_eq!(store.get_run(saved.id).await.unwrap(), Some(saved));
+    assert_eq!(store.get_run(saved.id).await.unwrap(), Some(saved.clone()));
+    let overtaken = ToolRun { status: RunStatus::Running, output: None, ..saved.clone() };
+    store.save_run(&overtaken).await.unwrap();
+    assert_eq!(store.get_run(saved.id).await.unwrap(), Some(saved), "an end is final");
     assert_eq!(store.get_run(Uuid::new_v4()).await.unwrap(), None);
 }
 

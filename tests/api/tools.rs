@@ -178,6 +178,31 @@ async fn a_full_queue_answers_429() {
     let refused = run(&app, "hook", json!({"input": "x", "wait": false})).await;
     refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(refused.header("retry-after").is_some());
-    let queued = app.get("/v1/runs?tool=hook&status=queued").await.json();
-    assert_eq!(queued["data"].as_array().unwrap().len(), 4, "one runs, four wait");
+    // One runs and four wait; the first one's `running` is recorded on the side.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let queued = app.get("/v1/runs?tool=hook&status=queued").await.json();
+        if queued["data"].as_array().unwrap().len() == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < give_up, "{queued}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_secrets_stay_out_of_run_records() {
+    let upstream = upstream::start().await;
+    let registry = format!(
+        "[[tools]]\nname = \"leaky\"\nkind = \"http\"\nurl = \"http://user:pw-s3cret@{}/broken?token=q-s3cret\"\n\
+         headers = {{ \"x-token\" = \"h-s3cret\" }}\n",
+        upstream.url.trim_start_matches("http://")
+    );
+    let app = TestApp::with_tools(&registry, &[]).await;
+    let failed = run(&app, "leaky", json!({"input": "x"})).await;
+    failed.assert_problem(StatusCode::BAD_GATEWAY, "tool_failed");
+    let record = app.get(&format!("/v1/runs/{}", failed.json()["run_id"].as_str().unwrap())).await;
+    for text in [failed.text(), record.text()] {
+        assert!(text.contains("/broken") && !text.contains("s3cret"), "{text}");
+    }
 }

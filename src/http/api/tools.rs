@@ -66,7 +66,10 @@ fn outcome(run: ToolRun) -> Result<Response, ApiError> {
         RunStatus::TimedOut => Err(ApiError::new(ErrorCode::ToolTimeout, detail()).for_run(run.id)),
         RunStatus::Failed => Err(ApiError::new(ErrorCode::ToolFailed, detail()).for_run(run.id)),
         RunStatus::Cancelled => Err(ApiError::new(ErrorCode::RunCancelled, detail()).for_run(run.id)),
-        _ => Ok(Json(run.view()).into_response()),
+        RunStatus::Completed => Ok(Json(run.view()).into_response()),
+        RunStatus::Queued | RunStatus::Running => {
+            Err(ApiError::internal(format!("run {} ended unrecorded", run.id)))
+        }
     }
 }
 

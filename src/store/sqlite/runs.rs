@@ -45,7 +45,8 @@ impl SqliteStore {
             "INSERT INTO tool_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
              ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, \
              error = excluded.error, started_at = excluded.started_at, \
-             finished_at = excluded.finished_at, turns_remaining = excluded.turns_remaining"
+             finished_at = excluded.finished_at, turns_remaining = excluded.turns_remaining \
+             WHERE tool_runs.status IN ('queued', 'running')"
         ))
         .bind(run.id.to_string())
         .bind(&run.tool)

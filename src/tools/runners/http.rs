@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
-use super::{Answer, Deltas, Invocation, Runner, excerpt};
+use super::{Answer, Deltas, Invocation, Runner, excerpt, failure, read_body, shown};
 
 /// A webhook: `POST {input, history: [{role, content}]}`, answered with `{output}`.
 pub struct HttpRunner {
@@ -39,14 +39,16 @@ impl Runner for HttpRunner {
             .json(&json!({"input": invocation.input, "history": history}))
             .send()
             .await
-            .map_err(|e| format!("{}: {e}", self.url))?;
+            .map_err(|e| failure(&self.url, e))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| format!("{}: {e}", self.url))?;
+        let body = read_body(&self.url, response).await?;
+        let body = String::from_utf8_lossy(&body);
         if !status.is_success() {
-            return Err(format!("{} answered HTTP {status}: {}", self.url, excerpt(&body)));
+            return Err(format!("{} answered HTTP {status}: {}", shown(&self.url), excerpt(&body)));
         }
-        let reply: Reply = serde_json::from_str(&body)
-            .map_err(|e| format!("{} answered without an output ({e}): {}", self.url, excerpt(&body)))?;
+        let reply: Reply = serde_json::from_str(&body).map_err(|e| {
+            format!("{} answered without an output ({e}): {}", shown(&self.url), excerpt(&body))
+        })?;
         Ok(Answer { output: reply.output, model_provider: None, model_name: None })
     }
 }

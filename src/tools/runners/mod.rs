@@ -63,6 +63,36 @@ pub fn runner(kind: &ToolKind, client: &reqwest::Client) -> Box<dyn Runner> {
     }
 }
 
+/// Most an upstream may send: a little more than the largest turn it could produce.
+const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+
+/// An upstream's address as errors show it: without credentials or query, which may
+/// hold tokens.
+fn shown(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
+    }
+}
+
+/// A request failure described without the URL, which reqwest would otherwise add.
+fn failure(url: &url::Url, error: reqwest::Error) -> String {
+    format!("{}: {}", shown(url), error.without_url())
+}
+
+/// Reads a whole body, refusing one larger than an answer can be.
+async fn read_body(url: &url::Url, mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| failure(url, e))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER_BYTES {
+            return Err(format!("{} sent more than {MAX_ANSWER_BYTES} bytes", shown(url)));
+        }
+    }
+    Ok(body)
+}
+
 /// The start of an upstream's error body, enough to tell what went wrong.
 fn excerpt(body: &str) -> String {
     const LIMIT: usize = 300;

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Answer, Deltas, Invocation, Runner, excerpt};
+use super::{Answer, Deltas, Invocation, MAX_ANSWER_BYTES, Runner, excerpt, failure, read_body, shown};
 use crate::config::Secret;
 use crate::domain::Role;
 
@@ -82,26 +82,27 @@ fn content(completion: Completion) -> (Option<String>, Option<String>) {
 #[async_trait]
 impl Runner for OpenAiRunner {
     async fn run(&self, invocation: Invocation<'_>, deltas: Deltas<'_>) -> Result<Answer, String> {
+        let endpoint = &self.endpoint;
         let body =
             json!({"model": self.model, "messages": self.messages(&invocation), "stream": self.stream});
         let response = self
             .client
-            .post(self.endpoint.clone())
+            .post(endpoint.clone())
             .bearer_auth(self.api_key.expose())
             .json(&body)
             .send()
             .await
-            .map_err(|e| format!("{}: {e}", self.endpoint))?;
+            .map_err(|e| failure(endpoint, e))?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(format!("{} answered HTTP {status}: {}", self.endpoint, excerpt(&body)));
+            let body = read_body(endpoint, response).await.unwrap_or_default();
+            let body = String::from_utf8_lossy(&body);
+            return Err(format!("{} answered HTTP {status}: {}", shown(endpoint), excerpt(&body)));
         }
         if !self.stream {
-            let completion: Completion = response
-                .json()
-                .await
-                .map_err(|e| format!("{}: unreadable completion: {e}", self.endpoint))?;
+            let body = read_body(endpoint, response).await?;
+            let completion: Completion = serde_json::from_slice(&body)
+                .map_err(|e| format!("{}: unreadable completion: {e}", shown(endpoint)))?;
             let (text, model) = content(completion);
             return Ok(self.answer(text.unwrap_or_default(), model));
         }
@@ -111,18 +112,19 @@ impl Runner for OpenAiRunner {
         let mut pending = Vec::new();
         let mut chunks = response.bytes_stream();
         while let Some(chunk) = chunks.next().await {
-            pending.extend_from_slice(&chunk.map_err(|e| format!("{}: stream cut: {e}", self.endpoint))?);
+            pending.extend_from_slice(&chunk.map_err(|e| failure(endpoint, e))?);
+            if pending.len() + output.len() > MAX_ANSWER_BYTES {
+                return Err(format!("{} sent more than {MAX_ANSWER_BYTES} bytes", shown(endpoint)));
+            }
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line);
-                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
-                    continue;
-                };
+                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else { continue };
                 if data == "[DONE]" {
                     return Ok(self.answer(output, model));
                 }
                 let chunk: Completion = serde_json::from_str(data).map_err(|e| {
-                    format!("{}: unreadable stream event ({e}): {}", self.endpoint, excerpt(data))
+                    format!("{}: unreadable stream event ({e}): {}", shown(endpoint), excerpt(data))
                 })?;
                 let (text, chunk_model) = content(chunk);
                 model = model.or(chunk_model);
@@ -132,6 +134,7 @@ impl Runner for OpenAiRunner {
                 }
             }
         }
-        Ok(self.answer(output, model))
+        // Without the closing [DONE] the answer may be cut short: not one to record.
+        Err(format!("{} ended its stream before [DONE]", shown(endpoint)))
     }
 }

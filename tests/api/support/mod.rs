@@ -145,7 +145,13 @@ impl TestApp {
     }
 
     /// Reads a server-sent event stream to its end: `(event, data, when it arrived)`.
+    /// A stream that does not end within 30 s fails the test.
     pub async fn events(&self, uri: &str) -> Vec<(String, Value, std::time::Instant)> {
+        let read = self.read_events(uri);
+        tokio::time::timeout(std::time::Duration::from_secs(30), read).await.expect("the event stream ended")
+    }
+
+    async fn read_events(&self, uri: &str) -> Vec<(String, Value, std::time::Instant)> {
         let request = Request::get(uri).body(Body::empty()).unwrap();
         let response = self.router.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
