@@ -9,17 +9,18 @@ use futures_util::FutureExt;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::live::{LiveRun, RunEvent, Started, Subscription};
 use super::registry::ToolDefinition;
-use super::runners::{Answer, Invocation, Runner, runner};
+use super::runners::{Answer, Invocation};
+use super::tool::{Admission, Tool};
 use crate::config::ToolSettings;
 use crate::conversations::{ConversationError, Conversations};
 use crate::domain::{
@@ -28,30 +29,12 @@ use crate::domain::{
 use crate::metrics::Metrics;
 use crate::store::{RunQuery, Store, StoreError};
 
-/// Runs that may wait for a free slot, per slot of a tool's concurrency.
-const QUEUE_PER_SLOT: usize = 4;
 /// Attempts at a store write a run cannot do without, and the pause that grows between them.
 const STORE_ATTEMPTS: u32 = 4;
 const STORE_RETRY: Duration = Duration::from_millis(500);
 /// How long shutdown waits for stopped runs to record themselves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Events kept for a subscriber that reads slowly.
-const EVENT_BUFFER: usize = 256;
 const TITLE_CHARS: usize = 80;
-
-/// What a subscriber to a run sees.
-#[derive(Debug, Clone)]
-pub enum RunEvent {
-    Progress {
-        elapsed_ms: u64,
-        message: String,
-    },
-    /// A piece of a streamed answer.
-    Delta {
-        text: String,
-    },
-    Finished(ToolRun),
-}
 
 pub struct RunRequest {
     pub input: String,
@@ -77,51 +60,6 @@ pub enum RunError {
     Conversation(#[from] ConversationError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// A run just accepted, and the way to wait for its end.
-pub struct Started {
-    pub run: ToolRun,
-    outcome: watch::Receiver<Option<ToolRun>>,
-}
-
-impl Started {
-    pub async fn finished(mut self) -> ToolRun {
-        match self.outcome.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone().unwrap_or(self.run),
-            Err(_) => self.run,
-        }
-    }
-}
-
-/// Where a subscriber starts: a run still live, or one already over.
-pub enum Subscription {
-    Live { events: broadcast::Receiver<RunEvent>, finished: Option<ToolRun> },
-    Over(ToolRun),
-}
-
-struct Tool {
-    definition: ToolDefinition,
-    runner: Box<dyn Runner>,
-    slots: Semaphore,
-    /// Runs running or waiting for a slot.
-    admitted: AtomicUsize,
-}
-
-/// A run's place in the tool's queue; given back when the run ends, however it ends.
-struct Admission(Arc<Tool>);
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-struct LiveRun {
-    events: broadcast::Sender<RunEvent>,
-    outcome: watch::Sender<Option<ToolRun>>,
-    cancel: CancellationToken,
-    running: AtomicBool,
 }
 
 /// How execution ended, before it is recorded.
@@ -169,15 +107,7 @@ impl Executor {
         let tools = settings
             .definitions
             .iter()
-            .map(|definition| {
-                let tool = Tool {
-                    runner: runner(&definition.kind, &client),
-                    slots: Semaphore::new(definition.max_concurrency),
-                    admitted: AtomicUsize::new(0),
-                    definition: definition.clone(),
-                };
-                (definition.name.clone(), Arc::new(tool))
-            })
+            .map(|definition| (definition.name.clone(), Arc::new(Tool::new(definition.clone(), &client))))
             .collect();
         let inner = Inner {
             tools,
@@ -219,7 +149,9 @@ impl Executor {
             Some(secs) => Duration::from_secs(secs.into()).min(inner.settings.timeout_cap),
             None => tool.definition.timeout,
         };
-        let admission = admit(&tool)?;
+        let admission = tool
+            .admit()
+            .map_err(|admitted| RunError::Busy { tool: tool.definition.name.clone(), admitted })?;
         // The rest must not be cut short by a caller that goes away: that could leave a
         // thread without its run, or a run recorded and never started.
         let this = self.clone();
@@ -265,12 +197,7 @@ impl Executor {
         };
         inner.store.save_run(&run).await?;
 
-        let live = Arc::new(LiveRun {
-            events: broadcast::channel(EVENT_BUFFER).0,
-            outcome: watch::channel(None).0,
-            cancel: CancellationToken::new(),
-            running: AtomicBool::new(false),
-        });
+        let live = Arc::new(LiveRun::new());
         let outcome = live.outcome.subscribe();
         self.live().insert(run.id, live.clone());
         inner.metrics.runs_in_flight.fetch_add(1, Ordering::Relaxed);
@@ -506,16 +433,6 @@ impl Executor {
             tracing::warn!("tool runs did not all stop within {SHUTDOWN_GRACE:?}");
         }
     }
-}
-
-fn admit(tool: &Arc<Tool>) -> Result<Admission, RunError> {
-    let limit = tool.definition.max_concurrency * (1 + QUEUE_PER_SLOT);
-    let admitted = tool.admitted.fetch_add(1, Ordering::AcqRel);
-    let admission = Admission(tool.clone());
-    if admitted >= limit {
-        return Err(RunError::Busy { tool: tool.definition.name.clone(), admitted });
-    }
-    Ok(admission)
 }
 
 /// Marks the runs a previous process left queued or running as failed.

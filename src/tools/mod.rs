@@ -2,8 +2,11 @@
 //! bounds, queues, reports and records every run.
 
 mod executor;
+mod live;
 pub mod registry;
 mod runners;
+mod tool;
 
-pub use executor::{Executor, RunError, RunEvent, RunRequest, Started, Subscription, fail_orphaned_runs};
+pub use executor::{Executor, RunError, RunRequest, fail_orphaned_runs};
+pub use live::{RunEvent, Started, Subscription};
 pub use registry::{ToolDefinition, ToolKind};
