@@ -111,14 +111,20 @@ def thread_id(n):
     return f"00000000-0000-0000-0000-{n:012d}"
 
 
-def main():
+def start_backends(exai):
+    """A Redis and a migrated PostgreSQL: (redis port, database URL, PostgreSQL's bin directory)."""
     redis_port = free_port()
     start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
     wait_port(redis_port)
     pg_port, bin_dir = start_postgres()
     db = f"postgres://postgres@127.0.0.1:{pg_port}/postgres"
-    subprocess.run([EXAI, "migrate"], env={"DATABASE_URL": db, "PATH": os.environ["PATH"]}, check=True,
+    subprocess.run([exai, "migrate"], env={"DATABASE_URL": db, "PATH": os.environ["PATH"]}, check=True,
                    capture_output=True)
+    return redis_port, db, bin_dir
+
+
+def main():
+    redis_port, db, bin_dir = start_backends(EXAI)
 
     exai_port = free_port()
     env = {"PATH": os.environ["PATH"], "EXAI_BIND": f"127.0.0.1:{exai_port}", "DATABASE_URL": db,

@@ -11,13 +11,12 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dual_storage import WORK, children, free_port, start, start_postgres, wait_port  # noqa: E402
+from dual_storage import WORK, children, free_port, start, start_backends, wait_port  # noqa: E402
 
 EXAI = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/exai")
 CALLS = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
@@ -54,13 +53,7 @@ def hung_listener():
 
 
 def main():
-    redis_port = free_port()
-    start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-    wait_port(redis_port)
-    pg_port, _ = start_postgres()
-    db = f"postgres://postgres@127.0.0.1:{pg_port}/postgres"
-    subprocess.run([EXAI, "migrate"], env={"DATABASE_URL": db, "PATH": os.environ["PATH"]}, check=True,
-                   capture_output=True)
+    redis_port, db, _ = start_backends(EXAI)
     up = serve({"DATABASE_URL": db, "REDIS_URL": f"redis://127.0.0.1:{redis_port}"})
     timed_get(up)  # the first call probes; the rest within the window reuse it
     latencies = []
