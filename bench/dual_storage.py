@@ -197,7 +197,8 @@ SELECT exai_append_turns(('00000000-0000-0000-0000-' || lpad(:n::text, 12, '0'))
         print(f"| {n} | {e:.0f} | {p:.0f} | {e / p:.2f} |")
 
 
-if __name__ == "__main__":
+def run(main):
+    """Runs a benchmark, then stops every process it started and removes its files."""
     try:
         main()
     finally:
@@ -205,3 +206,7 @@ if __name__ == "__main__":
             child.kill()
             child.wait()
         shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    run(main)

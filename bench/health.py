@@ -8,7 +8,6 @@ then a second exai whose store is a listener that accepts connections and never 
 """
 import http.client
 import os
-import shutil
 import socket
 import statistics
 import sys
@@ -16,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dual_storage import WORK, children, free_port, start, start_backends, wait_port  # noqa: E402
+from dual_storage import free_port, run, start, start_backends, wait_port  # noqa: E402
 
 EXAI = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/exai")
 CALLS = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
@@ -74,10 +73,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for child in children:
-            child.kill()
-            child.wait()
-        shutil.rmtree(WORK, ignore_errors=True)
+    run(main)

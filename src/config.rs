@@ -332,13 +332,6 @@ mod tests {
         assert_eq!(tools, ["echo"]);
         assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
         assert_eq!(config.tools.progress_every, Duration::from_secs(8));
-        assert_eq!(config.health.timeout, Duration::from_millis(2000));
-        assert_eq!(config.health.reuse_for, Duration::from_millis(5000));
-        assert_eq!(config.slow_op, Duration::from_millis(500));
-        let tools: Vec<&str> = config.tools.definitions.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(tools, ["echo"]);
-        assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
-        assert_eq!(config.tools.progress_every, Duration::from_secs(8));
     }
 
     #[test]
