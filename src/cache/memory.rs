@@ -81,19 +81,6 @@ impl Cache for MemoryCache {
         })
     }
 
-    async fn evict_older(&self, id: Uuid, version: i64) -> Result<(), CacheError> {
-        self.entries
-            .entry(id)
-            .and_compute_with(|current| async move {
-                match current {
-                    Some(current) if current.value().thread.version < version => Op::Remove,
-                    _ => Op::Nop,
-                }
-            })
-            .await;
-        Ok(())
-    }
-
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {
         for id in ids {
             self.entries.invalidate(id).await;

@@ -47,10 +47,6 @@ impl Cache for MeteredCache {
         self.timed("remove", self.inner.remove(id, block_fills_for)).await
     }
 
-    async fn evict_older(&self, id: Uuid, version: i64) -> Result<(), CacheError> {
-        self.timed("evict_older", self.inner.evict_older(id, version)).await
-    }
-
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {
         self.timed("purge", self.inner.purge(ids)).await
     }

@@ -57,9 +57,6 @@ pub trait Cache: Send + Sync {
         self.put(id, marker, block_fills_for).await.map(drop)
     }
 
-    /// Drops the entry if it holds a version older than `version`, atomically.
-    async fn evict_older(&self, id: Uuid, version: i64) -> Result<(), CacheError>;
-
     /// Deletes entries outright, whatever their version: for entries that may be stale
     /// because their write-through failed.
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError>;

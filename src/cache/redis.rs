@@ -28,15 +28,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
-/// Deletes the entry if it holds a version older than the given one.
-const EVICT_OLDER: &str = r"
-local current = redis.call('HGET', KEYS[1], 'v')
-if current and tonumber(current) < tonumber(ARGV[1]) then
-    redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
 /// One multiplexed connection shared by every request: commands from concurrent
 /// requests are pipelined on it, with no per-request pool checkout on the hot path.
 /// It reconnects by itself after Redis restarts.
@@ -44,7 +35,6 @@ pub struct RedisCache {
     connection: ConnectionManager,
     prefix: String,
     put_if_newer: Script,
-    evict_older: Script,
 }
 
 fn unavailable(error: RedisError) -> CacheError {
@@ -68,7 +58,6 @@ impl RedisCache {
             connection,
             prefix: format!("{namespace}:thread:"),
             put_if_newer: Script::new(PUT_IF_NEWER),
-            evict_older: Script::new(EVICT_OLDER),
         })
     }
 
@@ -109,13 +98,6 @@ impl Cache for RedisCache {
         invocation.arg(entry.version).arg(entry.body.as_ref()).arg(ttl_ms);
         let stored: i64 = self.bounded(invocation.invoke_async(&mut connection)).await?;
         Ok(if stored == 1 { Fill::Stored } else { Fill::Stale })
-    }
-
-    async fn evict_older(&self, id: Uuid, version: i64) -> Result<(), CacheError> {
-        let mut connection = self.connection.clone();
-        let mut invocation = self.evict_older.key(self.key(id));
-        invocation.arg(version);
-        self.bounded(invocation.invoke_async::<i64>(&mut connection)).await.map(drop)
     }
 
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {

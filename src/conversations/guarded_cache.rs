@@ -7,11 +7,9 @@
 //!
 //! Versions keep an older document from replacing a newer entry, but once an entry is
 //! gone (evicted by a full Redis, or purged) a slow fill that read the store before a
-//! commit, or a write-through overtaken by a later one, would find nothing to compare
-//! with. So the newest version seen for each thread is remembered for a while, and an
-//! older document is dropped before it is sent. At start a cache that outlives the
-//! process (Redis) counts as wholly stale: it may hold entries whose updates this
-//! process never saw, so it is cleared before its first hit.
+//! commit would find nothing to compare with. So the newest version seen for each thread
+//! is remembered for a while, an older document is dropped before it is sent, and a
+//! thread's cache writes take turns so that they land in the order they were checked.
 
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -32,12 +30,15 @@ const MAX_STALE_IDS: usize = 100_000;
 /// How long a written version is remembered: far longer than a store read and the
 /// fill after it can take, both being bounded by their timeouts.
 const RECENT_WRITE_WINDOW: Duration = Duration::from_secs(60);
+const TURN_STRIPES: usize = 64;
 
 pub struct GuardedCache {
     cache: Arc<dyn Cache>,
     stats: CacheStats,
     stale: Mutex<Stale>,
     recent_writes: Mutex<RecentWrites>,
+    /// Striped: threads that share a stripe only wait for each other's cache writes.
+    turns: [tokio::sync::Mutex<()>; TURN_STRIPES],
     /// Set while `stale` holds anything, so reads check it without locking.
     has_stale: AtomicBool,
     purging: AtomicBool,
@@ -97,6 +98,7 @@ impl GuardedCache {
             stats: CacheStats::default(),
             stale: Mutex::new(Stale { everything: everything.then_some(0), ..Stale::default() }),
             recent_writes: Mutex::new(RecentWrites::default()),
+            turns: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             has_stale: AtomicBool::new(everything),
             purging: AtomicBool::new(false),
             started: Instant::now(),
@@ -137,6 +139,7 @@ impl GuardedCache {
         if self.cooling_down() {
             return;
         }
+        let _turn = self.turn_for(id).lock().await;
         if !self.claim(id, document.version) {
             return self.stats.rejected_fill();
         }
@@ -153,15 +156,12 @@ impl GuardedCache {
         if self.cooling_down() {
             return self.mark_stale(id);
         }
-        let written = if self.claim(id, document.version) {
-            self.cache.put(id, document, ttl).await
-        } else {
-            // A newer version is on its way; until it lands, an entry older than this
-            // one must not be served.
-            self.stats.rejected_fill();
-            self.cache.evict_older(id, document.version).await.map(|()| Fill::Stale)
-        };
-        match written {
+        let _turn = self.turn_for(id).lock().await;
+        if !self.claim(id, document.version) {
+            // A newer version has been written already: the entry holds it, or nothing.
+            return self.stats.rejected_fill();
+        }
+        match self.cache.put(id, document, ttl).await {
             Ok(Fill::Stored) => {}
             Ok(Fill::Stale) => self.stats.rejected_fill(),
             Err(error) => {
@@ -173,6 +173,7 @@ impl GuardedCache {
 
     /// Removes the entry after a store delete, with the same fallback as `write_through`.
     pub async fn remove(&self, id: Uuid, block_fills_for: Duration) {
+        let _turn = self.turn_for(id).lock().await;
         self.claim(id, i64::MAX);
         if self.cooling_down() {
             return self.mark_stale(id);
@@ -181,6 +182,14 @@ impl GuardedCache {
             self.failed(error);
             self.mark_stale(id);
         }
+    }
+
+    /// The lock a thread's cache writes take turns on. Holding it from the version check
+    /// to the write's answer makes writes reach the cache in the order of their versions:
+    /// without it, a writer could check first and send last, and its older document
+    /// could land after a newer one had been evicted.
+    fn turn_for(&self, id: Uuid) -> &tokio::sync::Mutex<()> {
+        &self.turns[(id.as_u128() % TURN_STRIPES as u128) as usize]
     }
 
     fn claim(&self, id: Uuid, version: i64) -> bool {
