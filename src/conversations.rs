@@ -25,6 +25,9 @@ pub enum ConversationError {
     Invalid(#[from] ValidationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The idempotency key was used before for turns other than these.
+    #[error("Idempotency-Key {0:?} was used on this thread for a different request")]
+    KeyReused(String),
 }
 
 /// Which threads to list, by expiry.
@@ -128,11 +131,9 @@ impl Conversations {
             StatusFilter::Active => Activity::ChangedAfter(cutoff),
             StatusFilter::Expired => Activity::ChangedAtOrBefore(cutoff),
         };
-        let query = ThreadQuery { limit: limit + 1, after, search, activity };
-        let mut threads = self.store.list_threads(&query).await?;
-        let next_cursor =
-            next_page(&mut threads, limit).map(|last| Cursor::new(last.updated_at, last.id).encode());
-        Ok(ThreadList { threads, next_cursor, now })
+        let query = ThreadQuery { limit, after, search, activity };
+        let page = self.store.list_threads(&query).await?;
+        Ok(ThreadList { threads: page.items, next_cursor: page.next.map(|next| next.encode()), now })
     }
 
     /// Deletes a thread from the store, then from the cache; `false` when it did not exist.
@@ -171,6 +172,11 @@ impl Conversations {
             // A replay too: the first attempt may have committed without updating the cache.
             let (document, ttl) = this.document(&appended.thread, now);
             this.cache.write_through(thread_id, document, ttl).await;
+            let same_request = append.turns.len() == appended.turns.len()
+                && append.turns.iter().zip(&appended.turns).all(|(new, old)| new.is_recorded_as(old));
+            if appended.replayed && !same_request {
+                return Err(ConversationError::KeyReused(append.idempotency_key.unwrap_or_default()));
+            }
             Ok(TurnsAppended {
                 turns: appended.turns,
                 turns_remaining: this.policy.turns_remaining(appended.thread.thread.turn_count),

@@ -12,7 +12,9 @@ pub use policy::ConversationPolicy;
 pub use run::{RunStatus, RunView, ToolRun};
 pub use thread::{NewThread, Thread, ThreadView, ThreadWithTurns};
 pub use turn::{NewTurn, Role, Turn};
-pub use validation::{ValidationError, check_idempotency_key, check_tool_name};
+pub use validation::{
+    ValidationError, check_client_idempotency_key, check_idempotency_key, check_text, check_tool_name,
+};
 
 /// Free-form JSON object attached to threads and turns.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;

@@ -133,6 +133,15 @@ mod tests {
     }
 
     #[test]
+    fn nul_is_refused_in_titles_and_metadata() {
+        let new = NewThread { title: Some("a\u{0}b".into()), ..NewThread::default() };
+        assert_eq!(new.validate().unwrap_err().field, "title");
+        let mut new = NewThread::default();
+        new.metadata.insert("k\u{0}".into(), 1.into());
+        assert_eq!(new.validate().unwrap_err().field, "metadata (a key)");
+    }
+
+    #[test]
     fn long_titles_are_refused() {
         let new = NewThread { title: Some("x".repeat(201)), ..NewThread::default() };
         assert_eq!(new.validate().unwrap_err().field, "title");

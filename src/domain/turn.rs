@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::Metadata;
 use super::validation::{
     MAX_CONTENT_BYTES, MAX_FILE_REF_BYTES, MAX_FILES_PER_TURN, MAX_MODEL_FIELD_CHARS, ValidationError,
-    check_max_chars, check_metadata, check_tool_name,
+    check_max_chars, check_metadata, check_text, check_tool_name,
 };
 
 /// Who spoke a turn.
@@ -85,6 +85,18 @@ impl NewTurn {
         }
     }
 
+    /// Whether `turn` is what appending this one stored: how a replayed idempotency key
+    /// tells a retry from a different request.
+    pub fn is_recorded_as(&self, turn: &Turn) -> bool {
+        self.role == turn.role
+            && self.content == turn.content
+            && self.tool_name == turn.tool_name
+            && self.files == turn.files
+            && self.model_provider == turn.model_provider
+            && self.model_name == turn.model_name
+            && self.metadata == turn.metadata
+    }
+
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.content.is_empty() {
             return Err(ValidationError::new("content", "must not be empty"));
@@ -95,6 +107,7 @@ impl NewTurn {
                 format!("must be at most {MAX_CONTENT_BYTES} bytes"),
             ));
         }
+        check_text("content", &self.content)?;
         if let Some(name) = &self.tool_name {
             check_tool_name("tool_name", name)?;
         }
@@ -109,6 +122,9 @@ impl NewTurn {
                 "files",
                 format!("entries must be 1 to {MAX_FILE_REF_BYTES} bytes"),
             ));
+        }
+        for (index, file) in self.files.iter().enumerate() {
+            check_text(format!("files[{index}]"), file)?;
         }
         if let Some(provider) = &self.model_provider {
             check_max_chars("model_provider", provider, MAX_MODEL_FIELD_CHARS)?;
@@ -143,6 +159,24 @@ mod tests {
         let mut empty_entry = turn("hi");
         empty_entry.files = vec![String::new()];
         assert_eq!(empty_entry.validate().unwrap_err().field, "files");
+    }
+
+    #[test]
+    fn nul_is_refused_in_every_text_field() {
+        let nul = "a\u{0}b".to_owned();
+        let mut cases = vec![(turn(&nul), "content")];
+        let mut files = turn("hi");
+        files.files = vec!["ok".into(), nul.clone()];
+        cases.push((files, "files[1]"));
+        cases.push((NewTurn { model_provider: Some(nul.clone()), ..turn("hi") }, "model_provider"));
+        cases.push((NewTurn { model_name: Some(nul.clone()), ..turn("hi") }, "model_name"));
+        cases.push((NewTurn { tool_name: Some(nul.clone()), ..turn("hi") }, "tool_name"));
+        let mut metadata = turn("hi");
+        metadata.metadata.insert("k".into(), nul.clone().into());
+        cases.push((metadata, "metadata.k"));
+        for (turn, field) in cases {
+            assert_eq!(turn.validate().unwrap_err().field, field);
+        }
     }
 
     #[test]

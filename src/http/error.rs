@@ -37,6 +37,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
+    IdempotencyKeyReused,
     RateLimited,
     Internal,
     StoreUnavailable,
@@ -80,6 +81,11 @@ impl ErrorCode {
                 "Request body must be application/json",
             ),
             ValidationFailed => ("validation_failed", StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
+            IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency-Key already used for a different request",
+            ),
             RateLimited => ("rate_limited", StatusCode::TOO_MANY_REQUESTS, "Too many runs for this tool"),
             Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
             StoreUnavailable => ("store_unavailable", StatusCode::SERVICE_UNAVAILABLE, "Store unavailable"),
@@ -214,6 +220,9 @@ impl From<ConversationError> for ApiError {
         match error {
             ConversationError::Invalid(invalid) => invalid.into(),
             ConversationError::Store(store) => store.into(),
+            reused @ ConversationError::KeyReused(_) => {
+                Self::new(ErrorCode::IdempotencyKeyReused, reused.to_string())
+            }
         }
     }
 }

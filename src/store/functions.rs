@@ -7,11 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 use super::{
-    Activity, AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery, escape_like, turns_from,
+    Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, ThreadQuery,
+    escape_like, run_position, thread_position, turns_from,
 };
 use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
 
@@ -112,6 +114,30 @@ impl<T: Transport> FunctionStore<T> {
     }
 }
 
+/// The keyset columns of a listed thread or run, readable when the rest of it is not.
+#[derive(Deserialize)]
+struct Keys {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+/// The page in a listing function's `limit + 1` rows, each decoded on its own so that
+/// one unreadable row cannot take the page down.
+fn page_of<T: DeserializeOwned>(
+    rows: Vec<Box<RawValue>>,
+    limit: u32,
+    at: fn(&T) -> Cursor,
+    at_keys: fn(Keys) -> Cursor,
+    what: &str,
+) -> Page<T> {
+    let rows = rows.iter().map(|row| {
+        let keys = || serde_json::from_str(row.get()).ok().map(at_keys);
+        Listed::decode(serde_json::from_str(row.get()), keys)
+    });
+    Page::of(rows.collect(), limit, at, what)
+}
+
 fn time(t: DateTime<Utc>) -> Arg {
     Arg::Time(Some(t))
 }
@@ -152,7 +178,7 @@ impl<T: Transport> Store for FunctionStore<T> {
         self.call(call, Rejections::default()).await
     }
 
-    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError> {
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Page<Thread>, StoreError> {
         let (changed_after, changed_at_or_before) = match query.activity {
             Activity::Any => (None, None),
             Activity::ChangedAfter(t) => (Some(t), None),
@@ -161,7 +187,7 @@ impl<T: Transport> Store for FunctionStore<T> {
         let call = Call {
             function: "exai_list_threads",
             args: vec![
-                ("p_limit", int(query.limit)),
+                ("p_limit", int(query.limit + 1)),
                 ("p_after_updated_at", Arg::Time(query.after.map(|c| c.at))),
                 ("p_after_id", Arg::Uuid(query.after.map(|c| c.id))),
                 ("p_search", Arg::Text(query.search.as_deref().map(escape_like))),
@@ -169,7 +195,9 @@ impl<T: Transport> Store for FunctionStore<T> {
                 ("p_changed_at_or_before", Arg::Time(changed_at_or_before)),
             ],
         };
-        self.call(call, Rejections::default()).await
+        let rows = self.call(call, Rejections::default()).await?;
+        let at_keys = |keys: Keys| Cursor::new(keys.updated_at.unwrap_or(keys.created_at), keys.id);
+        Ok(page_of(rows, query.limit, thread_position, at_keys, "thread"))
     }
 
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
@@ -243,18 +271,20 @@ impl<T: Transport> Store for FunctionStore<T> {
         self.call(call, Rejections::default()).await
     }
 
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError> {
         let call = Call {
             function: "exai_list_runs",
             args: vec![
-                ("p_limit", int(query.limit)),
+                ("p_limit", int(query.limit + 1)),
                 ("p_after_created_at", Arg::Time(query.after.map(|c| c.at))),
                 ("p_after_id", Arg::Uuid(query.after.map(|c| c.id))),
                 ("p_tool", Arg::Text(query.tool.clone())),
                 ("p_status", Arg::Text(query.status.map(|s| s.as_str().to_owned()))),
             ],
         };
-        self.call(call, Rejections::default()).await
+        let rows = self.call(call, Rejections::default()).await?;
+        let at_keys = |keys: Keys| Cursor::new(keys.created_at, keys.id);
+        Ok(page_of(rows, query.limit, run_position, at_keys, "run"))
     }
 
     async fn fail_unfinished_runs(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::{AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery};
+use super::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery};
 use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
 use crate::metrics::{Metrics, timed};
 
@@ -45,7 +45,7 @@ impl Store for MeteredStore {
         self.timed("get_thread", self.inner.get_thread(id)).await
     }
 
-    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError> {
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Page<Thread>, StoreError> {
         self.timed("list_threads", self.inner.list_threads(query)).await
     }
 
@@ -78,7 +78,7 @@ impl Store for MeteredStore {
         self.timed("get_run", self.inner.get_run(id)).await
     }
 
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError> {
         self.timed("list_runs", self.inner.list_runs(query)).await
     }
 

@@ -14,7 +14,10 @@ pub use supabase::{PostgrestTransport, SupabaseStore};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 use uuid::Uuid;
+
+use crate::telemetry::Throttle;
 
 use crate::domain::{
     Chain, ConversationPolicy, NewThread, NewTurn, RunStatus, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -96,8 +99,73 @@ impl Cursor {
     }
 }
 
+/// A page of a keyset listing, and where the next page starts (`None` on the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+/// One row of a listing as a store read it: decoded, or only its place in the order
+/// when the rest cannot be read, so that paging steps over it.
+#[derive(Debug)]
+pub enum Listed<T> {
+    Read(T),
+    Unreadable { at: Option<Cursor>, cause: String },
+}
+
+/// Rows that could not be read are logged at most once per interval, with a count.
+static UNREADABLE_ROWS: Throttle = Throttle::new(Duration::from_secs(60));
+
+impl<T> Listed<T> {
+    /// The decoded row, or where it stands when decoding failed.
+    pub fn decode<E: std::fmt::Display>(decoded: Result<T, E>, at: impl FnOnce() -> Option<Cursor>) -> Self {
+        decoded.map_or_else(|error| Listed::Unreadable { at: at(), cause: error.to_string() }, Listed::Read)
+    }
+}
+
+impl<T> Page<T> {
+    /// The page of a `limit + 1` fetch: one unreadable row must not take the page down,
+    /// so it is left out (and logged), and the cursor still follows the last row kept,
+    /// readable or not. `at` gives an item's keyset position.
+    pub fn of(mut rows: Vec<Listed<T>>, limit: u32, at: fn(&T) -> Cursor, what: &str) -> Self {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let position = |row: &Listed<T>| match row {
+            Listed::Read(item) => Some(at(item)),
+            Listed::Unreadable { at, .. } => *at,
+        };
+        let next = if more { rows.iter().rev().find_map(position) } else { None };
+        let items = rows
+            .into_iter()
+            .filter_map(|row| match row {
+                Listed::Read(item) => Some(item),
+                Listed::Unreadable { at, cause } => {
+                    if let Some(held_back) = UNREADABLE_ROWS.admit() {
+                        let id = at.map(|at| at.id.to_string()).unwrap_or_default();
+                        tracing::error!(what, id, %cause, held_back, "left an unreadable row out of a listing");
+                    }
+                    None
+                }
+            })
+            .collect();
+        Self { items, next }
+    }
+}
+
+/// Where a thread stands in a listing.
+pub fn thread_position(thread: &Thread) -> Cursor {
+    Cursor::new(thread.updated_at, thread.id)
+}
+
+/// Where a run stands in a listing.
+pub fn run_position(run: &ToolRun) -> Cursor {
+    Cursor::new(run.created_at, run.id)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadQuery {
+    /// Page size.
     pub limit: u32,
     pub after: Option<Cursor>,
     /// Case-insensitive substring of the title.
@@ -108,6 +176,7 @@ pub struct ThreadQuery {
 /// Which runs a listing returns, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunQuery {
+    /// Page size.
     pub limit: u32,
     pub after: Option<Cursor>,
     pub tool: Option<String>,
@@ -128,8 +197,8 @@ pub trait Store: Send + Sync {
 
     async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError>;
 
-    /// Threads by most recent activity first, at most `query.limit` of them.
-    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError>;
+    /// A page of threads by most recent activity first, at most `query.limit` of them.
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Page<Thread>, StoreError>;
 
     /// Removes a thread and its turns; `false` when there was none.
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError>;
@@ -156,8 +225,8 @@ pub trait Store: Send + Sync {
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError>;
 
-    /// Runs by creation, newest first, at most `query.limit`.
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError>;
+    /// A page of runs by creation, newest first, at most `query.limit`.
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
 
     /// Marks runs created before `created_before` and still queued or running as failed
     /// with `error`: their process is gone. Returns how many there were.

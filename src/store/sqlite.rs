@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
-use self::rows::{decode_thread, decode_turn, decode_uuid, encode_json, encode_time, thread_with_turns};
+use self::rows::{
+    decode_thread, decode_turn, decode_uuid, encode_json, encode_time, position, thread_with_turns,
+};
 use super::{
-    Activity, AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery, escape_like, turns_from,
+    Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, ThreadQuery, escape_like,
+    thread_position, turns_from,
 };
 use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
 
@@ -259,7 +262,7 @@ impl Store for SqliteStore {
         self.load_thread_with_turns(&mut conn, id).await
     }
 
-    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError> {
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Page<Thread>, StoreError> {
         let (changed_after, changed_at_or_before) = match query.activity {
             Activity::Any => (None, None),
             Activity::ChangedAfter(t) => (Some(encode_time(t)), None),
@@ -273,10 +276,11 @@ impl Store for SqliteStore {
             .bind(changed_after)
             .bind(changed_at_or_before)
             .bind(pattern)
-            .bind(query.limit)
+            .bind(query.limit + 1)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(decode_thread).collect()
+        let rows = rows.iter().map(|row| Listed::decode(decode_thread(row), || position(row, "updated_at")));
+        Ok(Page::of(rows.collect(), query.limit, thread_position, "thread"))
     }
 
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
@@ -343,7 +347,7 @@ impl Store for SqliteStore {
         self.select_run(id).await
     }
 
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError> {
         self.select_runs(query).await
     }
 

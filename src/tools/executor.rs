@@ -27,7 +27,7 @@ use crate::domain::{
     NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, truncate_to_micros,
 };
 use crate::metrics::Metrics;
-use crate::store::{RunQuery, Store, StoreError};
+use crate::store::{Page, RunQuery, Store, StoreError};
 
 /// Attempts at a store write a run cannot do without, and the pause that grows between them.
 const STORE_ATTEMPTS: u32 = 4;
@@ -392,7 +392,7 @@ impl Executor {
         self.inner.store.get_run(id).await?.ok_or(RunError::RunNotFound(id))
     }
 
-    pub async fn list(&self, query: &RunQuery) -> Result<Vec<ToolRun>, RunError> {
+    pub async fn list(&self, query: &RunQuery) -> Result<Page<ToolRun>, RunError> {
         Ok(self.inner.store.list_runs(query).await?)
     }
 

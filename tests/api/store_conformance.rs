@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use exai::domain::{
     ConversationPolicy, Metadata, NewThread, NewTurn, Role, RunStatus, ToolRun, truncate_to_micros,
 };
-use exai::store::{Activity, AppendTurns, Cursor, RunQuery, Store, StoreError, ThreadQuery};
+use exai::store::{Activity, AppendTurns, Cursor, Page, RunQuery, Store, StoreError, ThreadQuery};
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -157,17 +157,20 @@ pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {
     let mut after = None;
     loop {
         let page = store.list_threads(&query(2, after, None, Activity::Any)).await.unwrap();
-        seen.extend(page.iter().map(|t| t.id).filter(|id| ids.contains(id)));
-        match page.last() {
-            Some(last) if page.len() == 2 => after = Some(Cursor::new(last.updated_at, last.id)),
-            _ => break,
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|t| t.id).filter(|id| ids.contains(id)));
+        let last = page.items.last().map(|last| Cursor::new(last.updated_at, last.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
         }
+        assert_eq!(last, after, "the next page starts after the last thread");
     }
     let newest_first: Vec<Uuid> = ids.iter().rev().copied().collect();
     assert_eq!(seen, newest_first);
 
-    let titles = |threads: Vec<exai::domain::Thread>| -> Vec<String> {
-        threads.into_iter().filter(|t| ids.contains(&t.id)).filter_map(|t| t.title).collect()
+    let titles = |threads: Page<exai::domain::Thread>| -> Vec<String> {
+        threads.items.into_iter().filter(|t| ids.contains(&t.id)).filter_map(|t| t.title).collect()
     };
     let beta = store.list_threads(&query(10, None, Some("BETA"), Activity::Any)).await.unwrap();
     assert_eq!(titles(beta), ["Beta"]);
@@ -194,7 +197,7 @@ pub async fn pages_through_threads_changed_at_the_same_instant(store: &dyn Store
     let mut after = None;
     while seen.len() < 4 {
         let query = ThreadQuery { limit: 1, after, search: None, activity: Activity::Any };
-        let Some(thread) = store.list_threads(&query).await.unwrap().pop() else { break };
+        let Some(thread) = store.list_threads(&query).await.unwrap().items.pop() else { break };
         after = Some(Cursor::new(thread.updated_at, thread.id));
         seen.push(thread.id);
     }
@@ -324,12 +327,13 @@ pub async fn lists_runs_newest_first_with_filters(store: &dyn Store) {
     store.save_run(&run("other", RunStatus::Completed, base)).await.unwrap();
     let query = |after, status| RunQuery { limit: 3, after, tool: Some(tool.clone()), status };
     let first = store.list_runs(&query(None, None)).await.unwrap();
-    assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[3], ids[2], ids[1]]);
-    let last = first.last().unwrap();
-    let rest = store.list_runs(&query(Some(Cursor::new(last.created_at, last.id)), None)).await.unwrap();
-    assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[0]]);
+    assert_eq!(first.items.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[3], ids[2], ids[1]]);
+    let last = first.items.last().unwrap();
+    assert_eq!(first.next, Some(Cursor::new(last.created_at, last.id)));
+    let rest = store.list_runs(&query(first.next, None)).await.unwrap();
+    assert_eq!((rest.items.iter().map(|r| r.id).collect::<Vec<_>>(), rest.next), (vec![ids[0]], None));
     let completed = store.list_runs(&query(None, Some(RunStatus::Completed))).await.unwrap();
-    assert_eq!(completed.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2], ids[0]]);
+    assert_eq!(completed.items.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2], ids[0]]);
 }
 
 pub async fn fails_runs_a_previous_process_left_unfinished(store: &dyn Store) {
@@ -352,6 +356,63 @@ pub async fn fails_runs_a_previous_process_left_unfinished(store: &dyn Store) {
     }
     assert_eq!(store.get_run(old_done.id).await.unwrap().unwrap().status, RunStatus::Completed);
     assert_eq!(store.get_run(new_running.id).await.unwrap().unwrap().status, RunStatus::Running);
+}
+
+/// Numbers as clients send them: the extremes of every JSON number serde_json holds.
+const NUMBERS: [&str; 16] = [
+    "1.7976931348623157e308",
+    "1.7e308",
+    "1e300",
+    "5e-324",
+    "2.2250738585072014e-308",
+    "-0.0",
+    "-0",
+    "0.1",
+    "123.456",
+    "1e-7",
+    "18446744073709551615",
+    "-9223372036854775808",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "100000000000000000000000000000",
+    "1.0",
+];
+
+/// Every number the domain accepts reads back as the exact JSON it was written as:
+/// in the thread, its turns, a turn page, the history and a list page.
+pub async fn reads_accepted_numbers_back_exactly(store: &dyn Store) {
+    let mut refused = Vec::new();
+    for text in NUMBERS {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let metadata: Metadata = [("n".to_owned(), value)].into_iter().collect();
+        let new = NewThread { metadata: metadata.clone(), ..titled(text) };
+        if new.validate().is_err() {
+            refused.push(text);
+            continue;
+        }
+        let written = serde_json::to_string(&metadata).unwrap();
+        let at = now() + TimeDelta::days(1);
+        let id = new_thread(store, new, at).await;
+        let turn = NewTurn { metadata: metadata.clone(), ..user("numbers") };
+        let mut append = append(id, vec![turn], support::policy(20));
+        append.now = at;
+        store.append_turns(&append).await.unwrap_or_else(|e| panic!("{text}: {e}"));
+        let read = |what: &str, metadata: &Metadata| {
+            assert_eq!(serde_json::to_string(metadata).unwrap(), written, "{text} in {what}");
+        };
+        let thread = store.get_thread(id).await.unwrap_or_else(|e| panic!("{text}: {e}")).unwrap();
+        read("thread", &thread.thread.metadata);
+        read("turn", &thread.turns[0].metadata);
+        let page = store.list_turns(id, 0, 10).await.unwrap_or_else(|e| panic!("{text}: {e}")).unwrap();
+        read("turn page", &page[0].metadata);
+        let history = store.history(id, 20).await.unwrap_or_else(|e| panic!("{text}: {e}")).unwrap();
+        read("history", &history.turns[0].metadata);
+        let query = ThreadQuery { limit: 1, after: None, search: Some(text.into()), activity: Activity::Any };
+        let listed = store.list_threads(&query).await.unwrap_or_else(|e| panic!("{text}: {e}"));
+        read("list page", &listed.items[0].metadata);
+        assert!(store.delete_thread(id).await.unwrap());
+    }
+    assert_eq!(refused, ["-0.0", "-0"], "only negative zero cannot be stored everywhere");
 }
 
 /// Declares every case above as a test against one backend.
@@ -377,6 +438,7 @@ macro_rules! store_conformance {
                 saves_and_reads_runs,
                 lists_runs_newest_first_with_filters,
                 fails_runs_a_previous_process_left_unfinished,
+                reads_accepted_numbers_back_exactly,
             ],
             shared: [serializes_concurrent_appends]
         );
@@ -440,4 +502,87 @@ async fn postgres_history_survives_a_parent_cycle() {
     let history = store.history(ids[1], 20).await.unwrap().unwrap();
     assert_eq!(history.thread_ids, ids);
     assert_eq!(history.turns.len(), 4);
+}
+
+/// Four threads and four runs, the second of each made unreadable behind the store's
+/// back by `corrupt`: pages of two still answer, leave that row out, and page on past it.
+async fn lists_past_unreadable_rows(store: &dyn Store, corrupt: impl AsyncFnOnce(Uuid, Uuid)) {
+    let base = now() + TimeDelta::days(30);
+    let mut threads = Vec::new();
+    let mut runs = Vec::new();
+    let tool = format!("t{}", Uuid::new_v4().simple());
+    for i in 0..4 {
+        threads.push(new_thread(store, titled(&format!("row {i}")), base - TimeDelta::minutes(i)).await);
+        let saved = run(&tool, RunStatus::Completed, base - TimeDelta::minutes(i));
+        store.save_run(&saved).await.unwrap();
+        runs.push(saved);
+    }
+    corrupt(threads[1], runs[1].id).await;
+
+    let query = |after| ThreadQuery { limit: 2, after, search: Some("row ".into()), activity: Activity::Any };
+    let first = store.list_threads(&query(None)).await.expect("one bad row does not fail the page");
+    assert_eq!(first.items.iter().map(|t| t.id).collect::<Vec<_>>(), [threads[0]]);
+    assert_eq!(first.next, Some(Cursor::new(base - TimeDelta::minutes(1), threads[1])));
+    let second = store.list_threads(&query(first.next)).await.unwrap();
+    assert_eq!(second.items.iter().map(|t| t.id).collect::<Vec<_>>(), [threads[2], threads[3]]);
+    assert_eq!(second.next, None);
+
+    let query = |after| RunQuery { limit: 2, after, tool: Some(tool.clone()), status: None };
+    let first = store.list_runs(&query(None)).await.expect("one bad row does not fail the page");
+    assert_eq!(first.items, [runs[0].clone()]);
+    let second = store.list_runs(&query(first.next)).await.unwrap();
+    assert_eq!(second.items, [runs[2].clone(), runs[3].clone()]);
+    assert_eq!(second.next, None);
+}
+
+#[tokio::test]
+async fn sqlite_lists_past_unreadable_rows() {
+    let (store, dir) = support::sqlite_store().await;
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("exai.db").display()))
+        .await
+        .unwrap();
+    lists_past_unreadable_rows(&*store, async |thread, run| {
+        sqlx::query("UPDATE conversations SET metadata = 'not json' WHERE id = ?1")
+            .bind(thread.to_string())
+            .execute(&raw)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE tool_runs SET status = 'lost' WHERE id = ?1")
+            .bind(run.to_string())
+            .execute(&raw)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// A number PostgreSQL holds and no JSON reader can: what an older version, or another
+/// writer of the adopted tables, may have left behind.
+async fn corrupt_postgres_rows(url: &str, thread: Uuid, run: Uuid) {
+    let raw = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query("UPDATE conversations SET metadata = '{\"n\": 1e400}' WHERE id = $1")
+        .bind(thread)
+        .execute(&raw)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tool_runs SET status = 'lost' WHERE id = $1").bind(run).execute(&raw).await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_lists_past_unreadable_rows() {
+    let Some(url) = services::postgres_database() else { return };
+    let store = PostgresStore::connect(&url).unwrap();
+    lists_past_unreadable_rows(&store, async |thread, run| corrupt_postgres_rows(&url, thread, run).await)
+        .await;
+}
+
+#[tokio::test]
+async fn supabase_lists_past_unreadable_rows() {
+    let Some(url) = services::postgres_database() else { return };
+    let gateway = postgrest::start(&url, postgrest::SECRET_KEY).await;
+    let store = SupabaseStore::connect(&gateway.url.parse().unwrap(), &Secret::new(postgrest::SECRET_KEY));
+    lists_past_unreadable_rows(&store.unwrap(), async |thread, run| {
+        corrupt_postgres_rows(&url, thread, run).await
+    })
+    .await;
 }

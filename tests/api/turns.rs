@@ -4,9 +4,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::{TimeDelta, Utc};
 use exai::domain::NewThread;
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::support::backends::{OnBackend, every_backend};
 use crate::support::{TestApp, json_request, policy};
 
 #[tokio::test]
@@ -50,25 +51,69 @@ async fn an_expired_thread_refuses_turns_with_410() {
     assert_eq!(app.get(&format!("/v1/threads/{}", thread.id)).await.json()["turn_count"], 0);
 }
 
+fn keyed(thread: &str, key: &str, body: &Value) -> Request<Body> {
+    let mut request = json_request(&format!("/v1/threads/{thread}/turns"), body.to_string());
+    request.headers_mut().insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+/// A retry with the same key and body replays the original turn; the same key with any
+/// field changed is refused, on every backend (the comparison sees what the store read back).
 #[tokio::test]
-async fn an_idempotency_key_replays_the_original_turn() {
+async fn an_idempotency_key_replays_only_the_same_request() {
+    for OnBackend { name, app, .. } in every_backend().await {
+        let id = app.create_thread(json!({})).await;
+        let body = json!({
+            "role": "assistant", "content": "first try", "tool_name": "chat", "files": ["a.rs", "b.rs"],
+            "model_provider": "glm", "model_name": "glm-4.6",
+            "metadata": {"n": 1.7e308, "tiny": 5e-324, "big": 18446744073709551615u64, "nested": {"x": [0.1]}}
+        });
+        let original = app.send(keyed(&id, "retry-42", &body)).await;
+        assert_eq!(original.status, StatusCode::CREATED, "{name}: {}", original.text());
+        let replay = app.send(keyed(&id, "retry-42", &body)).await;
+        assert_eq!(replay.status, StatusCode::OK, "{name}: {}", replay.text());
+        assert_eq!(replay.json(), original.json(), "{name}");
+        assert_eq!(replay.header("x-turns-remaining"), Some("19"), "{name}");
+
+        let changes = [
+            ("role", json!("user")),
+            ("content", json!("second try")),
+            ("tool_name", Value::Null),
+            ("files", json!(["b.rs", "a.rs"])),
+            ("model_provider", json!("kimi")),
+            ("model_name", json!("glm-4.5")),
+            ("metadata", json!({"n": 1.7e308})),
+        ];
+        for (field, value) in changes {
+            let mut changed = body.clone();
+            changed[field] = value;
+            let refused = app.send(keyed(&id, "retry-42", &changed)).await;
+            refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+        }
+        let thread = app.get(&format!("/v1/threads/{id}")).await.json();
+        assert_eq!(
+            (thread["turn_count"].as_u64(), &thread["turns"][0]["content"]),
+            (Some(1), &json!("first try"))
+        );
+    }
+}
+
+/// The server keys a tool run's turns `run:<run id>`: a client cannot use, or collide
+/// with, that namespace.
+#[tokio::test]
+async fn clients_cannot_use_the_keys_of_tool_runs() {
     let app = TestApp::new().await;
-    let id = app.create_thread(json!({})).await;
-    let keyed = |content: &str| {
-        let body = json!({"role": "user", "content": content}).to_string();
-        let mut request = json_request(&format!("/v1/threads/{id}/turns"), body);
-        request.headers_mut().insert("idempotency-key", "retry-42".parse().unwrap());
-        request
-    };
-    let original = app.send(keyed("first try")).await;
-    assert_eq!(original.status, StatusCode::CREATED);
-    let replay = app.send(keyed("second try")).await;
-    assert_eq!(replay.status, StatusCode::OK);
-    assert_eq!(replay.json(), original.json());
-    assert_eq!(replay.header("x-turns-remaining"), Some("19"));
-    let thread = app.get(&format!("/v1/threads/{id}")).await.json();
-    assert_eq!(thread["turn_count"], 1);
-    assert_eq!(thread["turns"][0]["content"], "first try");
+    let run = app.post_json("/v1/tools/echo/runs", &json!({"input": "hello"})).await.json();
+    let (thread, run_id) = (run["continuation_id"].as_str().unwrap(), run["id"].as_str().unwrap());
+    let body = json!({"role": "user", "content": "hello"});
+    for key in [format!("run:{run_id}"), "run:anything".into()] {
+        let refused = app.send(keyed(thread, &key, &body)).await;
+        refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert!(refused.json()["detail"].as_str().unwrap().contains("reserved"), "{}", refused.text());
+    }
+    assert_eq!(app.get(&format!("/v1/threads/{thread}")).await.json()["turn_count"], 2);
+    let own = app.send(keyed(thread, &format!("client-run:{run_id}"), &body)).await;
+    assert_eq!(own.status, StatusCode::CREATED, "{}", own.text());
 }
 
 #[tokio::test]

@@ -12,10 +12,10 @@ use uuid::Uuid;
 
 use super::{page_size, page_start};
 use crate::app::AppState;
-use crate::domain::{RunStatus, RunView, ToolRun};
+use crate::domain::{RunStatus, RunView, ToolRun, check_text};
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{AppPath, AppQuery};
-use crate::store::{Cursor, RunQuery, next_page};
+use crate::store::RunQuery;
 use crate::tools::{RunEvent, Subscription};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -51,11 +51,13 @@ pub async fn list_runs(
 ) -> Result<Response, ApiError> {
     let limit = page_size(params.limit)?;
     let after = page_start(params.cursor.as_deref())?;
-    let query = RunQuery { limit: limit + 1, after, tool: params.tool, status: params.status };
-    let mut runs = state.executor.list(&query).await?;
-    let next_cursor = next_page(&mut runs, limit).map(|last| Cursor::new(last.created_at, last.id).encode());
-    let data = runs.iter().map(ToolRun::view).collect();
-    Ok(Json(RunPage { data, next_cursor }).into_response())
+    if let Some(tool) = &params.tool {
+        check_text("tool", tool)?;
+    }
+    let query = RunQuery { limit, after, tool: params.tool, status: params.status };
+    let runs = state.executor.list(&query).await?;
+    let data = runs.items.iter().map(ToolRun::view).collect();
+    Ok(Json(RunPage { data, next_cursor: runs.next.map(|next| next.encode()) }).into_response())
 }
 
 /// Reads a run.

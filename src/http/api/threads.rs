@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{json_bytes, page_size, page_start};
 use crate::app::AppState;
 use crate::conversations::StatusFilter;
-use crate::domain::{History, NewThread, ThreadView};
+use crate::domain::{History, NewThread, ThreadView, check_text};
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::store::StoreError;
@@ -79,6 +79,9 @@ pub async fn list_threads(
             ErrorCode::ValidationFailed,
             format!("q: must be at most {MAX_SEARCH_CHARS} characters"),
         ));
+    }
+    if let Some(q) = &params.q {
+        check_text("q", q)?;
     }
     let search = params.q.filter(|q| !q.is_empty());
     let conversations = &state.conversations;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::page_size;
 use crate::app::AppState;
-use crate::domain::{NewTurn, Turn};
+use crate::domain::{NewTurn, Turn, check_client_idempotency_key};
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::store::StoreError;
@@ -33,12 +33,14 @@ pub struct TurnPage {
     next_cursor: Option<u32>,
 }
 
-/// Appends a turn. With an `Idempotency-Key` already used on this thread, returns the
-/// original turn with 200 and changes nothing.
+/// Appends a turn. With an `Idempotency-Key` already used on this thread for the same
+/// body, returns the original turn with 200 and changes nothing; for another body, 422
+/// `idempotency_key_reused`.
 #[utoipa::path(post, path = "/v1/threads/{id}/turns", tag = "turns", request_body = NewTurn,
     params(
         ("id" = Uuid, Path, description = "Thread id (continuation_id)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe. Keys \
+            starting with `run:` are reserved for the turns of tool runs (422)."),
     ),
     responses(
         (status = CREATED, body = Turn,
@@ -52,7 +54,9 @@ pub struct TurnPage {
             description = "`thread_expired`: start a new thread with `parent_id` set"),
         (status = PAYLOAD_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
         (status = UNSUPPORTED_MEDIA_TYPE, body = Problem, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json",
+            description = "`validation_failed`, or `idempotency_key_reused`: the key was used \
+                on this thread for a different body"),
     ))]
 pub async fn append_turn(
     State(state): State<AppState>,
@@ -68,6 +72,9 @@ pub async fn append_turn(
             })
         })
         .transpose()?;
+    if let Some(key) = &key {
+        check_client_idempotency_key(key)?;
+    }
     let appended = state.conversations.append_turns(id, vec![turn], key).await?;
     let status = if appended.replayed { StatusCode::OK } else { StatusCode::CREATED };
     let turn = appended

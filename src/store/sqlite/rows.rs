@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use crate::domain::{Role, Thread, ThreadWithTurns, Turn};
-use crate::store::StoreError;
+use crate::store::{Cursor, StoreError};
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("unreadable {what} in database: {detail}"))
@@ -50,6 +50,12 @@ pub fn decode_thread(row: &SqliteRow) -> Result<Thread, StoreError> {
         turn_count: row.try_get("turn_count")?,
         version: row.try_get("version")?,
     })
+}
+
+/// Where a row stands in a listing ordered by `(time_column, id)`, read from those
+/// two columns alone, for a row whose other columns cannot be read.
+pub fn position(row: &SqliteRow, time_column: &str) -> Option<Cursor> {
+    Some(Cursor::new(decode_time(row, time_column).ok()?, decode_uuid(row, "id").ok()?))
 }
 
 /// The turn in a row of a `LEFT JOIN messages m`, or `None` where nothing joined.

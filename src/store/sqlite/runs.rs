@@ -6,9 +6,9 @@ use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use super::SqliteStore;
-use super::rows::{decode_time, decode_uuid, encode_time};
+use super::rows::{decode_time, decode_uuid, encode_time, position};
 use crate::domain::{RunStatus, ToolRun};
-use crate::store::{RunQuery, StoreError};
+use crate::store::{Listed, Page, RunQuery, StoreError, run_position};
 
 const RUN_COLUMNS: &str = "id, tool, status, continuation_id, input, output, error, created_at, \
      started_at, finished_at, timeout_secs, turns_remaining";
@@ -74,7 +74,7 @@ impl SqliteStore {
         row.as_ref().map(decode_run).transpose()
     }
 
-    pub(super) async fn select_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+    pub(super) async fn select_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError> {
         self.trip();
         let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM tool_runs \
@@ -86,10 +86,11 @@ impl SqliteStore {
         .bind(query.after.map(|c| c.id.to_string()))
         .bind(&query.tool)
         .bind(query.status.map(RunStatus::as_str))
-        .bind(query.limit)
+        .bind(query.limit + 1)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(decode_run).collect()
+        let rows = rows.iter().map(|row| Listed::decode(decode_run(row), || position(row, "created_at")));
+        Ok(Page::of(rows.collect(), query.limit, run_position, "run"))
     }
 
     pub(super) async fn fail_unfinished(

@@ -1,6 +1,7 @@
 //! Starting the service for tests: in-process for most, as a real process where the
 //! test is about the process itself.
 
+pub mod backends;
 pub mod postgrest;
 pub mod process;
 pub mod services;

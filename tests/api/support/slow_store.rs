@@ -8,7 +8,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use exai::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
-use exai::store::{AppendTurns, Appended, RunQuery, Store, StoreError, ThreadQuery};
+use exai::store::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery};
 
 pub struct SlowStore {
     pub inner: Arc<dyn Store>,
@@ -36,7 +36,7 @@ impl Store for SlowStore {
         read
     }
 
-    async fn list_threads(&self, query: &ThreadQuery) -> Result<Vec<Thread>, StoreError> {
+    async fn list_threads(&self, query: &ThreadQuery) -> Result<Page<Thread>, StoreError> {
         self.inner.list_threads(query).await
     }
 
@@ -69,7 +69,7 @@ impl Store for SlowStore {
         self.inner.get_run(id).await
     }
 
-    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<ToolRun>, StoreError> {
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError> {
         self.inner.list_runs(query).await
     }
 
