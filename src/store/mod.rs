@@ -17,11 +17,10 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 use uuid::Uuid;
 
-use crate::telemetry::Throttle;
-
 use crate::domain::{
     Chain, ConversationPolicy, NewThread, NewTurn, RunStatus, Thread, ThreadWithTurns, ToolRun, Turn,
 };
+use crate::telemetry::Throttle;
 
 /// Why a store call failed. Rejections the store decides atomically (expiry, turn
 /// limit) are reported here so that no caller has to check them in a separate step.
