@@ -133,3 +133,31 @@ async fn a_missing_parent_is_a_validation_error() {
     refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert!(refused.json()["detail"].as_str().unwrap().starts_with("parent_id"));
 }
+
+/// A thread PostgreSQL holds and no JSON reader can read (written behind exai's back)
+/// does not take the list down: the page answers without it and pages on past it.
+#[tokio::test]
+async fn a_list_page_answers_past_an_unreadable_thread() {
+    let Some(url) = crate::support::services::postgres_database() else { return };
+    let store = std::sync::Arc::new(exai::store::PostgresStore::connect(&url).unwrap());
+    let app = TestApp::with_backends(store, crate::support::memory_cache(), policy(20));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(app.create_thread(json!({"title": format!("t{i}")})).await);
+    }
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE conversations SET metadata = '{\"n\": -1e400}' WHERE id = $1::uuid")
+        .bind(&ids[1])
+        .execute(&raw)
+        .await
+        .unwrap();
+    let first = app.get("/v1/threads?limit=2").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let first = first.json();
+    assert_eq!(first["data"].as_array().unwrap().len(), 1);
+    assert_eq!(first["data"][0]["id"], ids[2].as_str());
+    let cursor = first["next_cursor"].as_str().expect("more follow");
+    let rest = app.get(&format!("/v1/threads?limit=2&cursor={cursor}")).await.json();
+    assert_eq!(rest["data"][0]["id"], ids[0].as_str());
+    assert_eq!(rest["next_cursor"], json!(null));
+}
