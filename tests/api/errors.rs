@@ -337,4 +337,6 @@ async fn well_formed_json_that_breaks_the_schema_is_422() {
     assert_unchanged(&app, &id).await;
     assert_eq!(app.get("/v1/threads").await.json()["data"].as_array().unwrap().len(), 1);
     assert_eq!(app.get("/v1/runs").await.json()["data"], json!([]));
+    let spaced = app.send(json_request("/v1/threads", " \n\t{\"title\": \"spaced\"} \n")).await;
+    assert_eq!(spaced.status, StatusCode::CREATED, "whitespace around an object is fine");
 }
