@@ -248,6 +248,37 @@ async fn metrics_parse_and_move_with_requests() {
     assert_eq!(after[r#"exai_health_check_up{check="store",backend="sqlite"}"#], 1.0);
 }
 
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_metric_series() {
+    let (sqlite, _dir) = sqlite_store().await;
+    let app = app(sqlite, memory_cache(), PATIENT);
+    let random = || uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    let stray = |method: String, path: String| {
+        Request::builder().method(method.as_str()).uri(path).body(Body::empty()).unwrap()
+    };
+    // One of each kind first, so the shared `other` and `unmatched` series exist.
+    app.send(stray(format!("X{}", random()), format!("/{}", random()))).await;
+    app.send(stray(format!("X{}", random()), "/v1/threads".into())).await;
+    app.send(stray("GET".into(), format!("/v1/{}", random()))).await;
+    let http_series = |samples: &HashMap<String, f64>| {
+        samples.keys().filter(|name| name.starts_with("exai_http_request_duration_seconds_count")).count()
+    };
+    let before = scrape(&app).await;
+    for _ in 0..50 {
+        app.send(stray(format!("X{}", random()), format!("/{}/{}", random(), random()))).await;
+        app.send(stray(format!("X{}", random()), "/v1/threads".into())).await;
+        app.send(stray("GET".into(), format!("/v1/{}", random()))).await;
+    }
+    let after = scrape(&app).await;
+    // The scrape itself adds its own series the first time; every other one was there.
+    assert_eq!(http_series(&after), http_series(&before) + 1, "{:?}", after.keys().collect::<Vec<_>>());
+    let other = r#"exai_http_request_duration_seconds_count{route="unmatched",method="other",status="404"}"#;
+    assert_eq!(after[other] - before[other], 50.0);
+    let unmatched =
+        r#"exai_http_request_duration_seconds_count{route="unmatched",method="GET",status="404"}"#;
+    assert_eq!(after[unmatched] - before[unmatched], 50.0);
+}
+
 /// Scrapes `/metrics` and returns its samples by name with labels.
 async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let response = app.get("/metrics").await;

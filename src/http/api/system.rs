@@ -112,7 +112,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "HTTP requests by matched route, method and status, and their latency.",
         &recorded.http,
         |(route, method, status)| {
-            vec![("route", route.clone()), ("method", method.clone()), ("status", status.to_string())]
+            vec![("route", route.clone()), ("method", method.to_string()), ("status", status.to_string())]
         },
     );
     let by_op = |(op, backend): &(&'static str, &'static str)| {
