@@ -73,16 +73,24 @@ impl StoreConfig {
         match self {
             StoreConfig::Sqlite { data_dir } => data_dir.join("exai.db").display().to_string(),
             StoreConfig::Postgres { url } => without_password(url.expose()),
-            StoreConfig::Supabase { url, .. } => url.to_string(),
+            StoreConfig::Supabase { url, .. } => {
+                // The user of an HTTP URL is a credential, not a role name as in Postgres.
+                let mut url = url.clone();
+                let _ = url.set_username("");
+                without_password(url.as_str())
+            }
         }
     }
 }
 
-/// A URL with its password left out.
+/// A URL with its password, query and fragment left out: a query may carry a token or
+/// a `password=` parameter as well.
 pub fn without_password(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut url) => {
             let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
             url.to_string()
         }
         Err(_) => "(unparsable URL)".into(),
@@ -383,6 +391,14 @@ mod tests {
         let config = load(&[("DATABASE_URL", "postgres://exai:hunter2@db:5432/exai")]).unwrap();
         assert_eq!(config.store.location(), "postgres://exai@db:5432/exai");
         assert_eq!(without_password("redis://:hunter2@cache:6379/0"), "redis://cache:6379/0");
+        let with_query = load(&[("DATABASE_URL", "postgres://exai@db/exai?password=hunter2")]).unwrap();
+        assert_eq!(with_query.store.location(), "postgres://exai@db/exai");
+        let supabase = load(&[
+            ("SUPABASE_URL", "http://admin:SUPAPW@abc.supabase.co/?k=QTOKEN#frag"),
+            ("SUPABASE_KEY", "sb_secret_x"),
+        ])
+        .unwrap();
+        assert_eq!(supabase.store.location(), "http://abc.supabase.co/");
     }
 
     #[test]

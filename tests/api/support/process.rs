@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,6 +19,8 @@ pub fn exai_command() -> Command {
 pub struct ExaiProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// Every line the process has logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ExaiProcess {
@@ -36,9 +38,12 @@ impl ExaiProcess {
             .expect("spawn exai");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             // Keeps draining after start-up so the child never blocks on a full pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 let log: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
                 if log["message"] == "listening" {
                     let _ = tx.send(log["addr"].as_str().unwrap_or_default().to_owned());
@@ -48,7 +53,7 @@ impl ExaiProcess {
         let addr = rx
             .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("exai did not start: {:?}", child.try_wait()));
-        Self { child, addr: addr.parse().expect("listen address") }
+        Self { child, addr: addr.parse().expect("listen address"), log }
     }
 
     pub fn url(&self, path: &str) -> String {
