@@ -158,13 +158,14 @@ async fn migrate(config: &Config) -> Result<(), BoxError> {
 }
 
 async fn check_health(args: &HealthcheckArgs, config: Result<Config, exai::config::ConfigError>) -> ExitCode {
+    let key = config.as_ref().ok().and_then(|config| config.api_keys.first());
+    let timeout = Duration::from_millis(args.timeout_ms);
     let report = match (&config, args.direct, &args.url) {
         (Err(error), true, _) | (Err(error), false, None) => Err(Failure::Misconfigured(error.to_string())),
         (Ok(config), true, _) => healthcheck::direct(config).await,
-        (_, false, Some(url)) => healthcheck::remote(url, Duration::from_millis(args.timeout_ms)).await,
+        (_, false, Some(url)) => healthcheck::remote(url, key, timeout).await,
         (Ok(config), false, None) => {
-            let url = healthcheck::default_url(config.bind);
-            healthcheck::remote(&url, Duration::from_millis(args.timeout_ms)).await
+            healthcheck::remote(&healthcheck::default_url(config.bind), key, timeout).await
         }
     };
     match report {

@@ -248,6 +248,60 @@ async fn metrics_parse_and_move_with_requests() {
     assert_eq!(after[r#"exai_health_check_up{check="store",backend="sqlite"}"#], 1.0);
 }
 
+/// Everything `/healthz`, `/readyz` and their formats say, with `authorization` sent.
+async fn probe_texts(app: &TestApp, authorization: Option<&str>) -> Vec<String> {
+    let mut texts = Vec::new();
+    for (uri, accept) in [
+        ("/healthz", "application/json"),
+        ("/healthz?format=text", "*/*"),
+        ("/healthz", "application/health+json"),
+        ("/readyz", "*/*"),
+    ] {
+        let mut request = Request::get(uri).header("accept", accept);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = app.send(request.body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {}", response.text());
+        texts.push(response.text());
+    }
+    texts
+}
+
+#[tokio::test]
+async fn with_api_keys_probes_show_details_only_to_a_key() {
+    let (listener, store) = (hung_listener(), "postgres://exai_role@127.0.0.1");
+    let store = postgres(&format!("{store}:{listener}/exai"));
+    let mut config = Config::load(|_| None, None).unwrap();
+    config.health.timeout = QUICK;
+    config.api_keys = vec![Secret::new("probe-key")];
+    let app = TestApp::with_config(store, memory_cache(), &config, tempfile::tempdir().unwrap());
+    let version = env!("CARGO_PKG_VERSION");
+    let details = ["postgres", "no answer within", version];
+
+    for authorization in [None, Some("Bearer wrong-key"), Some("Basic probe-key")] {
+        for text in probe_texts(&app, authorization).await {
+            for detail in details {
+                assert!(!text.contains(detail), "{detail} shown to {authorization:?}: {text}");
+            }
+        }
+    }
+    let public = app.get("/healthz").await.json();
+    assert_eq!(public["status"], "unhealthy");
+    let store = &public["checks"]["store"];
+    assert_eq!(store["status"], "unhealthy", "{public}");
+    assert!(store["response_time_ms"].as_f64().is_some(), "{public}");
+    let text = app.get("/healthz?format=text").await.text();
+    assert!(text.starts_with("unhealthy in ") && text.contains("store  -"), "{text}");
+
+    let shown = probe_texts(&app, Some("Bearer probe-key")).await;
+    for (text, expected) in shown.iter().zip([&details[..], &details[..], &details[..], &details[1..2]]) {
+        for detail in expected {
+            assert!(text.contains(detail), "{detail} not shown with the key: {text}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn made_up_methods_and_paths_add_no_metric_series() {
     let (sqlite, _dir) = sqlite_store().await;
