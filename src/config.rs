@@ -115,6 +115,20 @@ pub struct Config {
     /// Store and cache calls slower than this log a warning.
     pub slow_op: Duration,
     pub tools: ToolSettings,
+    pub connections: ConnectionSettings,
+}
+
+/// What one client may hold of the server, so that idle or slow clients cannot use up
+/// its connections or open files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// Longest wait for a request's headers, from when the connection opens or the
+    /// previous response on it ends: so also how long a kept-alive connection may idle.
+    pub header_timeout: Duration,
+    /// Longest time a request's whole body may take to arrive, from its headers on.
+    pub body_timeout: Duration,
+    /// Most connections served at once; more wait to be accepted until one closes.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +204,26 @@ impl Config {
         }
         let slow_op = millis(&var, "EXAI_SLOW_OP_MS", 500)?;
         let tools = tool_settings(&var)?;
-        Ok(Config { bind, store, redis_url, conversation, api_keys, log_format, health, slow_op, tools })
+        let connections = ConnectionSettings {
+            header_timeout: seconds(&var, "EXAI_HEADER_TIMEOUT_SECS", 20, 3_600)?,
+            body_timeout: seconds(&var, "EXAI_BODY_TIMEOUT_SECS", 30, 3_600)?,
+            max_connections: parse_or(&var, "EXAI_MAX_CONNECTIONS", 10_000)?,
+        };
+        if connections.max_connections == 0 {
+            return Err(invalid("EXAI_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        Ok(Config {
+            bind,
+            store,
+            redis_url,
+            conversation,
+            api_keys,
+            log_format,
+            health,
+            slow_op,
+            tools,
+            connections,
+        })
     }
 }
 
@@ -340,6 +373,10 @@ mod tests {
         assert_eq!(tools, ["echo"]);
         assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
         assert_eq!(config.tools.progress_every, Duration::from_secs(8));
+        let connections = config.connections;
+        assert_eq!(connections.header_timeout, Duration::from_secs(20));
+        assert_eq!(connections.body_timeout, Duration::from_secs(30));
+        assert_eq!(connections.max_connections, 10_000);
     }
 
     #[test]
@@ -380,6 +417,9 @@ mod tests {
             (&[("EXAI_TOOL_PROGRESS_SECS", "3601")], "EXAI_TOOL_PROGRESS_SECS"),
             (&[("EXAI_TOOL_PROGRESS_SECS", "x")], "EXAI_TOOL_PROGRESS_SECS"),
             (&[("EXAI_TOOLS_FILE", "/nonexistent/tools.toml")], "EXAI_TOOLS_FILE"),
+            (&[("EXAI_HEADER_TIMEOUT_SECS", "0")], "EXAI_HEADER_TIMEOUT_SECS"),
+            (&[("EXAI_BODY_TIMEOUT_SECS", "3601")], "EXAI_BODY_TIMEOUT_SECS"),
+            (&[("EXAI_MAX_CONNECTIONS", "0")], "EXAI_MAX_CONNECTIONS"),
         ];
         for (vars, variable) in cases {
             assert_eq!(failing_variable(vars), *variable, "{vars:?}");

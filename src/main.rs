@@ -130,11 +130,17 @@ async fn serve(config: &Config) -> Result<(), BoxError> {
         tools = ?config.tools.definitions.iter().map(|tool| tool.name.as_str()).collect::<Vec<_>>(),
         "exai starting"
     );
+    let mut connections = config.connections;
+    connections.max_connections = server::fit_open_files(connections.max_connections);
     let listener = TcpListener::bind(config.bind)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.bind))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    server::serve(listener, AppState::new(app), server::shutdown_signal()).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        max_connections = connections.max_connections,
+        "listening"
+    );
+    server::serve(listener, AppState::new(app), connections, server::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -27,7 +27,20 @@ impl ExaiProcess {
     /// Starts `exai serve` on a free port with its SQLite file in `data_dir`, and waits
     /// until it logs the address it listens on.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = exai_command()
+        Self::spawn(exai_command(), data_dir, env)
+    }
+
+    /// As `start`, with the soft limit on open files lowered to `files` first.
+    pub fn start_with_file_limit(data_dir: &Path, env: &[(&str, &str)], files: u64) -> Self {
+        let mut command = Command::new("sh");
+        command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        let script = "ulimit -Sn \"$0\" && exec \"$1\"";
+        command.args(["-c", script, &files.to_string(), env!("CARGO_BIN_EXE_exai")]);
+        Self::spawn(command, data_dir, env)
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut child = command
             .env("EXAI_BIND", "127.0.0.1:0")
             .env("EXAI_DATA_DIR", data_dir)
             .env("EXAI_LOG_FORMAT", "json")
@@ -54,6 +67,10 @@ impl ExaiProcess {
             .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("exai did not start: {:?}", child.try_wait()));
         Self { child, addr: addr.parse().expect("listen address"), log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {
