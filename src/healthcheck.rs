@@ -53,7 +53,9 @@ pub fn default_url(bind: SocketAddr) -> String {
 /// Fetches the report of a running server, with `key` when there is one: a server with
 /// API keys gives its details (backends, errors, version) only to a caller with a key.
 pub async fn remote(url: &str, key: Option<&Secret>, timeout: Duration) -> Result<Report, Failure> {
+    // The key must not follow a redirect anywhere; the health URL is exact.
     let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .build()
         .map_err(|e| Failure::Misconfigured(e.to_string()))?;
