@@ -19,6 +19,7 @@ use tower::ServiceExt;
 use crate::app::AppState;
 use crate::config::ConnectionSettings;
 use crate::http::router;
+pub use deadline_body::BodyTimedOut;
 use deadline_body::DeadlineBody;
 
 /// Pause after a failed accept (out of file descriptors, say) before trying again.

@@ -74,7 +74,8 @@ fn a_trickling_body_is_cut_off() {
     });
     let (answer, closed) = read_until_closed(&mut slow, PATIENCE);
     assert!(closed, "a trickling body kept its connection open: {answer}");
-    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
     drop(slow);
     writer.join().unwrap();
 }
