@@ -73,16 +73,24 @@ impl StoreConfig {
         match self {
             StoreConfig::Sqlite { data_dir } => data_dir.join("exai.db").display().to_string(),
             StoreConfig::Postgres { url } => without_password(url.expose()),
-            StoreConfig::Supabase { url, .. } => url.to_string(),
+            StoreConfig::Supabase { url, .. } => {
+                // The user of an HTTP URL is a credential, not a role name as in Postgres.
+                let mut url = url.clone();
+                let _ = url.set_username("");
+                without_password(url.as_str())
+            }
         }
     }
 }
 
-/// A URL with its password left out.
+/// A URL with its password, query and fragment left out: a query may carry a token or
+/// a `password=` parameter as well.
 pub fn without_password(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut url) => {
             let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
             url.to_string()
         }
         Err(_) => "(unparsable URL)".into(),
@@ -107,6 +115,20 @@ pub struct Config {
     /// Store and cache calls slower than this log a warning.
     pub slow_op: Duration,
     pub tools: ToolSettings,
+    pub connections: ConnectionSettings,
+}
+
+/// What one client may hold of the server, so that idle or slow clients cannot use up
+/// its connections or open files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// Longest wait for a request's headers, from when the connection opens or the
+    /// previous response on it ends: so also how long a kept-alive connection may idle.
+    pub header_timeout: Duration,
+    /// Longest time a request's whole body may take to arrive, from its headers on.
+    pub body_timeout: Duration,
+    /// Most connections served at once; more wait to be accepted until one closes.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +204,26 @@ impl Config {
         }
         let slow_op = millis(&var, "EXAI_SLOW_OP_MS", 500)?;
         let tools = tool_settings(&var)?;
-        Ok(Config { bind, store, redis_url, conversation, api_keys, log_format, health, slow_op, tools })
+        let connections = ConnectionSettings {
+            header_timeout: seconds(&var, "EXAI_HEADER_TIMEOUT_SECS", 20, 3_600)?,
+            body_timeout: seconds(&var, "EXAI_BODY_TIMEOUT_SECS", 30, 3_600)?,
+            max_connections: parse_or(&var, "EXAI_MAX_CONNECTIONS", 10_000)?,
+        };
+        if connections.max_connections == 0 {
+            return Err(invalid("EXAI_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        Ok(Config {
+            bind,
+            store,
+            redis_url,
+            conversation,
+            api_keys,
+            log_format,
+            health,
+            slow_op,
+            tools,
+            connections,
+        })
     }
 }
 
@@ -332,6 +373,10 @@ mod tests {
         assert_eq!(tools, ["echo"]);
         assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
         assert_eq!(config.tools.progress_every, Duration::from_secs(8));
+        let connections = config.connections;
+        assert_eq!(connections.header_timeout, Duration::from_secs(20));
+        assert_eq!(connections.body_timeout, Duration::from_secs(30));
+        assert_eq!(connections.max_connections, 10_000);
     }
 
     #[test]
@@ -372,6 +417,9 @@ mod tests {
             (&[("EXAI_TOOL_PROGRESS_SECS", "3601")], "EXAI_TOOL_PROGRESS_SECS"),
             (&[("EXAI_TOOL_PROGRESS_SECS", "x")], "EXAI_TOOL_PROGRESS_SECS"),
             (&[("EXAI_TOOLS_FILE", "/nonexistent/tools.toml")], "EXAI_TOOLS_FILE"),
+            (&[("EXAI_HEADER_TIMEOUT_SECS", "0")], "EXAI_HEADER_TIMEOUT_SECS"),
+            (&[("EXAI_BODY_TIMEOUT_SECS", "3601")], "EXAI_BODY_TIMEOUT_SECS"),
+            (&[("EXAI_MAX_CONNECTIONS", "0")], "EXAI_MAX_CONNECTIONS"),
         ];
         for (vars, variable) in cases {
             assert_eq!(failing_variable(vars), *variable, "{vars:?}");
@@ -383,6 +431,14 @@ mod tests {
         let config = load(&[("DATABASE_URL", "postgres://exai:hunter2@db:5432/exai")]).unwrap();
         assert_eq!(config.store.location(), "postgres://exai@db:5432/exai");
         assert_eq!(without_password("redis://:hunter2@cache:6379/0"), "redis://cache:6379/0");
+        let with_query = load(&[("DATABASE_URL", "postgres://exai@db/exai?password=hunter2")]).unwrap();
+        assert_eq!(with_query.store.location(), "postgres://exai@db/exai");
+        let supabase = load(&[
+            ("SUPABASE_URL", "http://admin:SUPAPW@abc.supabase.co/?k=QTOKEN#frag"),
+            ("SUPABASE_KEY", "sb_secret_x"),
+        ])
+        .unwrap();
+        assert_eq!(supabase.store.location(), "http://abc.supabase.co/");
     }
 
     #[test]

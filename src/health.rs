@@ -38,7 +38,10 @@ impl Status {
 pub struct Check {
     /// `healthy` or `unhealthy`.
     pub status: Status,
-    pub backend: String,
+    /// Which store or cache answered. Like `error`, shown only to callers with an API key
+    /// when keys are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     pub response_time_ms: f64,
     pub timestamp: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +52,9 @@ pub struct Check {
 pub struct Report {
     pub status: Status,
     pub timestamp: DateTime<Utc>,
-    pub version: String,
+    /// exai's version; shown only to callers with an API key when keys are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// `store` and `cache`.
     pub checks: BTreeMap<String, Check>,
     pub duration_ms: f64,
@@ -128,7 +133,7 @@ impl Health {
         Report {
             status,
             timestamp: Utc::now(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             checks: BTreeMap::from([("store".to_owned(), store), ("cache".to_owned(), cache)]),
             duration_ms: millis(started.elapsed()),
         }
@@ -143,7 +148,7 @@ impl Health {
         };
         Check {
             status: if error.is_none() { Status::Healthy } else { Status::Unhealthy },
-            backend: backend.to_owned(),
+            backend: Some(backend.to_owned()),
             response_time_ms: millis(started.elapsed()),
             timestamp: Utc::now(),
             error,
@@ -152,12 +157,30 @@ impl Health {
 }
 
 impl Report {
+    /// What any caller may see: statuses and latencies. Backends, error texts and the
+    /// version tell an outsider what to attack (error texts name addresses and roles).
+    pub fn public(&self) -> Report {
+        let checks = self
+            .checks
+            .iter()
+            .map(|(name, check)| {
+                let check = Check { backend: None, error: None, ..check.clone() };
+                (name.clone(), check)
+            })
+            .collect();
+        Report { version: None, checks, ..self.clone() }
+    }
+
     /// For people: the overall status, then a line per check.
     pub fn text(&self) -> String {
-        let mut text =
-            format!("{} in {} ms (exai {})\n", self.status.as_str(), self.duration_ms, self.version);
+        let mut text = format!("{} in {} ms", self.status.as_str(), self.duration_ms);
+        if let Some(version) = &self.version {
+            let _ = write!(text, " (exai {version})");
+        }
+        text.push('\n');
         for (name, check) in &self.checks {
-            let (backend, status, ms) = (&check.backend, check.status.as_str(), check.response_time_ms);
+            let backend = check.backend.as_deref().unwrap_or("-");
+            let (status, ms) = (check.status.as_str(), check.response_time_ms);
             let _ = write!(text, "{name:<6} {backend:<9} {status:<10} {ms:>9.2} ms");
             if let Some(error) = &check.error {
                 let _ = write!(text, "  {error}");
@@ -179,26 +202,31 @@ impl Report {
             .iter()
             .map(|(name, check)| {
                 let mut entry = json!({
-                    "componentId": check.backend,
                     "componentType": "datastore",
                     "observedValue": check.response_time_ms,
                     "observedUnit": "ms",
                     "status": verdict(check.status),
                     "time": check.timestamp,
                 });
+                if let Some(backend) = &check.backend {
+                    entry["componentId"] = Value::String(backend.clone());
+                }
                 if let Some(error) = &check.error {
                     entry["output"] = Value::String(error.clone());
                 }
                 (format!("{name}:responseTime"), json!([entry]))
             })
             .collect();
-        json!({
+        let mut document = json!({
             "status": verdict(self.status),
-            "version": self.version.split('.').next().unwrap_or_default(),
-            "releaseId": self.version,
             "serviceId": "exai",
             "description": "exai conversation memory and tool execution",
             "checks": checks,
-        })
+        });
+        if let Some(version) = &self.version {
+            document["version"] = json!(version.split('.').next().unwrap_or_default());
+            document["releaseId"] = json!(version);
+        }
+        document
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::header::ACCEPT;
 
 use crate::app::{open_cache, open_store};
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, Secret, StoreConfig};
 use crate::health::{Health, Report, Status};
 
 /// Why no health report could be had, and the exit code for it.
@@ -50,17 +50,22 @@ pub fn default_url(bind: SocketAddr) -> String {
     format!("http://{}/healthz", SocketAddr::new(ip, bind.port()))
 }
 
-/// Fetches the report of a running server.
-pub async fn remote(url: &str, timeout: Duration) -> Result<Report, Failure> {
+/// Fetches the report of a running server, with `key` when there is one: a server with
+/// API keys gives its details (backends, errors, version) only to a caller with a key.
+pub async fn remote(url: &str, key: Option<&Secret>, timeout: Duration) -> Result<Report, Failure> {
+    // The key must not follow a redirect anywhere; the health URL is exact.
     let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .build()
         .map_err(|e| Failure::Misconfigured(e.to_string()))?;
-    let response = client.get(url).header(ACCEPT, "application/json").send().await.map_err(|e| {
-        match e.is_builder() {
-            true => Failure::Misconfigured(format!("{url}: {e}")),
-            false => Failure::Unreachable(format!("{url}: {e}")),
-        }
+    let mut request = client.get(url).header(ACCEPT, "application/json");
+    if let Some(key) = key {
+        request = request.bearer_auth(key.expose());
+    }
+    let response = request.send().await.map_err(|e| match e.is_builder() {
+        true => Failure::Misconfigured(format!("{url}: {e}")),
+        false => Failure::Unreachable(format!("{url}: {e}")),
     })?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| Failure::Unreachable(format!("{url}: {e}")))?;

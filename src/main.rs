@@ -130,11 +130,17 @@ async fn serve(config: &Config) -> Result<(), BoxError> {
         tools = ?config.tools.definitions.iter().map(|tool| tool.name.as_str()).collect::<Vec<_>>(),
         "exai starting"
     );
+    let mut connections = config.connections;
+    connections.max_connections = server::fit_open_files(connections.max_connections);
     let listener = TcpListener::bind(config.bind)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.bind))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    server::serve(listener, AppState::new(app), server::shutdown_signal()).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        max_connections = connections.max_connections,
+        "listening"
+    );
+    server::serve(listener, AppState::new(app), connections, server::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -158,13 +164,14 @@ async fn migrate(config: &Config) -> Result<(), BoxError> {
 }
 
 async fn check_health(args: &HealthcheckArgs, config: Result<Config, exai::config::ConfigError>) -> ExitCode {
+    let key = config.as_ref().ok().and_then(|config| config.api_keys.first());
+    let timeout = Duration::from_millis(args.timeout_ms);
     let report = match (&config, args.direct, &args.url) {
         (Err(error), true, _) | (Err(error), false, None) => Err(Failure::Misconfigured(error.to_string())),
         (Ok(config), true, _) => healthcheck::direct(config).await,
-        (_, false, Some(url)) => healthcheck::remote(url, Duration::from_millis(args.timeout_ms)).await,
+        (_, false, Some(url)) => healthcheck::remote(url, key, timeout).await,
         (Ok(config), false, None) => {
-            let url = healthcheck::default_url(config.bind);
-            healthcheck::remote(&url, Duration::from_millis(args.timeout_ms)).await
+            healthcheck::remote(&healthcheck::default_url(config.bind), key, timeout).await
         }
     };
     match report {

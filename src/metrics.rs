@@ -61,8 +61,8 @@ impl<L: Ord + Clone> Family<L> {
 /// The latencies the service records as it works. Counters other parts already keep
 /// (cache statistics, store round trips, health) are read when metrics are scraped.
 pub struct Metrics {
-    /// By matched route, method and status.
-    pub http: Family<(String, String, u16)>,
+    /// By matched route template (or `unmatched`), method (or `other`) and status.
+    pub http: Family<(String, &'static str, u16)>,
     /// By operation and backend.
     pub store: Family<(&'static str, &'static str)>,
     pub cache: Family<(&'static str, &'static str)>,

@@ -1,6 +1,7 @@
-//! Bearer API keys for `/v1`.
+//! Bearer API keys for `/v1` and `/metrics`, and for the details of the probes.
 
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -31,14 +32,20 @@ impl ApiKeys {
         let matched = self.digests.iter().fold(Choice::from(0), |found, key| found | key.ct_eq(&presented));
         matched.into()
     }
+
+    /// Whether a request may see what is kept from the public: always when no keys are
+    /// configured, else only with a valid key.
+    pub fn admit(&self, headers: &HeaderMap) -> bool {
+        self.is_empty() || bearer_token(headers).is_some_and(|token| self.accepts(token))
+    }
 }
 
 fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -51,7 +58,7 @@ pub async fn require_api_key(
     if state.api_keys.is_empty() {
         return Ok(next.run(request).await);
     }
-    match bearer_token(&request) {
+    match bearer_token(request.headers()) {
         Some(token) if state.api_keys.accepts(token) => Ok(next.run(request).await),
         Some(_) => Err(ApiError::new(ErrorCode::Unauthorized, "the API key is not valid")),
         None => Err(ApiError::new(ErrorCode::Unauthorized, "send an API key as Authorization: Bearer <key>")),

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::request_context;
 use crate::conversations::ConversationError;
 use crate::domain::ValidationError;
+use crate::server::BodyTimedOut;
 use crate::store::StoreError;
 use crate::telemetry::Throttle;
 use crate::tools::RunError;
@@ -35,6 +36,7 @@ pub enum ErrorCode {
     TurnLimitReached,
     ThreadExpired,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
     ValidationFailed,
     IdempotencyKeyReused,
@@ -75,6 +77,7 @@ impl ErrorCode {
             TurnLimitReached => ("turn_limit_reached", StatusCode::CONFLICT, "Turn limit reached"),
             ThreadExpired => ("thread_expired", StatusCode::GONE, "Thread expired"),
             PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+            RequestTimeout => ("request_timeout", StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
             UnsupportedMediaType => (
                 "unsupported_media_type",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -247,6 +250,7 @@ impl From<RunError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let code = match rejection.status() {
+            _ if body_timed_out(&rejection) => ErrorCode::RequestTimeout,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
             StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::ValidationFailed,
@@ -254,6 +258,18 @@ impl From<JsonRejection> for ApiError {
         };
         Self::new(code, rejection.body_text())
     }
+}
+
+/// Whether reading the body failed because it did not arrive in time.
+fn body_timed_out(rejection: &JsonRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<BodyTimedOut>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl From<PathRejection> for ApiError {

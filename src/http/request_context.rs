@@ -2,7 +2,7 @@
 //! line per request and records it in the metrics.
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::time::Instant;
@@ -28,6 +28,23 @@ fn acceptable(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The method as a metrics label: one of the standard methods, else `other`, so that
+/// callers cannot grow the label set (and the scrape) with made-up method names.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    KNOWN.iter().find(|known| *known == method).map_or("other", Method::as_str)
+}
+
 pub async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
@@ -42,9 +59,10 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
     let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request)).await;
 
     let elapsed = started.elapsed();
+    // Unrouted paths share one label value, for the same reason as methods.
     let route = route.unwrap_or_else(|| "unmatched".into());
     let status = response.status().as_u16();
-    state.metrics.http.with(&(route.clone(), method.to_string(), status)).observe(elapsed);
+    state.metrics.http.with(&(route.clone(), method_label(&method), status)).observe(elapsed);
     tracing::info!(
         %method,
         route,

@@ -102,8 +102,7 @@ impl Executor {
         conversations: Conversations,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let client =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().unwrap_or_default();
+        let client = super::runners::client();
         let tools = settings
             .definitions
             .iter()

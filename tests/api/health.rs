@@ -248,6 +248,91 @@ async fn metrics_parse_and_move_with_requests() {
     assert_eq!(after[r#"exai_health_check_up{check="store",backend="sqlite"}"#], 1.0);
 }
 
+/// Everything `/healthz`, `/readyz` and their formats say, with `authorization` sent.
+async fn probe_texts(app: &TestApp, authorization: Option<&str>) -> Vec<String> {
+    let mut texts = Vec::new();
+    for (uri, accept) in [
+        ("/healthz", "application/json"),
+        ("/healthz?format=text", "*/*"),
+        ("/healthz", "application/health+json"),
+        ("/readyz", "*/*"),
+    ] {
+        let mut request = Request::get(uri).header("accept", accept);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = app.send(request.body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {}", response.text());
+        texts.push(response.text());
+    }
+    texts
+}
+
+#[tokio::test]
+async fn with_api_keys_probes_show_details_only_to_a_key() {
+    let (listener, store) = (hung_listener(), "postgres://exai_role@127.0.0.1");
+    let store = postgres(&format!("{store}:{listener}/exai"));
+    let mut config = Config::load(|_| None, None).unwrap();
+    config.health.timeout = QUICK;
+    config.api_keys = vec![Secret::new("probe-key")];
+    let app = TestApp::with_config(store, memory_cache(), &config, tempfile::tempdir().unwrap());
+    let version = env!("CARGO_PKG_VERSION");
+    let details = ["postgres", "no answer within", version];
+
+    for authorization in [None, Some("Bearer wrong-key"), Some("Basic probe-key")] {
+        for text in probe_texts(&app, authorization).await {
+            for detail in details {
+                assert!(!text.contains(detail), "{detail} shown to {authorization:?}: {text}");
+            }
+        }
+    }
+    let public = app.get("/healthz").await.json();
+    assert_eq!(public["status"], "unhealthy");
+    let store = &public["checks"]["store"];
+    assert_eq!(store["status"], "unhealthy", "{public}");
+    assert!(store["response_time_ms"].as_f64().is_some(), "{public}");
+    let text = app.get("/healthz?format=text").await.text();
+    assert!(text.starts_with("unhealthy in ") && text.contains("store  -"), "{text}");
+
+    let shown = probe_texts(&app, Some("Bearer probe-key")).await;
+    for (text, expected) in shown.iter().zip([&details[..], &details[..], &details[..], &details[1..2]]) {
+        for detail in expected {
+            assert!(text.contains(detail), "{detail} not shown with the key: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_metric_series() {
+    let (sqlite, _dir) = sqlite_store().await;
+    let app = app(sqlite, memory_cache(), PATIENT);
+    let random = || uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    let stray = |method: String, path: String| {
+        Request::builder().method(method.as_str()).uri(path).body(Body::empty()).unwrap()
+    };
+    // One of each kind first, so the shared `other` and `unmatched` series exist.
+    app.send(stray(format!("X{}", random()), format!("/{}", random()))).await;
+    app.send(stray(format!("X{}", random()), "/v1/threads".into())).await;
+    app.send(stray("GET".into(), format!("/v1/{}", random()))).await;
+    let http_series = |samples: &HashMap<String, f64>| {
+        samples.keys().filter(|name| name.starts_with("exai_http_request_duration_seconds_count")).count()
+    };
+    let before = scrape(&app).await;
+    for _ in 0..50 {
+        app.send(stray(format!("X{}", random()), format!("/{}/{}", random(), random()))).await;
+        app.send(stray(format!("X{}", random()), "/v1/threads".into())).await;
+        app.send(stray("GET".into(), format!("/v1/{}", random()))).await;
+    }
+    let after = scrape(&app).await;
+    // The scrape itself adds its own series the first time; every other one was there.
+    assert_eq!(http_series(&after), http_series(&before) + 1, "{:?}", after.keys().collect::<Vec<_>>());
+    let other = r#"exai_http_request_duration_seconds_count{route="unmatched",method="other",status="404"}"#;
+    assert_eq!(after[other] - before[other], 50.0);
+    let unmatched =
+        r#"exai_http_request_duration_seconds_count{route="unmatched",method="GET",status="404"}"#;
+    assert_eq!(after[unmatched] - before[unmatched], 50.0);
+}
+
 /// Scrapes `/metrics` and returns its samples by name with labels.
 async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let response = app.get("/metrics").await;

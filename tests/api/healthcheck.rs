@@ -76,3 +76,37 @@ fn direct_runs_the_checks_without_a_server() {
     assert_eq!(code(&healthcheck(&["--direct"], &env)), Some(1));
     assert_eq!(code(&healthcheck(&["--direct"], &[("EXAI_STORE", "nope")])), Some(2));
 }
+
+#[test]
+fn with_api_keys_the_check_sends_the_first_key_for_the_details() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = [("EXAI_API_KEYS", "first-key,second-key")];
+    let server = ExaiProcess::start(data.path(), &keys);
+    let url = server.url("/healthz");
+    let with_key = healthcheck(&["--url", &url], &keys);
+    assert_eq!(code(&with_key), Some(0), "{with_key:?}");
+    let text = String::from_utf8_lossy(&with_key.stdout);
+    assert!(text.contains("store  sqlite") && text.contains("(exai "), "{text}");
+
+    let without_key = healthcheck(&["--url", &url], &[]);
+    assert_eq!(code(&without_key), Some(0), "the status alone decides the exit code: {without_key:?}");
+    let text = String::from_utf8_lossy(&without_key.stdout);
+    assert!(text.starts_with("healthy in ") && !text.contains("sqlite"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_never_follows_a_redirect() {
+    let (redirecting, elsewhere) =
+        (crate::support::upstream::start().await, crate::support::upstream::start().await);
+    let port = elsewhere.url.rsplit(':').next().unwrap().to_owned();
+    let url = format!("{}/away/307/{port}/healthz", redirecting.url);
+    let output =
+        tokio::task::spawn_blocking(move || healthcheck(&["--url", &url], &[("EXAI_API_KEYS", "the-key")]))
+            .await
+            .unwrap();
+    assert_eq!(code(&output), Some(2), "a redirect is no health report: {output:?}");
+    let seen = redirecting.received.all_headers.lock().unwrap();
+    assert_eq!(seen[0].get("authorization").unwrap(), "Bearer the-key");
+    let leaked = elsewhere.received.all_headers.lock().unwrap();
+    assert!(leaked.is_empty(), "the redirect was followed: {leaked:?}");
+}

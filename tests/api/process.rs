@@ -31,6 +31,24 @@ fn a_public_address_without_keys_is_refused() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("EXAI_API_KEYS"));
 }
 
+#[test]
+fn start_up_logs_no_credentials_of_any_url() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ExaiProcess::start(
+        data.path(),
+        &[
+            ("SUPABASE_URL", "http://admin:SUPAPW@127.0.0.1:9/?k=QTOKEN"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "sb_secret_KEYTOKEN"),
+            ("REDIS_URL", "redis://cacheuser:REDISPW@127.0.0.1:9/0?token=RTOKEN"),
+        ],
+    );
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("exai starting") && log.contains("127.0.0.1:9"), "{log}");
+    for secret in ["admin", "SUPAPW", "QTOKEN", "KEYTOKEN", "REDISPW", "RTOKEN"] {
+        assert!(!log.contains(secret), "{secret} in the start-up log: {log}");
+    }
+}
+
 #[tokio::test]
 async fn acknowledged_turns_survive_sigkill() {
     let data = tempfile::tempdir().unwrap();

@@ -206,3 +206,55 @@ async fn upstream_secrets_stay_out_of_run_records() {
         assert!(text.contains("/broken") && !text.contains("s3cret"), "{text}");
     }
 }
+
+/// The port of an upstream's URL.
+fn port(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_is_not_followed() {
+    let (origin, elsewhere) = (upstream::start().await, upstream::start().await);
+    let away = |status: u16| format!("{}/away/{status}/{}", origin.url, port(&elsewhere.url));
+    let registry = format!(
+        "[[tools]]\nname = \"hook302\"\nkind = \"http\"\nurl = \"{}/webhook?token=q-s3cret\"\n\
+         headers = {{ \"x-webhook-token\" = \"h-s3cret\" }}\n\
+         [[tools]]\nname = \"hook307\"\nkind = \"http\"\nurl = \"{}/webhook?token=q-s3cret\"\n\
+         headers = {{ \"x-webhook-token\" = \"h-s3cret\" }}\n\
+         [[tools]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"TEST_LLM_KEY\"\n\
+         model = \"m\"\n",
+        away(302),
+        away(307),
+        away(308)
+    );
+    let app = TestApp::with_tools(&registry, &[("TEST_LLM_KEY", "sk-s3cret")]).await;
+    for tool in ["hook302", "hook307", "llm"] {
+        let answer = run(&app, tool, json!({"input": "private words"})).await;
+        answer.assert_problem(StatusCode::BAD_GATEWAY, "tool_failed");
+        assert!(answer.text().contains("HTTP 30") && !answer.text().contains("s3cret"), "{}", answer.text());
+    }
+    assert_eq!(origin.received.all_headers.lock().unwrap().len(), 3, "each tool reached its origin");
+    let leaked = elsewhere.received.all_headers.lock().unwrap();
+    assert!(leaked.is_empty(), "another origin was sent {leaked:?}");
+    assert_eq!(elsewhere.received.count(), 0);
+}
+
+#[tokio::test]
+async fn a_redirect_within_the_origin_keeps_body_and_headers_but_sends_no_referer() {
+    let upstream = upstream::start().await;
+    let registry = webhook_tool(
+        &upstream.url,
+        "/here/307/webhook?token=q-s3cret",
+        "headers = { \"x-webhook-token\" = \"h-s3cret\" }",
+    );
+    let app = TestApp::with_tools(&registry, &[]).await;
+    let answer = run(&app, "hook", json!({"input": "follow me"})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.json()["output"], "seen: follow me");
+    let seen = upstream.received.all_headers.lock().unwrap();
+    assert_eq!(seen.len(), 2, "the redirect, then the webhook");
+    for headers in seen.iter() {
+        assert_eq!(headers.get("x-webhook-token").unwrap(), "h-s3cret");
+        assert!(headers.get("referer").is_none(), "{headers:?}");
+    }
+}

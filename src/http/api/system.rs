@@ -6,6 +6,7 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
@@ -34,20 +35,21 @@ pub struct Readiness {
     error: Option<String>,
 }
 
-/// Readiness: whether the store answers, from the shared health result.
+/// Readiness: whether the store answers, from the shared health result. When API keys
+/// are configured, the store's error is given only with a valid key.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses(
         (status = OK, body = Readiness),
         (status = SERVICE_UNAVAILABLE, body = Readiness, description = "The store does not answer"),
     ))]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> (StatusCode, Json<Readiness>) {
     let report = state.health.report().await;
     match report.checks.get("store").filter(|store| store.status != Status::Healthy) {
         None => (StatusCode::OK, Json(Readiness { status: "ready", error: None })),
-        Some(store) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Readiness { status: "not_ready", error: store.error.clone() }),
-        ),
+        Some(store) => {
+            let error = store.error.clone().filter(|_| state.api_keys.admit(&headers));
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "not_ready", error }))
+        }
     }
 }
 
@@ -70,7 +72,8 @@ const HEALTH_JSON: &str = "application/health+json";
 /// Health of every dependency with its latency: 200 when healthy or degraded (cache
 /// down), 503 when unhealthy (store down). Results are reused for
 /// `EXAI_HEALTH_CACHE_MS`. `Accept: application/health+json` gives the IETF
-/// health-check format.
+/// health-check format. When API keys are configured, backends, error texts and the
+/// version are given only with a valid key; anyone gets statuses and latencies.
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()), params(HealthParams),
     responses(
         (status = OK, body = Report, description = "`healthy` or `degraded`"),
@@ -81,7 +84,10 @@ pub async fn healthz(
     AppQuery(params): AppQuery<HealthParams>,
     headers: HeaderMap,
 ) -> Response {
-    let report = state.health.report().await;
+    let mut report = state.health.report().await;
+    if !state.api_keys.admit(&headers) {
+        report = Arc::new(report.public());
+    }
     let status = match report.status {
         Status::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
         Status::Healthy | Status::Degraded => StatusCode::OK,
@@ -112,7 +118,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "HTTP requests by matched route, method and status, and their latency.",
         &recorded.http,
         |(route, method, status)| {
-            vec![("route", route.clone()), ("method", method.clone()), ("status", status.to_string())]
+            vec![("route", route.clone()), ("method", method.to_string()), ("status", status.to_string())]
         },
     );
     let by_op = |(op, backend): &(&'static str, &'static str)| {
@@ -184,7 +190,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 .checks
                 .iter()
                 .map(|(name, check)| {
-                    (vec![("check", name.as_str()), ("backend", check.backend.as_str())], value(check))
+                    let backend = check.backend.as_deref().unwrap_or_default();
+                    (vec![("check", name.as_str()), ("backend", backend)], value(check))
                 })
                 .collect()
         };

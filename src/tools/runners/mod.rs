@@ -43,6 +43,33 @@ impl Runner for Echo {
     }
 }
 
+/// Most redirects followed within one origin.
+const MAX_REDIRECTS: usize = 5;
+
+/// The HTTP client every tool's runner shares. It follows a redirect only within the
+/// origin (scheme, host and port) it was sent to: the configured headers, API key and
+/// body go with a followed request, so they must not reach anyone else. A redirect
+/// elsewhere is handed back as the upstream's answer. It sends no `Referer`, which
+/// would carry the configured URL's query.
+pub fn client() -> reqwest::Client {
+    let same_origin = reqwest::redirect::Policy::custom(|attempt| {
+        let origin = attempt.previous().first().map(url::Url::origin);
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else if origin.as_ref() == Some(&attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    });
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .redirect(same_origin)
+        .referer(false)
+        .build()
+        .unwrap_or_default()
+}
+
 /// The runner for a kind of tool, sharing one HTTP client among all tools.
 pub fn runner(kind: &ToolKind, client: &reqwest::Client) -> Box<dyn Runner> {
     match kind {

@@ -4,10 +4,11 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::Read;
@@ -16,11 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Requests an upstream received: their JSON bodies and Authorization headers.
+/// Requests an upstream received: their JSON bodies and Authorization headers, and
+/// the headers of every request whatever its route or method.
 #[derive(Default)]
 pub struct Received {
     pub bodies: Mutex<Vec<Value>>,
     pub authorizations: Mutex<Vec<Option<String>>>,
+    pub all_headers: Mutex<Vec<HeaderMap>>,
 }
 
 impl Received {
@@ -109,12 +112,36 @@ async fn chat(
     ([("content-type", "text/event-stream")], Body::from_stream(events)).into_response()
 }
 
+/// `/here/{status}/{*path}`: a redirect with `status` to `/{path}` on this upstream.
+async fn redirect_here(Path((status, path)): Path<(u16, String)>) -> Response {
+    redirect(status, format!("/{path}"))
+}
+
+/// `/away/{status}/{port}/{*path}`: a redirect with `status` to `/{path}` on another
+/// port of this host.
+async fn redirect_away(Path((status, port, path)): Path<(u16, u16, String)>) -> Response {
+    redirect(status, format!("http://127.0.0.1:{port}/{path}"))
+}
+
+fn redirect(status: u16, location: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap();
+    (status, [("location", location)]).into_response()
+}
+
+async fn note_headers(State(received): State<Arc<Received>>, request: Request, next: Next) -> Response {
+    received.all_headers.lock().unwrap().push(request.headers().clone());
+    next.run(request).await
+}
+
 pub async fn start() -> Upstream {
     let received = Arc::new(Received::default());
     let app = Router::new()
         .route("/webhook", post(webhook))
         .route("/broken", post(broken))
         .route("/v1/chat/completions", post(chat))
+        .route("/here/{status}/{*path}", any(redirect_here))
+        .route("/away/{status}/{port}/{*path}", any(redirect_away))
+        .layer(middleware::from_fn_with_state(received.clone(), note_headers))
         .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
