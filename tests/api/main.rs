@@ -8,6 +8,7 @@ mod support;
 mod adoption;
 mod cache_conformance;
 mod concurrency;
+mod contract;
 mod dual_storage;
 mod errors;
 mod health;

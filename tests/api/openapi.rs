@@ -28,3 +28,38 @@ async fn the_document_and_swagger_ui_are_served() {
     assert_eq!(ui.status, StatusCode::OK);
     assert!(ui.text().contains("swagger-ui"));
 }
+
+/// Every `$ref` in `value`, with where it was found.
+fn references(value: &Value, at: &str, found: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(target)) => found.push((at.to_owned(), target.clone())),
+                    _ => references(inner, &format!("{at}/{key}"), found),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, inner) in items.iter().enumerate() {
+                references(inner, &format!("{at}/{i}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_in_the_document_resolves() {
+    let document: Value = serde_json::from_str(COMMITTED).unwrap();
+    let mut found = Vec::new();
+    references(&document, "", &mut found);
+    assert!(found.len() > 20, "the walk finds the document's references: {found:?}");
+    let broken: Vec<_> = found
+        .iter()
+        .filter(|(_, target)| {
+            target.strip_prefix('#').and_then(|pointer| document.pointer(pointer)).is_none()
+        })
+        .collect();
+    assert!(broken.is_empty(), "references to nothing: {broken:?}");
+}
