@@ -11,6 +11,7 @@ mod concurrency;
 mod contract;
 mod dual_storage;
 mod errors;
+mod fuzz;
 mod health;
 mod healthcheck;
 mod openapi;
