@@ -10,9 +10,11 @@ use crate::support::services::{postgres_database, shared_redis};
 use crate::support::{require_program, skip};
 
 const API_KEY: &str = "fuzz-key";
-/// Seconds each backend's run may take; the fuzzing and stateful phases repeat until
-/// it is spent.
-const BUDGET_SECS: &str = "75";
+/// Seconds each backend's run may take. Fuzzing stops after this many cases per
+/// operation, so that the stateful phase, which repeats until the budget is spent,
+/// gets the rest.
+const BUDGET_SECS: &str = "90";
+const CASES_PER_OPERATION: &str = "20";
 
 /// The `st` program: `EXAI_TEST_SCHEMATHESIS` (which `.ci/run` sets to the pinned
 /// install), else whichever is on PATH.
@@ -40,7 +42,8 @@ fn fuzz(st: &Path, env: &[(&str, &str)]) {
         .args(["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--header", &format!("Authorization: Bearer {API_KEY}")])
         // One worker: CPython 3.11's parser is not safe across the threads more would use.
-        .args(["--max-time", BUDGET_SECS, "--workers", "1", "--no-color"])
+        .args(["--max-time", BUDGET_SECS, "--max-examples", CASES_PER_OPERATION])
+        .args(["--workers", "1", "--no-color"])
         .output()
         .expect("run schemathesis");
     let report = String::from_utf8_lossy(&output.stdout);

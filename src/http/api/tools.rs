@@ -105,9 +105,15 @@ fn outcome(run: ToolRun) -> Result<Response, ApiError> {
 #[utoipa::path(post, path = "/v1/tools/{name}/runs", tag = "tools", request_body = NewRun,
     params(("name" = String, Path, description = "Tool name", pattern = "^[a-z0-9_-]{1,64}$")),
     responses(
-        (status = OK, body = RunView, description = "The finished run (`wait`)"),
+        (status = OK, body = RunView, description = "The finished run (`wait`)", links(
+            ("read" = (operation_id = "get_run", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel_run", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = ACCEPTED, body = RunView, description = "The accepted run (`wait: false`)",
-            headers(("location" = String, description = "URL of the run"))),
+            headers(("location" = String, description = "URL of the run")), links(
+            ("follow" = (operation_id = "run_events", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel_run", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json",
             description = "`tool_not_found` or `thread_not_found`"),
         (status = CONFLICT, body = Problem, content_type = "application/problem+json",
