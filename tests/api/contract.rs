@@ -18,7 +18,8 @@ fn operation<'a>(document: &'a Value, method: &str, template: &str) -> &'a Value
     operation
 }
 
-/// Asserts the response's status, and its media type, are documented for the operation.
+/// Asserts the response's status and media type are documented for the operation, and
+/// that it carries the headers documented for that status.
 fn assert_documented(document: &Value, method: &str, template: &str, response: &TestResponse) {
     let status = response.status.as_u16().to_string();
     let documented = &operation(document, method, template)["responses"][&status];
@@ -27,6 +28,9 @@ fn assert_documented(document: &Value, method: &str, template: &str, response: &
         "{method} {template} answered an undocumented {status}: {}",
         response.text()
     );
+    for header in documented["headers"].as_object().into_iter().flat_map(|headers| headers.keys()) {
+        assert!(response.header(header).is_some(), "{method} {template} {status} lacks its {header} header");
+    }
     let media_type = response.header("content-type").map(|t| t.split(';').next().unwrap().trim());
     if let Some(media_type) = media_type {
         assert!(
@@ -138,6 +142,24 @@ async fn health_answers_are_documented() {
     assert_documented(&document, "GET", "/healthz", &ietf);
     for format in ["json", "text"] {
         assert_documented(&document, "GET", "/healthz", &app.get(&format!("/healthz?format={format}")).await);
+    }
+}
+
+#[tokio::test]
+async fn appends_and_their_replays_are_documented() {
+    let app = TestApp::new().await;
+    let document = document();
+    let thread = app.create_thread(json!({})).await;
+    let append = || {
+        let mut append =
+            request("POST", &format!("/v1/threads/{thread}/turns"), r#"{"role": "user", "content": "hi"}"#);
+        append.headers_mut().insert("idempotency-key", "retry-1".parse().unwrap());
+        append
+    };
+    for expected in [StatusCode::CREATED, StatusCode::OK] {
+        let response = app.send(append()).await;
+        assert_eq!(response.status, expected);
+        assert_documented(&document, "POST", "/v1/threads/{id}/turns", &response);
     }
 }
 

@@ -47,7 +47,8 @@ pub struct TurnPage {
     responses(
         (status = CREATED, body = Turn,
             headers(("x-turns-remaining" = u32, description = "Turns the thread can still take"))),
-        (status = OK, body = Turn, description = "Replay of an earlier append with the same key"),
+        (status = OK, body = Turn, description = "Replay of an earlier append with the same key",
+            headers(("x-turns-remaining" = u32, description = "Turns the thread can still take"))),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
         (status = CONFLICT, body = Problem, content_type = "application/problem+json",
             description = "`turn_limit_reached`"),
