@@ -47,10 +47,12 @@ fn fuzz(st: &Path, env: &[(&str, &str)]) {
         .output()
         .expect("run schemathesis");
     let report = String::from_utf8_lossy(&output.stdout);
+    let errors = server.errors();
     assert!(
         output.status.success(),
-        "schemathesis found problems:\n{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "schemathesis found problems:\n{report}\n{}\nthe server's first logged errors:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        errors.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
     );
 }
 

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,6 +19,7 @@ pub fn exai_command() -> Command {
 pub struct ExaiProcess {
     child: Child,
     pub addr: SocketAddr,
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl ExaiProcess {
@@ -36,6 +37,8 @@ impl ExaiProcess {
             .expect("spawn exai");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let logged = Arc::clone(&errors);
         std::thread::spawn(move || {
             // Keeps draining after start-up so the child never blocks on a full pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -43,12 +46,20 @@ impl ExaiProcess {
                 if log["message"] == "listening" {
                     let _ = tx.send(log["addr"].as_str().unwrap_or_default().to_owned());
                 }
+                if log["level"] == "ERROR" {
+                    logged.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+                }
             }
         });
         let addr = rx
             .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("exai did not start: {:?}", child.try_wait()));
-        Self { child, addr: addr.parse().expect("listen address") }
+        Self { child, addr: addr.parse().expect("listen address"), errors }
+    }
+
+    /// The lines the server has logged at the error level so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub fn url(&self, path: &str) -> String {
