@@ -33,11 +33,15 @@ pub struct ThreadWithTurns {
 #[serde(deny_unknown_fields)]
 pub struct NewThread {
     /// At most 200 characters.
+    #[schema(max_length = 200)]
     pub title: Option<String>,
-    /// Tool that starts the thread, `[a-z0-9_-]{1,64}`.
+    /// Tool that starts the thread.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub tool_name: Option<String>,
-    /// Thread this one continues; history follows this link.
+    /// Thread this one continues; history follows this link. A thread that does not
+    /// exist is refused with 422.
     pub parent_id: Option<Uuid>,
+    /// Any JSON object, at most 16 KiB once serialized.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: Metadata,

@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
 use uuid::Uuid;
 
 use super::Metadata;
@@ -58,17 +59,38 @@ pub struct Turn {
 #[serde(deny_unknown_fields)]
 pub struct NewTurn {
     pub role: Role,
-    /// Up to 1 MiB of UTF-8.
+    /// Not empty; at most 1 MiB (1,048,576 bytes) of UTF-8.
+    #[schema(min_length = 1, max_length = 1048576)]
     pub content: String,
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub tool_name: Option<String>,
-    /// Paths or URIs the turn refers to; at most 64.
+    /// Paths or URIs the turn refers to: at most 64, each 1 to 4,096 bytes.
     #[serde(default)]
+    #[schema(schema_with = file_refs)]
     pub files: Vec<String>,
+    /// At most 128 characters.
+    #[schema(max_length = 128)]
     pub model_provider: Option<String>,
+    /// At most 128 characters.
+    #[schema(max_length = 128)]
     pub model_name: Option<String>,
+    /// Any JSON object, at most 16 KiB once serialized.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: Metadata,
+}
+
+/// The `files` of a new turn, with the limits `NewTurn::validate` enforces. A length in
+/// characters can only bound one in bytes from above; the description says bytes.
+fn file_refs() -> ArrayBuilder {
+    let entry = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_FILE_REF_BYTES));
+    ArrayBuilder::new()
+        .items(entry)
+        .max_items(Some(MAX_FILES_PER_TURN))
+        .description(Some("Paths or URIs the turn refers to: at most 64, each 1 to 4,096 bytes."))
 }
 
 impl NewTurn {

@@ -3,7 +3,10 @@
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::{Router, middleware};
+use std::collections::BTreeMap;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -11,11 +14,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use super::api::system::HealthFormat;
 use super::api::{runs, system, threads, tools, turns};
 use super::auth::require_api_key;
 use super::error::{ApiError, ErrorCode, PROBLEM_JSON};
+use super::extract::UUID_PATTERN;
 use super::request_context::request_context;
 use crate::app::AppState;
+use crate::conversations::StatusFilter;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -29,6 +35,8 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
                        problem+json with a stable `code`."
     ),
     security(("bearer" = [])),
+    // Query parameters name these schemas; routes only collect those of bodies.
+    components(schemas(StatusFilter, HealthFormat)),
     modifiers(&BearerKeys),
     tags(
         (name = "threads", description = "Conversation threads"),
@@ -53,38 +61,82 @@ impl Modify for BearerKeys {
     }
 }
 
-/// Answers every `/v1` operation can give, declared once. Applied to the document
-/// after the routes are merged in, since it walks their operations.
+/// Answers that follow from an operation's shape, declared once: every `/v1` call can
+/// be refused its key or meet a store that is down; an `{id}` can be malformed; a body
+/// can be malformed, too large, of another media type or invalid. Applied to the
+/// document after the routes are merged in, since it walks their operations.
 struct SharedErrors;
 
 impl Modify for SharedErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let shared: &[ErrorCode] = match path.as_str() {
-                api if api.starts_with("/v1/") => {
-                    &[ErrorCode::Unauthorized, ErrorCode::Internal, ErrorCode::StoreUnavailable]
-                }
-                "/metrics" => &[ErrorCode::Unauthorized],
-                _ => continue,
-            };
             let operations =
                 [&mut item.get, &mut item.post, &mut item.delete, &mut item.put, &mut item.patch];
             for operation in operations.into_iter().flatten() {
-                for &code in shared {
+                let codes = shared_codes(path, operation);
+                for (status, described) in by_status(&codes) {
                     let problem = ResponseBuilder::new()
-                        .description(format!("`{}`", code.as_str()))
+                        .description(described)
                         .content(
                             PROBLEM_JSON,
                             ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
                         )
                         .build();
-                    operation
-                        .responses
-                        .responses
-                        .insert(code.status().as_u16().to_string(), RefOr::T(problem));
+                    operation.responses.responses.entry(status).or_insert(RefOr::T(problem));
                 }
+                hyphenated_ids(operation);
             }
         }
+    }
+}
+
+fn shared_codes(path: &str, operation: &Operation) -> Vec<ErrorCode> {
+    let mut codes = Vec::new();
+    if path.starts_with("/v1/") || path == "/metrics" {
+        codes.push(ErrorCode::Unauthorized);
+    }
+    if path.starts_with("/v1/") {
+        codes.extend([ErrorCode::Internal, ErrorCode::StoreUnavailable]);
+    }
+    if path.contains("{id}") {
+        codes.push(ErrorCode::InvalidId);
+    }
+    if operation.request_body.is_some() {
+        codes.extend([
+            ErrorCode::MalformedJson,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::ValidationFailed,
+        ]);
+    }
+    codes
+}
+
+/// Each status with the codes that share it, as a response description.
+fn by_status(codes: &[ErrorCode]) -> BTreeMap<String, String> {
+    let mut described = BTreeMap::<String, String>::new();
+    for code in codes {
+        let entry = described.entry(code.status().as_u16().to_string()).or_default();
+        if !entry.is_empty() {
+            entry.push_str(" or ");
+        }
+        entry.push_str(&format!("`{}`", code.as_str()));
+    }
+    described
+}
+
+/// Says what an `{id}` in a path must look like, beyond `format: uuid`.
+fn hyphenated_ids(operation: &mut Operation) {
+    let parameters = operation.parameters.iter_mut().flatten().filter_map(|p| match p {
+        RefOr::T(parameter) => Some(parameter),
+        RefOr::Ref(_) => None,
+    });
+    for parameter in parameters.filter(|p| p.parameter_in == ParameterIn::Path && p.name == "id") {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+            .pattern(Some(UUID_PATTERN));
+        parameter.schema = Some(RefOr::T(Schema::Object(schema.build())));
     }
 }
 

@@ -92,8 +92,15 @@ impl Cursor {
         format!("{}_{}", self.at.timestamp_micros(), self.id.simple())
     }
 
+    /// The position `encode` wrote, and nothing else: the document promises that every
+    /// string of that one shape is a cursor.
     pub fn decode(value: &str) -> Option<Self> {
         let (micros, id) = value.split_once('_')?;
+        let digits = (1..=16).contains(&micros.len()) && micros.bytes().all(|b| b.is_ascii_digit());
+        let simple_id = id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !(digits && simple_id) {
+            return None;
+        }
         Some(Self::new(DateTime::from_timestamp_micros(micros.parse().ok()?)?, Uuid::try_parse(id).ok()?))
     }
 }
@@ -292,5 +299,15 @@ mod tests {
         assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
         assert_eq!(Cursor::decode("nonsense"), None);
         assert_eq!(Cursor::decode("12_zz"), None);
+        let id = cursor.id;
+        for other_spelling in [
+            format!("-12_{}", id.simple()),
+            format!("+12_{}", id.simple()),
+            format!("12_{}", id.hyphenated()),
+            format!("12_{}", id.simple().to_string().to_uppercase()),
+            format!("12345678901234567_{}", id.simple()),
+        ] {
+            assert_eq!(Cursor::decode(&other_spelling), None, "{other_spelling}");
+        }
     }
 }

@@ -8,13 +8,12 @@ use serde_json::json;
 use std::convert::Infallible;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::{page_size, page_start};
 use crate::app::AppState;
 use crate::domain::{RunStatus, RunView, ToolRun, check_text};
 use crate::http::error::{ApiError, Problem};
-use crate::http::extract::{AppPath, AppQuery};
+use crate::http::extract::{AppQuery, PathId};
 use crate::store::RunQuery;
 use crate::tools::{RunEvent, Subscription};
 
@@ -26,8 +25,10 @@ pub struct ListRunsParams {
     /// Only runs in this state.
     status: Option<RunStatus>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     cursor: Option<String>,
 }
 
@@ -36,6 +37,7 @@ pub struct ListRunsParams {
 pub struct RunPage<'a> {
     data: Vec<RunView<'a>>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     next_cursor: Option<String>,
 }
 
@@ -67,10 +69,7 @@ pub async fn list_runs(
         (status = OK, body = RunView),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_run(
-    State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<Response, ApiError> {
+pub async fn get_run(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let run = state.executor.get(id).await?;
     Ok(Json(run.view()).into_response())
 }
@@ -85,12 +84,21 @@ pub async fn get_run(
         (status = CONFLICT, body = Problem, content_type = "application/problem+json",
             description = "`run_finished`: the run had already ended"),
     ))]
-pub async fn cancel_run(
-    State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<Response, ApiError> {
+pub async fn cancel_run(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let run = state.executor.cancel(id).await?;
     Ok(Json(run.view()).into_response())
+}
+
+/// One server-sent event of a run, as an event-stream parser reads it.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the events `run_events` sends")]
+struct RunEventFrame {
+    /// `progress`, `delta`, or how the run ended.
+    #[schema(pattern = "^(progress|delta|completed|failed|timed_out|cancelled)$")]
+    event: String,
+    /// JSON: `{elapsed_ms, message}`, `{text}`, or the run.
+    #[schema(content_media_type = "application/json")]
+    data: String,
 }
 
 /// The final event, named after how the run ended, carrying the run.
@@ -105,12 +113,13 @@ fn finished(run: &ToolRun) -> Event {
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id")),
     responses(
-        (status = OK, content_type = "text/event-stream", body = String),
+        (status = OK, content_type = "text/event-stream", body = RunEventFrame,
+            description = "The schema describes each event"),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn run_events(
     State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
+    PathId(id): PathId,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let subscription = state.executor.subscribe(id).await?;
     let events = stream::unfold(Some(subscription), |subscription| async move {

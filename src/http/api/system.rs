@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::health::{Report, Status};
+use crate::http::error::Problem;
 use crate::http::extract::AppQuery;
 use crate::metrics::Exposition;
 
@@ -53,6 +54,7 @@ pub async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> (Statu
     }
 }
 
+/// `text` for a line per check, for people; JSON otherwise.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthFormat {
@@ -69,6 +71,18 @@ pub struct HealthParams {
 
 const HEALTH_JSON: &str = "application/health+json";
 
+/// The IETF health-check format, for `Accept: application/health+json`: `checks` maps
+/// `<check>:responseTime` to its observations.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "describes the document `Report::health_json` builds")]
+struct HealthCheckJson {
+    /// `pass`, `warn` or `fail`.
+    #[schema(pattern = "^(pass|warn|fail)$")]
+    status: String,
+    #[schema(value_type = Option<Object>)]
+    checks: (),
+}
+
 /// Health of every dependency with its latency: 200 when healthy or degraded (cache
 /// down), 503 when unhealthy (store down). Results are reused for
 /// `EXAI_HEALTH_CACHE_MS`. `Accept: application/health+json` gives the IETF
@@ -76,8 +90,18 @@ const HEALTH_JSON: &str = "application/health+json";
 /// version are given only with a valid key; anyone gets statuses and latencies.
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()), params(HealthParams),
     responses(
-        (status = OK, body = Report, description = "`healthy` or `degraded`"),
-        (status = SERVICE_UNAVAILABLE, body = Report, description = "`unhealthy`"),
+        (status = OK, description = "`healthy` or `degraded`", content(
+            (Report = "application/json"),
+            (HealthCheckJson = "application/health+json"),
+            (String = "text/plain"),
+        )),
+        (status = SERVICE_UNAVAILABLE, description = "`unhealthy`", content(
+            (Report = "application/json"),
+            (HealthCheckJson = "application/health+json"),
+            (String = "text/plain"),
+        )),
+        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json",
+            description = "`validation_failed`: an unknown `format`"),
     ))]
 pub async fn healthz(
     State(state): State<AppState>,

@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::conversations::StatusFilter;
 use crate::domain::{History, NewThread, ThreadView, check_text};
 use crate::http::error::{ApiError, ErrorCode, Problem};
-use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::extract::{AppJson, AppQuery, PathId};
 use crate::store::StoreError;
 
 const MAX_SEARCH_CHARS: usize = 200;
@@ -20,10 +20,13 @@ const MAX_SEARCH_CHARS: usize = 200;
 #[into_params(parameter_in = Query)]
 pub struct ListThreadsParams {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     cursor: Option<String>,
-    /// Case-insensitive substring of the title.
+    /// Case-insensitive substring of the title, at most 200 characters.
+    #[param(max_length = 200)]
     q: Option<String>,
     /// `active`, `expired` or `all` (default).
     status: Option<StatusFilter>,
@@ -34,6 +37,7 @@ pub struct ListThreadsParams {
 pub struct ThreadPage<'a> {
     data: Vec<ThreadView<'a>>,
     /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     next_cursor: Option<String>,
 }
 
@@ -46,10 +50,8 @@ fn thread_not_found(id: Uuid) -> ApiError {
     responses(
         (status = CREATED, body = ThreadView, description = "The new thread, with `turns: []`",
             headers(("location" = String, description = "URL of the thread"))),
-        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
-        (status = PAYLOAD_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = UNSUPPORTED_MEDIA_TYPE, body = Problem, content_type = "application/problem+json"),
-        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
+        (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json",
+            description = "`validation_failed`, also for a `parent_id` that names no thread"),
     ))]
 pub async fn create_thread(
     State(state): State<AppState>,
@@ -96,13 +98,9 @@ pub async fn list_threads(
     params(("id" = Uuid, Path, description = "Thread id (continuation_id)")),
     responses(
         (status = OK, body = ThreadView),
-        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_thread(
-    State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
-) -> Result<Response, ApiError> {
+pub async fn get_thread(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let body = state.conversations.get_thread(id).await?.ok_or_else(|| thread_not_found(id))?;
     Ok(json_bytes(StatusCode::OK, body))
 }
@@ -112,12 +110,11 @@ pub async fn get_thread(
     params(("id" = Uuid, Path, description = "Thread id (continuation_id)")),
     responses(
         (status = NO_CONTENT, description = "Deleted"),
-        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_thread(
     State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     if state.conversations.delete_thread(id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -132,12 +129,11 @@ pub async fn delete_thread(
     params(("id" = Uuid, Path, description = "Thread id (continuation_id)")),
     responses(
         (status = OK, body = History),
-        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_history(
     State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
+    PathId(id): PathId,
 ) -> Result<Json<History>, ApiError> {
     let history = state.conversations.history(id).await?.ok_or_else(|| thread_not_found(id))?;
     Ok(Json(history))

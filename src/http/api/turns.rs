@@ -4,13 +4,12 @@ use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::page_size;
 use crate::app::AppState;
 use crate::domain::{NewTurn, Turn, check_client_idempotency_key};
 use crate::http::error::{ApiError, ErrorCode, Problem};
-use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::extract::{AppJson, AppQuery, PathId};
 use crate::store::StoreError;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -20,8 +19,10 @@ const X_TURNS_REMAINING: HeaderName = HeaderName::from_static("x-turns-remaining
 #[into_params(parameter_in = Query)]
 pub struct ListTurnsParams {
     /// Only turns with a greater `seq` (default 0: from the start).
+    #[param(format = Int64, minimum = 0, maximum = 4294967295_u64)]
     after_seq: Option<u32>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -39,28 +40,29 @@ pub struct TurnPage {
 #[utoipa::path(post, path = "/v1/threads/{id}/turns", tag = "turns", request_body = NewTurn,
     params(
         ("id" = Uuid, Path, description = "Thread id (continuation_id)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe. Keys \
-            starting with `run:` are reserved for the turns of tool runs (422)."),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+            pattern = "^[\\x21-\\x7E]([\\x20-\\x7E]{0,253}[\\x21-\\x7E])?$",
+            description = "Makes retries safe: 1 to 255 printable ASCII characters; HTTP drops \
+                spaces at either end. Keys starting with `run:` are reserved for the turns of \
+                tool runs (422)."),
     ),
     responses(
         (status = CREATED, body = Turn,
             headers(("x-turns-remaining" = u32, description = "Turns the thread can still take"))),
-        (status = OK, body = Turn, description = "Replay of an earlier append with the same key"),
-        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+        (status = OK, body = Turn, description = "Replay of an earlier append with the same key",
+            headers(("x-turns-remaining" = u32, description = "Turns the thread can still take"))),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
         (status = CONFLICT, body = Problem, content_type = "application/problem+json",
             description = "`turn_limit_reached`"),
         (status = GONE, body = Problem, content_type = "application/problem+json",
             description = "`thread_expired`: start a new thread with `parent_id` set"),
-        (status = PAYLOAD_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = UNSUPPORTED_MEDIA_TYPE, body = Problem, content_type = "application/problem+json"),
         (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json",
             description = "`validation_failed`, or `idempotency_key_reused`: the key was used \
                 on this thread for a different body"),
     ))]
 pub async fn append_turn(
     State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
+    PathId(id): PathId,
     headers: HeaderMap,
     AppJson(turn): AppJson<NewTurn>,
 ) -> Result<Response, ApiError> {
@@ -90,13 +92,12 @@ pub async fn append_turn(
     params(("id" = Uuid, Path, description = "Thread id (continuation_id)"), ListTurnsParams),
     responses(
         (status = OK, body = TurnPage),
-        (status = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
         (status = UNPROCESSABLE_ENTITY, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_turns(
     State(state): State<AppState>,
-    AppPath(id): AppPath<Uuid>,
+    PathId(id): PathId,
     AppQuery(params): AppQuery<ListTurnsParams>,
 ) -> Result<Json<TurnPage>, ApiError> {
     let limit = page_size(params.limit)?;

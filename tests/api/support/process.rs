@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,6 +71,13 @@ impl ExaiProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The lines the server has logged at the error level so far.
+    pub fn errors(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let is_error = |line: &&String| serde_json::from_str::<Value>(line).is_ok_and(|log| log["level"] == "ERROR");
+        log.iter().filter(is_error).cloned().collect()
     }
 
     pub fn url(&self, path: &str) -> String {
