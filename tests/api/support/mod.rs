@@ -3,6 +3,7 @@
 
 pub mod postgrest;
 pub mod process;
+pub mod redis_proxy;
 pub mod services;
 pub mod slow_store;
 pub mod upstream;
