@@ -103,6 +103,12 @@ impl Cache for MemoryCache {
     }
 
     async fn get(&self, id: Uuid, lease: Lease) -> Result<Lookup, CacheError> {
+        // A hit needs no lock on the entry: reading one document is atomic by itself.
+        if let Some(Entry { slot: Slot::Held { thread, .. }, .. }) = self.entries.get(&id).await
+            && !thread.body.is_empty()
+        {
+            return Ok(Lookup::Hit(thread.body));
+        }
         let slot = self
             .compute(id, |current| match current {
                 None => Op::Put(Entry::leased(lease)),
