@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-use self::guarded_cache::GuardedCache;
+use self::guarded_cache::{GuardedCache, Read};
 use self::single_flight::SingleFlight;
-use crate::cache::{Cache, CacheStats, CachedThread};
+use crate::cache::{Cache, CacheStats, CachedThread, Lease};
 use crate::domain::{
     ConversationPolicy, HISTORY_MAX_DEPTH, History, NewThread, NewTurn, Thread, ThreadWithTurns, Turn,
     ValidationError, check_idempotency_key, truncate_to_micros,
@@ -111,10 +111,11 @@ impl Conversations {
 
     /// The thread document with all turns, from the cache when it holds it.
     pub async fn get_thread(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
-        if let Some(body) = self.cache.get(id).await {
-            return Ok(Some(body));
-        }
-        self.flights.run(id, || self.load(id)).await
+        let lease = match self.cache.get(id).await {
+            Read::Hit(body) => return Ok(Some(body)),
+            Read::Miss(lease) => lease,
+        };
+        self.flights.run(id, || self.load(id, lease)).await
     }
 
     pub async fn list_threads(
@@ -140,7 +141,10 @@ impl Conversations {
     pub async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
         let this = self.clone();
         detached(async move {
-            let deleted = this.store.delete_thread(id).await.inspect_err(|e| this.distrust_after(id, e))?;
+            let deleted = match this.store.delete_thread(id).await {
+                Ok(deleted) => deleted,
+                Err(error) => return Err(this.distrust_after(id, error).await),
+            };
             this.flights.forget(&id);
             let block_fills_for = this.policy.timeout.to_std().unwrap_or_default();
             this.cache.remove(id, block_fills_for).await;
@@ -166,8 +170,10 @@ impl Conversations {
         detached(async move {
             let now = now();
             let append = AppendTurns { thread_id, turns, idempotency_key, policy: this.policy, now };
-            let appended =
-                this.store.append_turns(&append).await.inspect_err(|e| this.distrust_after(thread_id, e))?;
+            let appended = match this.store.append_turns(&append).await {
+                Ok(appended) => appended,
+                Err(error) => return Err(this.distrust_after(thread_id, error).await.into()),
+            };
             this.flights.forget(&thread_id);
             // A replay too: the first attempt may have committed without updating the cache.
             let (document, ttl) = this.document(&appended.thread, now);
@@ -221,22 +227,27 @@ impl Conversations {
     }
 
     /// A write that failed without a clear answer (a timeout, a lost connection) may
-    /// still have committed, so the cached thread is no longer to be trusted.
-    fn distrust_after(&self, id: Uuid, error: &StoreError) {
+    /// still have committed, so the cached thread is no longer to be trusted. Other
+    /// threads keep their entries. Returns the error.
+    async fn distrust_after(&self, id: Uuid, error: StoreError) -> StoreError {
         if matches!(error, StoreError::Unavailable(_) | StoreError::Internal(_)) {
             self.flights.forget(&id);
-            self.cache.mark_stale(id);
+            self.cache.distrust(id).await;
         }
+        error
     }
 
-    async fn load(&self, id: Uuid) -> Load {
+    /// Reads the thread from the store, and fills the cache if the miss came with a lease.
+    async fn load(&self, id: Uuid, lease: Option<Lease>) -> Load {
         let Some(thread) = self.store.get_thread(id).await? else {
             return Ok(None);
         };
         let now = now();
         let (document, ttl) = self.document(&thread, now);
         let body = document.body.clone();
-        self.cache.fill(id, document, ttl).await;
+        if let Some(lease) = lease {
+            self.cache.fill(id, lease, document, ttl).await;
+        }
         Ok(Some(body))
     }
 

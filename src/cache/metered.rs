@@ -1,12 +1,11 @@
 //! Any cache, with each call timed for metrics and slow calls logged.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::{Cache, CacheError, CachedThread, Fill};
+use super::{Cache, CacheError, CachedThread, Fill, Lease, Lookup, Update};
 use crate::metrics::{Metrics, timed};
 
 pub struct MeteredCache {
@@ -35,11 +34,21 @@ impl Cache for MeteredCache {
         self.inner.outlives_process()
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<Bytes>, CacheError> {
-        self.timed("get", self.inner.get(id)).await
+    async fn get(&self, id: Uuid, lease: Lease) -> Result<Lookup, CacheError> {
+        self.timed("get", self.inner.get(id, lease)).await
     }
 
-    async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Fill, CacheError> {
+    async fn fill(
+        &self,
+        id: Uuid,
+        lease: Lease,
+        entry: CachedThread,
+        ttl: Duration,
+    ) -> Result<Fill, CacheError> {
+        self.timed("fill", self.inner.fill(id, lease, entry, ttl)).await
+    }
+
+    async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Update, CacheError> {
         self.timed("put", self.inner.put(id, entry, ttl)).await
     }
 

@@ -1,4 +1,12 @@
 //! TTL cache of thread documents in front of the store.
+//!
+//! Every adapter keeps one invariant atomically, whatever else touches the cache (an
+//! eviction, a purge, another process sharing the server): **no document read from the
+//! store before a write lands after that write.** A miss hands out a lease (a random
+//! nonce kept on the entry); a fill stores only while the entry still holds that lease;
+//! every write-through replaces the lease, and a purge or an eviction drops it with the
+//! entry. So a fill that read the store before a write either lands before the write's
+//! update (which then replaces it) or not at all.
 
 mod memory;
 mod metered;
@@ -15,6 +23,10 @@ use bytes::Bytes;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// How long a lease waits for its fill: far longer than a store read takes. A fill
+/// that comes later finds the lease gone and is dropped, which only costs a later miss.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// A thread document as the API returns it, tagged with the thread version it shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedThread {
@@ -22,11 +34,44 @@ pub struct CachedThread {
     pub body: Bytes,
 }
 
-/// What a `put` did.
+/// The right to fill one missing entry, as long as nothing has written it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease(pub u64);
+
+impl Lease {
+    /// A fresh nonce. Random rather than counted, so that a lease can never come back
+    /// after its entry was evicted or the server restarted.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4().as_u64_pair().0)
+    }
+}
+
+/// What a `get` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Hit(Bytes),
+    /// No document: the store may be read and the result filled under this lease.
+    Miss(Lease),
+}
+
+/// What a `fill` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fill {
     Stored,
-    /// The cache already held this version or a newer one; nothing changed.
+    /// The lease was gone (the entry was written, purged or evicted since the miss) or
+    /// the entry already held this version or a newer one; nothing changed.
+    Rejected,
+}
+
+/// What a write-through `put` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// The entry held an older document and now holds this one.
+    Stored,
+    /// The entry held no document: it was left empty with a new lease, since a document
+    /// stored after an eviction could be older than one that was evicted.
+    Invalidated,
+    /// The entry already held this version or a newer one; nothing changed.
     Stale,
 }
 
@@ -43,22 +88,31 @@ pub trait Cache: Send + Sync {
     /// the cache can be trusted until it has been cleared.
     fn outlives_process(&self) -> bool;
 
-    /// The cached document, if any.
-    async fn get(&self, id: Uuid) -> Result<Option<Bytes>, CacheError>;
+    /// The cached document, or the lease a fill must present: the one the entry holds
+    /// already, else `lease`, which the entry then holds for [`LEASE_TTL`]. One atomic step.
+    async fn get(&self, id: Uuid, lease: Lease) -> Result<Lookup, CacheError>;
 
-    /// Stores `entry` for `ttl` unless an entry of the same or a newer version is
-    /// present. The comparison and the write are one atomic step.
-    async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Fill, CacheError>;
+    /// Stores `entry` for `ttl` if the entry still holds `lease` and no document of the
+    /// same or a newer version. One atomic step.
+    async fn fill(
+        &self,
+        id: Uuid,
+        lease: Lease,
+        entry: CachedThread,
+        ttl: Duration,
+    ) -> Result<Fill, CacheError>;
 
-    /// Drops the entry and blocks fills for `block_fills_for`, so that a read which
-    /// began before a delete cannot bring the deleted thread back.
-    async fn remove(&self, id: Uuid, block_fills_for: Duration) -> Result<(), CacheError> {
-        let marker = CachedThread { version: i64::MAX, body: Bytes::new() };
-        self.put(id, marker, block_fills_for).await.map(drop)
-    }
+    /// The write-through after a store commit: replaces an older document, or leaves an
+    /// empty entry with a new lease; either way any lease handed out before is void.
+    /// One atomic step.
+    async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Update, CacheError>;
 
-    /// Deletes entries outright, whatever their version: for entries that may be stale
-    /// because their write-through failed.
+    /// Drops the entry and refuses every update for `block_fills_for`, so that neither a
+    /// late fill nor a late write-through can bring a deleted thread back.
+    async fn remove(&self, id: Uuid, block_fills_for: Duration) -> Result<(), CacheError>;
+
+    /// Deletes entries outright, leases included: for entries that may be stale because
+    /// their write-through failed.
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError>;
 
     /// Deletes every entry of this cache.

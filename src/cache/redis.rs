@@ -1,5 +1,5 @@
-//! Redis: thread documents under `<namespace>:thread:{id}`, written only through a
-//! compare-and-set script, every call bounded.
+//! Redis: thread documents under `<namespace>:thread:{id}` (a hash: version `v`, body `b`,
+//! lease `l`), read and written only through atomic scripts, every call bounded.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -8,7 +8,7 @@ use redis::{RedisError, Script};
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::{Cache, CacheError, CachedThread, Fill};
+use super::{Cache, CacheError, CachedThread, Fill, LEASE_TTL, Lease, Lookup, Update};
 
 /// Longest any cache call may take before the request carries on without the cache.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
@@ -16,15 +16,63 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Keys deleted per command when clearing the namespace.
 const CLEAR_BATCH: usize = 500;
 
-/// Stores the document unless the entry holds this version or a newer one (a removal
-/// marker is the newest of all), and sets its TTL: one atomic step.
+/// The document, else the entry's lease, else a new lease (ARGV[1]) on a new entry
+/// that expires after ARGV[2] ms. An empty document is a removal marker: a miss whose
+/// fill the marker's version will refuse.
+const GET_OR_LEASE: &str = r"
+local found = redis.call('HMGET', KEYS[1], 'b', 'l')
+if found[1] then
+    if found[1] ~= '' then
+        return {1, found[1]}
+    end
+    return {0, ARGV[1]}
+end
+if found[2] then
+    return {0, found[2]}
+end
+redis.call('HSET', KEYS[1], 'l', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {0, ARGV[1]}
+";
+
+/// Stores the document (version ARGV[2], body ARGV[3], TTL ARGV[4] ms) only while the
+/// entry holds the lease ARGV[1] and no document of the same or a newer version.
+const FILL_UNDER_LEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'l') ~= ARGV[1] then
+    return 0
+end
+local current = redis.call('HGET', KEYS[1], 'v')
+if current and tonumber(current) >= tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+";
+
+/// The write-through (version ARGV[1], body ARGV[2], TTL ARGV[3] ms): replaces an older
+/// document, or leaves the entry empty; either way under the new lease ARGV[4]. Returns
+/// 1 stored, 2 invalidated, 0 stale.
 const PUT_IF_NEWER: &str = r"
 local current = redis.call('HGET', KEYS[1], 'v')
 if current and tonumber(current) >= tonumber(ARGV[1]) then
     return 0
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if current then
+    redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2], 'l', ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return 1
+end
+redis.call('HSET', KEYS[1], 'l', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 2
+";
+
+/// Replaces the entry with an empty document of the newest version of all, for ARGV[1] ms.
+const REMOVE: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'b', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
@@ -34,11 +82,18 @@ return 1
 pub struct RedisCache {
     connection: ConnectionManager,
     prefix: String,
+    get_or_lease: Script,
+    fill_under_lease: Script,
     put_if_newer: Script,
+    remove: Script,
 }
 
 fn unavailable(error: RedisError) -> CacheError {
     CacheError(error.to_string())
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl RedisCache {
@@ -57,7 +112,10 @@ impl RedisCache {
         Ok(Self {
             connection,
             prefix: format!("{namespace}:thread:"),
+            get_or_lease: Script::new(GET_OR_LEASE),
+            fill_under_lease: Script::new(FILL_UNDER_LEASE),
             put_if_newer: Script::new(PUT_IF_NEWER),
+            remove: Script::new(REMOVE),
         })
     }
 
@@ -84,20 +142,56 @@ impl Cache for RedisCache {
         true
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<Bytes>, CacheError> {
+    async fn get(&self, id: Uuid, lease: Lease) -> Result<Lookup, CacheError> {
         let mut connection = self.connection.clone();
-        let command = redis::cmd("HGET").arg(self.key(id)).arg("b").to_owned();
-        let body: Option<Vec<u8>> = self.bounded(command.query_async(&mut connection)).await?;
-        Ok(body.filter(|body| !body.is_empty()).map(Bytes::from))
+        let mut invocation = self.get_or_lease.key(self.key(id));
+        invocation.arg(lease.0).arg(millis(LEASE_TTL));
+        let (hit, value): (i64, Vec<u8>) = self.bounded(invocation.invoke_async(&mut connection)).await?;
+        if hit == 1 {
+            return Ok(Lookup::Hit(Bytes::from(value)));
+        }
+        let lease = std::str::from_utf8(&value).ok().and_then(|nonce| nonce.parse().ok());
+        lease
+            .map(|nonce| Lookup::Miss(Lease(nonce)))
+            .ok_or_else(|| CacheError("malformed cache lease".into()))
     }
 
-    async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Fill, CacheError> {
+    async fn fill(
+        &self,
+        id: Uuid,
+        lease: Lease,
+        entry: CachedThread,
+        ttl: Duration,
+    ) -> Result<Fill, CacheError> {
         let mut connection = self.connection.clone();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut invocation = self.put_if_newer.key(self.key(id));
-        invocation.arg(entry.version).arg(entry.body.as_ref()).arg(ttl_ms);
+        let mut invocation = self.fill_under_lease.key(self.key(id));
+        invocation.arg(lease.0).arg(entry.version).arg(entry.body.as_ref()).arg(millis(ttl));
         let stored: i64 = self.bounded(invocation.invoke_async(&mut connection)).await?;
-        Ok(if stored == 1 { Fill::Stored } else { Fill::Stale })
+        Ok(if stored == 1 { Fill::Stored } else { Fill::Rejected })
+    }
+
+    async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Update, CacheError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.put_if_newer.key(self.key(id));
+        invocation
+            .arg(entry.version)
+            .arg(entry.body.as_ref())
+            .arg(millis(ttl))
+            .arg(Lease::random().0)
+            .arg(millis(LEASE_TTL));
+        let outcome: i64 = self.bounded(invocation.invoke_async(&mut connection)).await?;
+        Ok(match outcome {
+            1 => Update::Stored,
+            2 => Update::Invalidated,
+            _ => Update::Stale,
+        })
+    }
+
+    async fn remove(&self, id: Uuid, block_fills_for: Duration) -> Result<(), CacheError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.remove.key(self.key(id));
+        invocation.arg(millis(block_fills_for)).arg(i64::MAX);
+        self.bounded(invocation.invoke_async::<i64>(&mut connection)).await.map(drop)
     }
 
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {

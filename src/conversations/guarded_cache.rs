@@ -1,15 +1,12 @@
 //! The cache as the service uses it: a failing cache costs time, never correctness.
 //!
-//! Every failure is counted, logged at most once per interval, and makes the service
-//! leave the cache alone for a short cool-down. A write-through that fails after its
-//! store commit leaves the thread's entry possibly stale: such ids are remembered and
-//! purged before the cache serves reads again.
-//!
-//! Versions keep an older document from replacing a newer entry, but once an entry is
-//! gone (evicted by a full Redis, or purged) a slow fill that read the store before a
-//! commit would find nothing to compare with. So the newest version seen for each thread
-//! is remembered for a while, an older document is dropped before it is sent, and a
-//! thread's cache writes take turns so that they land in the order they were checked.
+//! That no older fill lands after a write is the cache adapters' job (leases, see
+//! `crate::cache`). What is left here is what an unreachable cache needs: every failure
+//! is counted, logged at most once per interval, and makes the service leave the cache
+//! alone for a short cool-down. A write whose cache update could not be made leaves that
+//! thread's entry possibly stale: its id is remembered, and that one thread is read from
+//! the store until its entry has been purged. No lock is held across a cache call, so
+//! no request waits for another's timeout.
 
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -18,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use crate::cache::{Cache, CacheError, CacheStats, CachedThread, Fill};
+use crate::cache::{Cache, CacheError, CacheStats, CachedThread, Fill, Lease, Lookup};
 use crate::telemetry::Throttle;
 
 /// How long the cache is left alone after a failure before it is tried again.
@@ -27,18 +24,11 @@ const COOL_DOWN: Duration = Duration::from_secs(1);
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// Past this many remembered ids, the whole namespace is cleared instead.
 const MAX_STALE_IDS: usize = 100_000;
-/// How long a written version is remembered: far longer than a store read and the
-/// fill after it can take, both being bounded by their timeouts.
-const RECENT_WRITE_WINDOW: Duration = Duration::from_secs(60);
-const TURN_STRIPES: usize = 64;
 
 pub struct GuardedCache {
     cache: Arc<dyn Cache>,
     stats: CacheStats,
     stale: Mutex<Stale>,
-    recent_writes: Mutex<RecentWrites>,
-    /// Striped: threads that share a stripe only wait for each other's cache writes.
-    turns: [tokio::sync::Mutex<()>; TURN_STRIPES],
     /// Set while `stale` holds anything, so reads check it without locking.
     has_stale: AtomicBool,
     purging: AtomicBool,
@@ -47,37 +37,12 @@ pub struct GuardedCache {
     warnings: Throttle,
 }
 
-/// The newest document version recently sent to the cache, by thread.
-struct RecentWrites {
-    versions: HashMap<Uuid, (i64, Instant)>,
-    prune_at: usize,
-}
-
-impl Default for RecentWrites {
-    fn default() -> Self {
-        Self { versions: HashMap::new(), prune_at: 1024 }
-    }
-}
-
-impl RecentWrites {
-    /// Records `version` for the thread; `false` if a newer one was seen recently, in
-    /// which case the document must not be sent.
-    fn claim(&mut self, id: Uuid, version: i64) -> bool {
-        let now = Instant::now();
-        let newest = match self.versions.get(&id) {
-            Some((seen, at)) if *seen > version && now.duration_since(*at) < RECENT_WRITE_WINDOW => {
-                return false;
-            }
-            Some((seen, at)) if now.duration_since(*at) < RECENT_WRITE_WINDOW => (*seen).max(version),
-            _ => version,
-        };
-        self.versions.insert(id, (newest, now));
-        if self.versions.len() >= self.prune_at {
-            self.versions.retain(|_, (_, at)| now.duration_since(*at) < RECENT_WRITE_WINDOW);
-            self.prune_at = (self.versions.len() * 2).max(1024);
-        }
-        true
-    }
+/// What a read found in the cache.
+pub enum Read {
+    Hit(Bytes),
+    /// Read the store; fill the cache under the lease, if there is one (none when the
+    /// cache could not be asked or trusted).
+    Miss(Option<Lease>),
 }
 
 /// Entries that may be stale, each with the number of the mark that made it so, so that
@@ -90,15 +55,21 @@ struct Stale {
     marks: u64,
 }
 
+impl Stale {
+    fn covers(&self, id: Uuid) -> bool {
+        self.everything.is_some() || self.ids.contains_key(&id)
+    }
+}
+
 impl GuardedCache {
     pub fn new(cache: Arc<dyn Cache>) -> Self {
+        // Entries left by an earlier process may be stale (it may have died between a
+        // commit and its cache update), and its marks died with it.
         let everything = cache.outlives_process();
         Self {
             cache,
             stats: CacheStats::default(),
             stale: Mutex::new(Stale { everything: everything.then_some(0), ..Stale::default() }),
-            recent_writes: Mutex::new(RecentWrites::default()),
-            turns: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             has_stale: AtomicBool::new(everything),
             purging: AtomicBool::new(false),
             started: Instant::now(),
@@ -115,66 +86,55 @@ impl GuardedCache {
         &self.stats
     }
 
-    /// The cached document, or `None` on a miss or whenever the cache cannot be
-    /// trusted or reached right now.
-    pub async fn get(self: &Arc<Self>, id: Uuid) -> Option<Bytes> {
-        let usable = !self.cooling_down() && !self.purge_pending();
-        let found = if usable {
-            self.cache.get(id).await.unwrap_or_else(|error| {
-                self.failed(error);
-                None
-            })
+    /// The cached document, or a miss: with a lease to fill it under, or without one
+    /// whenever the cache cannot be trusted or reached right now.
+    pub async fn get(self: &Arc<Self>, id: Uuid) -> Read {
+        let read = if self.cooling_down() || self.distrusted(id) {
+            Read::Miss(None)
         } else {
-            None
+            match self.cache.get(id, Lease::random()).await {
+                Ok(Lookup::Hit(body)) => Read::Hit(body),
+                Ok(Lookup::Miss(lease)) => Read::Miss(Some(lease)),
+                Err(error) => {
+                    self.failed(error);
+                    Read::Miss(None)
+                }
+            }
         };
-        match found {
-            Some(_) => self.stats.hit(),
-            None => self.stats.miss(),
+        match read {
+            Read::Hit(_) => self.stats.hit(),
+            Read::Miss(_) => self.stats.miss(),
         }
-        found
+        read
     }
 
-    /// Fills the cache after a store read. Losing a fill only costs a later miss.
-    pub async fn fill(&self, id: Uuid, document: CachedThread, ttl: Duration) {
+    /// Fills the cache after a store read under the lease of the miss. Losing a fill
+    /// only costs a later miss.
+    pub async fn fill(&self, id: Uuid, lease: Lease, document: CachedThread, ttl: Duration) {
         if self.cooling_down() {
             return;
         }
-        let _turn = self.turn_for(id).lock().await;
-        if !self.claim(id, document.version) {
-            return self.stats.rejected_fill();
-        }
-        match self.cache.put(id, document, ttl).await {
+        match self.cache.fill(id, lease, document, ttl).await {
             Ok(Fill::Stored) => {}
-            Ok(Fill::Stale) => self.stats.rejected_fill(),
+            Ok(Fill::Rejected) => self.stats.rejected_fill(),
             Err(error) => self.failed(error),
         }
     }
 
-    /// Updates the entry after a store commit; if that fails the old entry may
-    /// still be there, so the id is purged before the cache serves again.
+    /// Updates the entry after a store commit; if that cannot be done the old entry
+    /// may still be there, so the id is purged before the cache serves it again.
     pub async fn write_through(&self, id: Uuid, document: CachedThread, ttl: Duration) {
         if self.cooling_down() {
             return self.mark_stale(id);
         }
-        let _turn = self.turn_for(id).lock().await;
-        if !self.claim(id, document.version) {
-            // A newer version has been written already: the entry holds it, or nothing.
-            return self.stats.rejected_fill();
-        }
-        match self.cache.put(id, document, ttl).await {
-            Ok(Fill::Stored) => {}
-            Ok(Fill::Stale) => self.stats.rejected_fill(),
-            Err(error) => {
-                self.failed(error);
-                self.mark_stale(id);
-            }
+        if let Err(error) = self.cache.put(id, document, ttl).await {
+            self.failed(error);
+            self.mark_stale(id);
         }
     }
 
     /// Removes the entry after a store delete, with the same fallback as `write_through`.
     pub async fn remove(&self, id: Uuid, block_fills_for: Duration) {
-        let _turn = self.turn_for(id).lock().await;
-        self.claim(id, i64::MAX);
         if self.cooling_down() {
             return self.mark_stale(id);
         }
@@ -184,16 +144,16 @@ impl GuardedCache {
         }
     }
 
-    /// The lock a thread's cache writes take turns on. Holding it from the version check
-    /// to the write's answer makes writes reach the cache in the order of their versions:
-    /// without it, a writer could check first and send last, and its older document
-    /// could land after a newer one had been evicted.
-    fn turn_for(&self, id: Uuid) -> &tokio::sync::Mutex<()> {
-        &self.turns[(id.as_u128() % TURN_STRIPES as u128) as usize]
-    }
-
-    fn claim(&self, id: Uuid, version: i64) -> bool {
-        self.recent_writes.lock().unwrap_or_else(PoisonError::into_inner).claim(id, version)
+    /// A write to the thread failed without a clear answer and may have committed: its
+    /// entry is deleted now, or, when the cache cannot be reached, as soon as it can.
+    pub async fn distrust(&self, id: Uuid) {
+        if !self.cooling_down() {
+            match self.cache.purge(&[id]).await {
+                Ok(()) => return,
+                Err(error) => self.failed(error),
+            }
+        }
+        self.mark_stale(id);
     }
 
     fn now_ms(&self) -> u64 {
@@ -204,8 +164,8 @@ impl GuardedCache {
         self.now_ms() < self.down_until_ms.load(Ordering::Relaxed)
     }
 
-    /// The entry may be stale: purge it before the cache serves again.
-    pub fn mark_stale(&self, id: Uuid) {
+    /// The entry may be stale: purge it before the cache serves it again.
+    fn mark_stale(&self, id: Uuid) {
         let mut stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
         stale.marks += 1;
         let mark = stale.marks;
@@ -218,8 +178,9 @@ impl GuardedCache {
         self.has_stale.store(true, Ordering::Release);
     }
 
-    /// True while stale entries may remain; starts one background purge if none runs.
-    fn purge_pending(self: &Arc<Self>) -> bool {
+    /// True while this id's entry may be stale. Any pending purge is started here, in
+    /// the background, whichever id is read.
+    fn distrusted(self: &Arc<Self>, id: Uuid) -> bool {
         if !self.has_stale.load(Ordering::Acquire) {
             return false;
         }
@@ -230,7 +191,7 @@ impl GuardedCache {
                 this.purging.store(false, Ordering::Release);
             });
         }
-        true
+        self.stale.lock().unwrap_or_else(PoisonError::into_inner).covers(id)
     }
 
     async fn purge(&self) {

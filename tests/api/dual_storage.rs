@@ -12,11 +12,12 @@ use uuid::Uuid;
 use exai::cache::{Cache, RedisCache};
 use exai::store::{PostgresStore, Store};
 
+use crate::cache_faults::CACHE_TIMEOUT;
 use crate::support::services::{PostgresServer, RedisServer, postgres_database, shared_redis};
 use crate::support::slow_store::SlowStore;
-use crate::support::{TestApp, memory_cache, policy, sqlite_store};
+use crate::support::{TestApp, TestResponse, memory_cache, policy, sqlite_store};
 
-async fn eventually(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+pub async fn eventually(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
     let give_up = Instant::now() + deadline;
     while !done() {
         assert!(Instant::now() < give_up, "{what} did not happen within {deadline:?}");
@@ -24,26 +25,51 @@ async fn eventually(what: &str, deadline: Duration, mut done: impl FnMut() -> bo
     }
 }
 
-fn redis_cache(url: &str) -> Arc<dyn Cache> {
+pub fn redis_cache(url: &str) -> Arc<dyn Cache> {
     Arc::new(RedisCache::connect(url, &format!("test-{}", Uuid::new_v4().simple())).unwrap())
 }
 
 /// A thread under traffic and the highest turn the service has acknowledged for it.
-struct Watched {
-    id: String,
-    acknowledged: AtomicU64,
+pub struct Watched {
+    pub id: String,
+    pub acknowledged: AtomicU64,
 }
 
 #[derive(Default, Debug)]
-struct Report {
-    requests: usize,
-    failures: Vec<String>,
-    stale_reads: usize,
+pub struct Report {
+    pub requests: usize,
+    pub failures: Vec<String>,
+    pub stale_reads: usize,
+    /// The longest any one request took.
+    pub slowest: Duration,
+}
+
+impl Report {
+    /// Every client's reports checked: no failure, no stale read, and no request that
+    /// paid more than one cache timeout (with room for the store on a busy machine).
+    /// Returns the number of requests.
+    pub fn check_all(reports: &[Report]) -> usize {
+        let failures: Vec<&String> = reports.iter().flat_map(|r| &r.failures).collect();
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(reports.iter().map(|r| r.stale_reads).sum::<usize>(), 0, "stale reads");
+        let slowest = reports.iter().map(|r| r.slowest).max().unwrap_or_default();
+        assert!(slowest < CACHE_TIMEOUT * 2 + Duration::from_secs(1), "a request took {slowest:?}");
+        reports.iter().map(|r| r.requests).sum()
+    }
+}
+
+/// Sends one request, timing it into the report.
+async fn timed(report: &mut Report, request: impl Future<Output = TestResponse>) -> TestResponse {
+    let started = Instant::now();
+    let response = request.await;
+    report.requests += 1;
+    report.slowest = report.slowest.max(started.elapsed());
+    response
 }
 
 /// One client: appends (if a writer) and reads, checking each read holds every turn
 /// acknowledged before it was sent.
-async fn client(
+pub async fn client(
     app: Arc<TestApp>,
     threads: Arc<Vec<Watched>>,
     stop: Arc<AtomicBool>,
@@ -57,8 +83,8 @@ async fn client(
         i += 1;
         if writer {
             let body = json!({"role": "user", "content": format!("turn {i}")});
-            let response = app.post_json(&format!("/v1/threads/{}/turns", thread.id), &body).await;
-            report.requests += 1;
+            let response =
+                timed(&mut report, app.post_json(&format!("/v1/threads/{}/turns", thread.id), &body)).await;
             if response.status == StatusCode::CREATED {
                 thread.acknowledged.fetch_max(response.json()["seq"].as_u64().unwrap(), Ordering::SeqCst);
             } else {
@@ -67,8 +93,7 @@ async fn client(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let acknowledged = thread.acknowledged.load(Ordering::SeqCst);
-        let response = app.get(&format!("/v1/threads/{}", thread.id)).await;
-        report.requests += 1;
+        let response = timed(&mut report, app.get(&format!("/v1/threads/{}", thread.id))).await;
         if response.status != StatusCode::OK {
             report.failures.push(format!("read: {} {}", response.status, response.text()));
         } else if response.json()["turn_count"].as_u64().unwrap() < acknowledged {
@@ -118,11 +143,8 @@ async fn a_redis_outage_fails_no_request_and_serves_nothing_stale() {
 
     stop.store(true, Ordering::Relaxed);
     let reports: Vec<Report> = join_all(clients).await.into_iter().map(Result::unwrap).collect();
-    let requests: usize = reports.iter().map(|r| r.requests).sum();
+    let requests = Report::check_all(&reports);
     assert!(requests > 200, "too little traffic to tell: {requests}");
-    let failures: Vec<&String> = reports.iter().flat_map(|r| &r.failures).collect();
-    assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(reports.iter().map(|r| r.stale_reads).sum::<usize>(), 0);
 }
 
 /// Writers append to `thread_count` threads while readers read them through a Redis
@@ -133,7 +155,7 @@ async fn race_fills_and_writes(thread_count: usize, writers: usize) {
     };
     let Some(redis) = shared_redis() else { return };
     let postgres: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).unwrap());
-    let slow = Arc::new(SlowStore { inner: postgres, read_delay: Duration::from_millis(30) });
+    let slow = Arc::new(SlowStore::new(postgres, Duration::from_millis(30)));
     let cache = redis_cache(&redis.url());
     let app = Arc::new(TestApp::with_backends(slow, cache.clone(), policy(100_000)));
     let mut threads = Vec::new();
@@ -150,7 +172,8 @@ async fn race_fills_and_writes(thread_count: usize, writers: usize) {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let id = Uuid::parse_str(&threads[i % threads.len()].id).unwrap();
-                cache.purge(&[id]).await.unwrap();
+                // On a busy machine a call can time out: one eviction fewer, nothing else.
+                let _ = cache.purge(&[id]).await;
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(7)).await;
             }
@@ -163,12 +186,11 @@ async fn race_fills_and_writes(thread_count: usize, writers: usize) {
     stop.store(true, Ordering::Relaxed);
     evictor.await.unwrap();
     let reports: Vec<Report> = join_all(clients).await.into_iter().map(Result::unwrap).collect();
-    let failures: Vec<&String> = reports.iter().flat_map(|r| &r.failures).collect();
-    assert!(failures.is_empty(), "{failures:?}");
+    assert!(Report::check_all(&reports) > 200);
+    // Only fills count here, never a write-through finding a newer document: so some
+    // slow fill did race a write or an eviction.
     let stats = app.state.conversations.cache_stats();
     assert!(stats.rejected_fills() > 0, "no slow fill ever raced a write: the test proved nothing");
-    assert!(reports.iter().map(|r| r.requests).sum::<usize>() > 200);
-    assert_eq!(reports.iter().map(|r| r.stale_reads).sum::<usize>(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -191,6 +213,7 @@ async fn a_stopped_postgres_fails_fast_with_503_and_recovery_needs_no_restart() 
         TestApp::with_backends(Arc::new(PostgresStore::connect(&url).unwrap()), memory_cache(), policy(20));
     let id = app.create_thread(json!({"title": "before the outage"})).await;
     app.append(&id, "kept").await;
+    assert_eq!(app.get(&format!("/v1/threads/{id}")).await.status, StatusCode::OK, "fills the cache");
 
     postgres.stop();
     let cached = app.get(&format!("/v1/threads/{id}")).await;

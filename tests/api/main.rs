@@ -7,6 +7,8 @@ mod support;
 
 mod adoption;
 mod cache_conformance;
+mod cache_faults;
+mod cache_soak;
 mod concurrency;
 mod connections;
 mod contract;

@@ -25,6 +25,8 @@ async fn writes_go_through_the_cache_and_hits_skip_the_store() {
     let store: Arc<dyn Store> = store;
     let conversations = Conversations::new(store.clone(), memory_cache(), policy(20));
     let (id, _) = conversations.create_thread(NewThread::default()).await.unwrap();
+    // The first read fills the cache; the write then updates the cached document.
+    conversations.get_thread(id).await.unwrap().unwrap();
     conversations.append_turns(id, vec![user("hi")], None).await.unwrap();
 
     let before = store.round_trips();
@@ -43,7 +45,7 @@ async fn concurrent_misses_make_one_store_read() {
 
     // A second service with an empty cache over the same store; its reads pause after
     // the store answers, so every caller finds the cache empty and the load under way.
-    let slow = SlowStore { inner: store.clone(), read_delay: Duration::from_millis(200) };
+    let slow = SlowStore::new(store.clone(), Duration::from_millis(200));
     let cold = Conversations::new(Arc::new(slow), memory_cache(), policy(20));
     let before = store.round_trips();
     let reads = join_all((0..20).map(|_| cold.get_thread(id))).await;

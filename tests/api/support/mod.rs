@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod postgrest;
 pub mod process;
+pub mod redis_proxy;
 pub mod services;
 pub mod slow_store;
 pub mod upstream;

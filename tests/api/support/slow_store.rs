@@ -1,10 +1,12 @@
 //! A real store with a pause after each thread read, to widen the window between a
-//! store read and the cache fill that follows it.
+//! store read and the cache fill that follows it; or, for one chosen read, a pause
+//! that lasts until the test lets it go.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use exai::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
@@ -13,6 +15,43 @@ use exai::store::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, Thre
 pub struct SlowStore {
     pub inner: Arc<dyn Store>,
     pub read_delay: Duration,
+    pub gate: ReadGate,
+}
+
+impl SlowStore {
+    pub fn new(inner: Arc<dyn Store>, read_delay: Duration) -> Self {
+        Self { inner, read_delay, gate: ReadGate::default() }
+    }
+}
+
+/// Holds the next thread read, once it has read the store, until released.
+#[derive(Default)]
+pub struct ReadGate {
+    armed: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+/// A read held by the gate: `reached` resolves once the read has read the store;
+/// sending on `release` lets it carry on.
+pub struct HeldRead {
+    pub reached: oneshot::Receiver<()>,
+    pub release: oneshot::Sender<()>,
+}
+
+impl ReadGate {
+    pub fn hold_next(&self) -> HeldRead {
+        let (reached_tx, reached) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        *self.armed.lock().unwrap() = Some((reached_tx, release_rx));
+        HeldRead { reached, release }
+    }
+
+    async fn pass(&self) {
+        let armed = self.armed.lock().unwrap().take();
+        if let Some((reached, release)) = armed {
+            let _ = reached.send(());
+            let _ = release.await;
+        }
+    }
 }
 
 #[async_trait]
@@ -33,6 +72,7 @@ impl Store for SlowStore {
     async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
         let read = self.inner.get_thread(id).await;
         tokio::time::sleep(self.read_delay).await;
+        self.gate.pass().await;
         read
     }
 
