@@ -90,6 +90,21 @@ fn now() -> DateTime<Utc> {
     truncate_to_micros(Utc::now())
 }
 
+/// How long a run may take: the tool's own `timeout_secs`, or less when the caller asks.
+/// The tool's setting is a ceiling its operator chose (a cost, a quota); a caller asking
+/// for more is refused rather than silently given less than asked.
+fn run_timeout(asked_secs: Option<u32>, ceiling: Duration) -> Result<Duration, ValidationError> {
+    match asked_secs {
+        None => Ok(ceiling),
+        Some(0) => Err(ValidationError::new("timeout_secs", "must be at least 1")),
+        Some(secs) if Duration::from_secs(secs.into()) > ceiling => Err(ValidationError::new(
+            "timeout_secs",
+            format!("must be at most {}, the tool's own timeout_secs", ceiling.as_secs()),
+        )),
+        Some(secs) => Ok(Duration::from_secs(secs.into())),
+    }
+}
+
 /// A title for a thread a run starts: the first line of its input, shortened.
 fn title(input: &str) -> String {
     input.lines().next().unwrap_or_default().chars().take(TITLE_CHARS).collect()
@@ -142,13 +157,7 @@ impl Executor {
         NewTurn::new(Role::User, request.input.clone())
             .validate()
             .map_err(|e| ValidationError::new("input", e.message))?;
-        let timeout = match request.timeout_secs {
-            Some(0) => {
-                return Err(ValidationError::new("timeout_secs", "must be at least 1").into());
-            }
-            Some(secs) => Duration::from_secs(secs.into()).min(inner.settings.timeout_cap),
-            None => tool.definition.timeout,
-        };
+        let timeout = run_timeout(request.timeout_secs, tool.definition.timeout)?;
         let admission = tool
             .admit()
             .map_err(|admitted| RunError::Busy { tool: tool.definition.name.clone(), admitted })?;
@@ -443,6 +452,16 @@ pub async fn fail_orphaned_runs(store: &dyn Store, started_at: DateTime<Utc>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_may_only_lower_a_tools_timeout() {
+        let ceiling = Duration::from_secs(30);
+        assert_eq!(run_timeout(None, ceiling).unwrap(), ceiling);
+        assert_eq!(run_timeout(Some(5), ceiling).unwrap(), Duration::from_secs(5));
+        assert_eq!(run_timeout(Some(30), ceiling).unwrap(), ceiling);
+        assert!(run_timeout(Some(31), ceiling).unwrap_err().to_string().contains("timeout_secs"));
+        assert!(run_timeout(Some(0), ceiling).is_err());
+    }
 
     #[test]
     fn titles_are_the_first_line_shortened() {

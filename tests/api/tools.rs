@@ -67,6 +67,21 @@ async fn echo_starts_a_thread_and_records_both_turns() {
 }
 
 #[tokio::test]
+async fn a_run_may_shorten_its_tools_timeout_but_not_lengthen_it() {
+    let upstream = upstream::start().await;
+    let app = TestApp::with_tools(&webhook_tool(&upstream.url, "/webhook", "timeout_secs = 7"), &[]).await;
+    let longer = run(&app, "hook", json!({"input": "x", "timeout_secs": 8})).await;
+    longer.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(longer.json()["detail"].as_str().unwrap().contains("timeout_secs"), "{}", longer.text());
+    assert_eq!(upstream.received.count(), 0, "a refused run calls nothing");
+    for (asked, given) in [(json!(3), 3), (json!(7), 7), (json!(null), 7)] {
+        let finished = run(&app, "hook", json!({"input": "x", "timeout_secs": asked})).await;
+        assert_eq!(finished.status, StatusCode::OK, "{}", finished.text());
+        assert_eq!(finished.json()["timeout_secs"], given);
+    }
+}
+
+#[tokio::test]
 async fn a_continuation_sends_the_history_and_appends_only_on_success() {
     let upstream = upstream::start().await;
     let registry = format!(

@@ -53,7 +53,8 @@ pub struct NewRun {
     input: String,
     /// The thread to continue; without one a new thread is started.
     continuation_id: Option<Uuid>,
-    /// Shorter or longer than the tool's own timeout, within `WORKFLOW_TOOL_TIMEOUT_SECS`.
+    /// Seconds the run may take, at least 1 and at most the tool's own `timeout_secs`
+    /// (larger values are refused with 422); the tool's own by default.
     timeout_secs: Option<u32>,
     /// Answer when the run has finished (default), or at once with 202.
     wait: Option<bool>,
