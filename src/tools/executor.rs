@@ -27,7 +27,7 @@ use crate::domain::{
     NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, truncate_to_micros,
 };
 use crate::metrics::Metrics;
-use crate::store::{RunQuery, Store, StoreError};
+use crate::store::{RunQuery, Store, StoreError, run_idempotency_key};
 
 /// Attempts at a store write a run cannot do without, and the pause that grows between them.
 const STORE_ATTEMPTS: u32 = 4;
@@ -145,8 +145,8 @@ impl Executor {
         self.inner.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Accepts a run: checks the tool, the input and the thread (expiry, two turns
-    /// left) before any upstream call, records the run, and starts it.
+    /// Accepts a run: checks the tool and the input, reads the thread's history, records
+    /// the run with the room it needs on the thread (or is refused), and starts it.
     pub async fn start(&self, tool_name: &str, request: RunRequest) -> Result<Started, RunError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
@@ -179,15 +179,16 @@ impl Executor {
     ) -> Result<Started, RunError> {
         let inner = &self.inner;
         let tool_name = &tool.definition.name;
+        let conversations = &inner.conversations;
         let (thread_id, history) = match request.continuation_id {
-            Some(id) => (id, inner.conversations.continuation(id, 2).await?),
+            Some(id) => (id, conversations.continuation(id).await?),
             None => {
                 let new = NewThread {
                     title: Some(title(&request.input)),
                     tool_name: Some(tool_name.clone()),
                     ..NewThread::default()
                 };
-                (inner.conversations.create_thread(new).await?.0, Vec::new())
+                (conversations.create_thread(new).await?.0, Vec::new())
             }
         };
         let run = ToolRun {
@@ -204,7 +205,10 @@ impl Executor {
             timeout_secs: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
             turns_remaining: None,
         };
-        inner.store.save_run(&run).await?;
+        // Refused here (409, 410) unless the thread has room for this run's turns besides
+        // those of the runs already under way on it: no upstream call is spent on an
+        // answer that could not be recorded.
+        inner.store.reserve_run(&run, *conversations.policy(), run.created_at).await?;
 
         let live = Arc::new(LiveRun::new());
         let outcome = live.outcome.subscribe();
@@ -350,7 +354,7 @@ impl Executor {
             model_name: answer.model_name.clone(),
             ..NewTurn::new(Role::Assistant, answer.output.clone())
         };
-        let key = Some(format!("run:{}", run.id));
+        let key = Some(run_idempotency_key(run.id));
         let conversations = &self.inner.conversations;
         let mut attempt = 0;
         loop {

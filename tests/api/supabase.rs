@@ -108,6 +108,8 @@ async fn the_public_anon_key_cannot_reach_exai_data() {
     let mut connection = pool.acquire().await.unwrap();
     let statements = [
         "SELECT exai_get_thread($1)",
+        "SELECT exai_history($1, 20, 1000)",
+        "SELECT exai_reserve_run(jsonb_build_object('continuation_id', $1), 2, 20, 1000, now())",
         "SELECT count(*) FROM conversations WHERE id <> $1",
         "SELECT count(*) FROM _sqlx_migrations WHERE description <> $1::text",
         "DELETE FROM _sqlx_migrations WHERE description <> $1::text",

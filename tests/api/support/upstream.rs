@@ -115,6 +115,8 @@ pub async fn start() -> Upstream {
         .route("/webhook", post(webhook))
         .route("/broken", post(broken))
         .route("/v1/chat/completions", post(chat))
+        // Room for the largest history a run may send.
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
