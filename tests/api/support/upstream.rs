@@ -16,14 +16,35 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Requests an upstream received: their JSON bodies and Authorization headers.
+/// Requests an upstream received: their JSON bodies and Authorization headers, and how
+/// each webhook call ended.
 #[derive(Default)]
 pub struct Received {
     pub bodies: Mutex<Vec<Value>>,
     pub authorizations: Mutex<Vec<Option<String>>>,
+    /// One entry per webhook call that has ended: `true` when it answered, `false` when
+    /// the caller closed the connection first (the server then drops the handler).
+    pub ended: Mutex<Vec<bool>>,
+}
+
+/// Notes how a webhook call ended when it is dropped, answered or not.
+struct Ending<'a> {
+    received: &'a Received,
+    answered: bool,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.received.ended.lock().unwrap().push(self.answered);
+    }
 }
 
 impl Received {
+    /// How the webhook calls that have ended did.
+    pub fn endings(&self) -> Vec<bool> {
+        self.ended.lock().unwrap().clone()
+    }
+
     pub fn count(&self) -> usize {
         self.bodies.lock().unwrap().len()
     }
@@ -64,7 +85,9 @@ async fn webhook(
     body: axum::Json<Value>,
 ) -> Response {
     record(&received, &headers, &body);
+    let mut ending = Ending { received: &received, answered: false };
     tokio::time::sleep(Duration::from_millis(delay.ms.unwrap_or(0))).await;
+    ending.answered = true;
     let input = body["input"].as_str().unwrap_or_default();
     axum::Json(json!({"output": format!("seen: {input}")})).into_response()
 }
