@@ -74,9 +74,11 @@ fn outcome(run: ToolRun) -> Result<Response, ApiError> {
     }
 }
 
-/// Runs a tool. With a `continuation_id` the thread's conversation is sent along and the
+/// Runs a tool. With a `continuation_id` the thread's conversation (its newest turns
+/// within 4 MiB, as `GET /v1/threads/{id}/history` returns them) is sent along, and the
 /// run is refused (409/410) before any upstream call when the thread cannot take its two
-/// turns; on success the input and the answer are appended together. A run never
+/// turns besides two for every run still under way on it; on success the input and the
+/// answer are appended together. A run never
 /// outlives its timeout and does not stop when the caller goes away.
 #[utoipa::path(post, path = "/v1/tools/{name}/runs", tag = "tools", request_body = NewRun,
     params(("name" = String, Path, description = "Tool name")),
