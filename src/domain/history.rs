@@ -12,7 +12,7 @@ pub const HISTORY_MAX_DEPTH: u32 = 20;
 /// turns' content, files and metadata as stored. A chain can hold far more (20 links of
 /// full threads of 1 MiB turns); the newest turns are kept, as a model's context window
 /// needs anyway, and the server never loads more than this.
-pub const HISTORY_MAX_BYTES: u32 = 4 * 1024 * 1024;
+pub const HISTORY_MAX_BYTES: u32 = 2 * 1024 * 1024;
 
 /// How much of a chain a history read returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct Chain {
 pub struct History {
     /// Threads of the chain, oldest ancestor first, the requested thread last.
     pub thread_ids: Vec<Uuid>,
-    /// The newest turns of the chain that fit in 4 MiB (content, files and metadata),
+    /// The newest turns of the chain that fit in 2 MiB (content, files and metadata),
     /// oldest first.
     pub turns: Vec<Turn>,
     /// Files referred to by the returned turns, newest mention first, each once.

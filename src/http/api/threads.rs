@@ -127,7 +127,7 @@ pub async fn delete_thread(
 }
 
 /// The conversation a thread continues: its chain along `parent_id` (up to 20 links)
-/// and its newest turns, oldest first, as many as fit in 4 MiB of content, files and
+/// and its newest turns, oldest first, as many as fit in 2 MiB of content, files and
 /// metadata (`omitted_turns` says how many older ones were left out), with the files
 /// they mention. The document is streamed turn by turn.
 #[utoipa::path(get, path = "/v1/threads/{id}/history", tag = "threads",

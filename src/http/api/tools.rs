@@ -75,7 +75,7 @@ fn outcome(run: ToolRun) -> Result<Response, ApiError> {
 }
 
 /// Runs a tool. With a `continuation_id` the thread's conversation (its newest turns
-/// within 4 MiB, as `GET /v1/threads/{id}/history` returns them) is sent along, and the
+/// within 2 MiB, as `GET /v1/threads/{id}/history` returns them) is sent along, and the
 /// run is refused (409/410) before any upstream call when the thread cannot take its two
 /// turns besides two for every run still under way on it; on success the input and the
 /// answer are appended together. A run never
