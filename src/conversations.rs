@@ -14,7 +14,7 @@ use self::guarded_cache::{GuardedCache, Read};
 use self::single_flight::SingleFlight;
 use crate::cache::{Cache, CacheStats, CachedThread, Lease};
 use crate::domain::{
-    ConversationPolicy, HISTORY_MAX_DEPTH, History, NewThread, NewTurn, Thread, ThreadWithTurns, Turn,
+    ConversationPolicy, History, HistoryLimits, NewThread, NewTurn, Thread, ThreadWithTurns, Turn,
     ValidationError, check_idempotency_key, truncate_to_micros,
 };
 use crate::store::{Activity, AppendTurns, Cursor, Store, StoreError, ThreadQuery, next_page};
@@ -206,23 +206,18 @@ impl Conversations {
         Ok(Some((turns, next)))
     }
 
-    /// The conversation a new exchange continues, oldest turn first, once the thread is
-    /// known to take `turns_needed` more turns and not to have expired.
-    pub async fn continuation(&self, id: Uuid, turns_needed: u32) -> Result<Vec<Turn>, ConversationError> {
-        let current = self.store.get_thread(id).await?.ok_or(StoreError::ThreadNotFound(id))?;
-        if self.policy.is_expired(current.thread.updated_at, now()) {
-            return Err(StoreError::ThreadExpired(id).into());
-        }
-        if self.policy.turns_remaining(current.thread.turn_count) < turns_needed {
-            let max_turns = self.policy.max_turns;
-            return Err(StoreError::TurnLimitReached { thread_id: id, max_turns }.into());
-        }
-        let chain = self.store.history(id, HISTORY_MAX_DEPTH).await?.ok_or(StoreError::ThreadNotFound(id))?;
+    /// The conversation a new exchange continues: the newest turns of the thread's chain
+    /// within the history budget, oldest first. Whether the thread can take the exchange
+    /// is the store's to decide when the run is reserved.
+    pub async fn continuation(&self, id: Uuid) -> Result<Vec<Turn>, StoreError> {
+        let chain =
+            self.store.history(id, HistoryLimits::DEFAULT).await?.ok_or(StoreError::ThreadNotFound(id))?;
         Ok(chain.turns)
     }
 
+    /// A thread's chain with its newest turns within the history budget.
     pub async fn history(&self, thread_id: Uuid) -> Result<Option<History>, StoreError> {
-        let chain = self.store.history(thread_id, HISTORY_MAX_DEPTH).await?;
+        let chain = self.store.history(thread_id, HistoryLimits::DEFAULT).await?;
         Ok(chain.map(History::from))
     }
 

@@ -7,7 +7,7 @@ mod thread;
 mod turn;
 mod validation;
 
-pub use history::{Chain, HISTORY_MAX_DEPTH, History};
+pub use history::{Chain, HISTORY_MAX_BYTES, HISTORY_MAX_DEPTH, History, HistoryLimits};
 pub use policy::ConversationPolicy;
 pub use run::{RunStatus, RunView, ToolRun};
 pub use thread::{NewThread, Thread, ThreadView, ThreadWithTurns};

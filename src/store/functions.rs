@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 use super::{
-    Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, ThreadQuery,
-    escape_like, run_position, thread_position, turns_from,
+    Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN,
+    ThreadQuery, escape_like, run_position, thread_position, turns_from,
 };
-use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
+use crate::domain::{
+    Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
+};
 
 /// One argument of a function call, typed so the wire protocol can bind it.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,12 +255,42 @@ impl<T: Transport> Store for FunctionStore<T> {
         self.call(call, Rejections::default()).await
     }
 
-    async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
+    async fn history(&self, id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError> {
         let call = Call {
             function: "exai_history",
-            args: vec![("p_id", Arg::Uuid(Some(id))), ("p_max_depth", int(max_depth))],
+            args: vec![
+                ("p_id", Arg::Uuid(Some(id))),
+                ("p_max_depth", int(limits.max_depth)),
+                ("p_max_bytes", Arg::BigInt(limits.max_bytes.into())),
+            ],
         };
         self.call(call, Rejections::default()).await
+    }
+
+    async fn reserve_run(
+        &self,
+        run: &ToolRun,
+        policy: ConversationPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let id = run.continuation_id;
+        let call = Call {
+            function: "exai_reserve_run",
+            args: vec![
+                ("p_run", Arg::Json(json!(run))),
+                ("p_turns_per_run", int(TURNS_PER_RUN)),
+                ("p_max_turns", int(policy.max_turns)),
+                ("p_timeout_ms", Arg::BigInt(policy.timeout.num_milliseconds())),
+                ("p_now", time(now)),
+            ],
+        };
+        let rejections = Rejections {
+            not_found: Some(StoreError::ThreadNotFound(id)),
+            expired: Some(StoreError::ThreadExpired(id)),
+            turn_limit: Some(StoreError::TurnLimitReached { thread_id: id, max_turns: policy.max_turns }),
+            ..Rejections::default()
+        };
+        self.call::<bool>(call, rejections).await.map(drop)
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery};
-use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
+use crate::domain::{
+    Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
+};
 use crate::metrics::{Metrics, timed};
 
 pub struct MeteredStore {
@@ -66,8 +68,17 @@ impl Store for MeteredStore {
         self.timed("list_turns", self.inner.list_turns(id, after_seq, limit)).await
     }
 
-    async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
-        self.timed("history", self.inner.history(id, max_depth)).await
+    async fn history(&self, id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError> {
+        self.timed("history", self.inner.history(id, limits)).await
+    }
+
+    async fn reserve_run(
+        &self,
+        run: &ToolRun,
+        policy: ConversationPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.timed("reserve_run", self.inner.reserve_run(run, policy, now)).await
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {

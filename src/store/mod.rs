@@ -18,9 +18,19 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::{
-    Chain, ConversationPolicy, NewThread, NewTurn, RunStatus, Thread, ThreadWithTurns, ToolRun, Turn,
+    Chain, ConversationPolicy, HistoryLimits, NewThread, NewTurn, RunStatus, Thread, ThreadWithTurns,
+    ToolRun, Turn,
 };
 use crate::telemetry::Throttle;
+
+/// Turns a run adds to its thread when it succeeds: the question and the answer.
+pub const TURNS_PER_RUN: u32 = 2;
+
+/// The idempotency key a run's two turns are appended with. A run whose turns carry it
+/// has spent its reservation (see [`Store::reserve_run`]).
+pub fn run_idempotency_key(run_id: Uuid) -> String {
+    format!("run:{run_id}")
+}
 
 /// Why a store call failed. Rejections the store decides atomically (expiry, turn
 /// limit) are reported here so that no caller has to check them in a separate step.
@@ -221,9 +231,22 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Option<Vec<Turn>>, StoreError>;
 
-    /// The chain of threads along `parent_id`, at most `max_depth` links, cycle-safe,
-    /// read in one round trip.
-    async fn history(&self, thread_id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError>;
+    /// The chain of threads along `parent_id`, at most `limits.max_depth` links,
+    /// cycle-safe, with its newest turns up to `limits.max_bytes` (content, files and
+    /// metadata as stored): read in one round trip, older turns never loaded.
+    async fn history(&self, thread_id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError>;
+
+    /// Records a new run on its thread, atomically with the thread's checks: it exists,
+    /// has not expired at `now`, and has room for [`TURNS_PER_RUN`] turns besides those
+    /// every other unfinished run on it has reserved (a run whose turns are appended no
+    /// longer holds a reservation). So no run calls its upstream for an answer that
+    /// cannot be recorded, however many processes share the store.
+    async fn reserve_run(
+        &self,
+        run: &ToolRun,
+        policy: ConversationPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     /// Inserts a run, or replaces the stored state of one that has not ended: a final
     /// state is never overwritten.

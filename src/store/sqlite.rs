@@ -5,10 +5,11 @@ mod runs;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Row, SqliteConnection};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,7 +22,9 @@ use super::{
     Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, ThreadQuery, escape_like,
     thread_position, turns_from,
 };
-use crate::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
+use crate::domain::{
+    Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
+};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: u32 = 4;
@@ -71,8 +74,10 @@ const LIST_TURNS: &str = concat!(
     " WHERE c.id = ?1 ORDER BY m.seq LIMIT ?3"
 );
 
-/// Walks `parent_id` from the requested thread, refusing to revisit a thread, then
-/// joins every turn: the whole chain in one statement.
+/// Walks `parent_id` from the requested thread, refusing to revisit a thread; sizes
+/// every turn of the chain newest first without reading it (`octet_length` takes the
+/// length from the record header); then joins the turns whose running size stays within
+/// the budget: the whole chain in one statement, and no turn beyond the budget loaded.
 const HISTORY: &str = concat!(
     "WITH RECURSIVE chain (id, parent_id, depth, visited) AS (",
     " SELECT id, parent_id, 0, '/' || id || '/' FROM conversations WHERE id = ?1",
@@ -80,9 +85,16 @@ const HISTORY: &str = concat!(
     " SELECT c.id, c.parent_id, chain.depth + 1, chain.visited || c.id || '/'",
     " FROM conversations c JOIN chain ON c.id = chain.parent_id",
     " WHERE chain.depth < ?2 AND instr(chain.visited, '/' || c.id || '/') = 0",
-    ") SELECT chain.id AS chain_id, ",
+    "), sized AS (",
+    " SELECT s.conversation_id, s.seq, sum(octet_length(s.content) + octet_length(s.files)",
+    "  + octet_length(s.metadata)) OVER (ORDER BY chain.depth, s.seq DESC",
+    "  ROWS UNBOUNDED PRECEDING) AS newer_bytes",
+    " FROM chain JOIN messages s ON s.conversation_id = chain.id",
+    "), kept AS (SELECT conversation_id, seq FROM sized WHERE newer_bytes <= ?3)",
+    " SELECT chain.id AS chain_id, (SELECT count(*) FROM sized) AS chain_turns, ",
     turn_columns!(),
-    " FROM chain LEFT JOIN messages m ON m.conversation_id = chain.id",
+    " FROM chain LEFT JOIN kept ON kept.conversation_id = chain.id",
+    " LEFT JOIN messages m ON m.conversation_id = kept.conversation_id AND m.seq = kept.seq",
     " ORDER BY chain.depth DESC, m.seq"
 );
 
@@ -321,22 +333,40 @@ impl Store for SqliteStore {
         Ok(Some(turns.into_iter().flatten().collect()))
     }
 
-    async fn history(&self, thread_id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
+    async fn history(&self, thread_id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError> {
         self.trip();
-        let rows =
-            sqlx::query(HISTORY).bind(thread_id.to_string()).bind(max_depth).fetch_all(&self.reader).await?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let mut chain = Chain { thread_ids: Vec::new(), turns: Vec::new() };
-        for row in &rows {
-            let id = decode_uuid(row, "chain_id")?;
-            if chain.thread_ids.last() != Some(&id) {
-                chain.thread_ids.push(id);
+        let id = thread_id.to_string();
+        let mut rows =
+            sqlx::query(HISTORY).bind(&id).bind(limits.max_depth).bind(limits.max_bytes).fetch(&self.reader);
+        // Decoded row by row, so a row's copy of a turn is gone before the next arrives.
+        let mut chain: Option<Chain> = None;
+        while let Some(row) = rows.try_next().await? {
+            let chain = chain.get_or_insert(Chain {
+                thread_ids: Vec::new(),
+                turns: Vec::new(),
+                total_turns: row.try_get("chain_turns")?,
+            });
+            let link = decode_uuid(&row, "chain_id")?;
+            if chain.thread_ids.last() != Some(&link) {
+                chain.thread_ids.push(link);
             }
-            chain.turns.extend(decode_turn(row)?);
+            chain.turns.extend(decode_turn(&row)?);
         }
-        Ok(Some(chain))
+        Ok(chain)
+    }
+
+    async fn reserve_run(
+        &self,
+        run: &ToolRun,
+        policy: ConversationPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.trip();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        self.reserve_in(&mut tx, run, policy, now).await?;
+        self.trip();
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {

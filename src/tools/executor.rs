@@ -27,7 +27,7 @@ use crate::domain::{
     NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, truncate_to_micros,
 };
 use crate::metrics::Metrics;
-use crate::store::{Page, RunQuery, Store, StoreError};
+use crate::store::{Page, RunQuery, Store, StoreError, run_idempotency_key};
 
 /// Attempts at a store write a run cannot do without, and the pause that grows between them.
 const STORE_ATTEMPTS: u32 = 4;
@@ -90,6 +90,21 @@ fn now() -> DateTime<Utc> {
     truncate_to_micros(Utc::now())
 }
 
+/// How long a run may take: the tool's own `timeout_secs`, or less when the caller asks.
+/// The tool's setting is a ceiling its operator chose (a cost, a quota); a caller asking
+/// for more is refused rather than silently given less than asked.
+fn run_timeout(asked_secs: Option<u32>, ceiling: Duration) -> Result<Duration, ValidationError> {
+    match asked_secs {
+        None => Ok(ceiling),
+        Some(0) => Err(ValidationError::new("timeout_secs", "must be at least 1")),
+        Some(secs) if Duration::from_secs(secs.into()) > ceiling => Err(ValidationError::new(
+            "timeout_secs",
+            format!("must be at most {}, the tool's own timeout_secs", ceiling.as_secs()),
+        )),
+        Some(secs) => Ok(Duration::from_secs(secs.into())),
+    }
+}
+
 /// A title for a thread a run starts: the first line of its input, shortened.
 fn title(input: &str) -> String {
     input.lines().next().unwrap_or_default().chars().take(TITLE_CHARS).collect()
@@ -129,8 +144,8 @@ impl Executor {
         self.inner.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Accepts a run: checks the tool, the input and the thread (expiry, two turns
-    /// left) before any upstream call, records the run, and starts it.
+    /// Accepts a run: checks the tool and the input, reads the thread's history, records
+    /// the run with the room it needs on the thread (or is refused), and starts it.
     pub async fn start(&self, tool_name: &str, request: RunRequest) -> Result<Started, RunError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
@@ -141,13 +156,7 @@ impl Executor {
         NewTurn::new(Role::User, request.input.clone())
             .validate()
             .map_err(|e| ValidationError::new("input", e.message))?;
-        let timeout = match request.timeout_secs {
-            Some(0) => {
-                return Err(ValidationError::new("timeout_secs", "must be at least 1").into());
-            }
-            Some(secs) => Duration::from_secs(secs.into()).min(inner.settings.timeout_cap),
-            None => tool.definition.timeout,
-        };
+        let timeout = run_timeout(request.timeout_secs, tool.definition.timeout)?;
         let admission = tool
             .admit()
             .map_err(|admitted| RunError::Busy { tool: tool.definition.name.clone(), admitted })?;
@@ -169,15 +178,16 @@ impl Executor {
     ) -> Result<Started, RunError> {
         let inner = &self.inner;
         let tool_name = &tool.definition.name;
+        let conversations = &inner.conversations;
         let (thread_id, history) = match request.continuation_id {
-            Some(id) => (id, inner.conversations.continuation(id, 2).await?),
+            Some(id) => (id, conversations.continuation(id).await?),
             None => {
                 let new = NewThread {
                     title: Some(title(&request.input)),
                     tool_name: Some(tool_name.clone()),
                     ..NewThread::default()
                 };
-                (inner.conversations.create_thread(new).await?.0, Vec::new())
+                (conversations.create_thread(new).await?.0, Vec::new())
             }
         };
         let run = ToolRun {
@@ -194,7 +204,10 @@ impl Executor {
             timeout_secs: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
             turns_remaining: None,
         };
-        inner.store.save_run(&run).await?;
+        // Refused here (409, 410) unless the thread has room for this run's turns besides
+        // those of the runs already under way on it: no upstream call is spent on an
+        // answer that could not be recorded.
+        inner.store.reserve_run(&run, *conversations.policy(), run.created_at).await?;
 
         let live = Arc::new(LiveRun::new());
         let outcome = live.outcome.subscribe();
@@ -340,7 +353,7 @@ impl Executor {
             model_name: answer.model_name.clone(),
             ..NewTurn::new(Role::Assistant, answer.output.clone())
         };
-        let key = Some(format!("run:{}", run.id));
+        let key = Some(run_idempotency_key(run.id));
         let conversations = &self.inner.conversations;
         let mut attempt = 0;
         loop {
@@ -442,6 +455,16 @@ pub async fn fail_orphaned_runs(store: &dyn Store, started_at: DateTime<Utc>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_may_only_lower_a_tools_timeout() {
+        let ceiling = Duration::from_secs(30);
+        assert_eq!(run_timeout(None, ceiling).unwrap(), ceiling);
+        assert_eq!(run_timeout(Some(5), ceiling).unwrap(), Duration::from_secs(5));
+        assert_eq!(run_timeout(Some(30), ceiling).unwrap(), ceiling);
+        assert!(run_timeout(Some(31), ceiling).unwrap_err().to_string().contains("timeout_secs"));
+        assert!(run_timeout(Some(0), ceiling).is_err());
+    }
 
     #[test]
     fn titles_are_the_first_line_shortened() {

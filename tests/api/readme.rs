@@ -33,5 +33,10 @@ fn the_walkthrough_works_as_written() {
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let history = stdout.lines().last().unwrap();
     assert!(history.starts_with(r#"{"thread_ids":"#), "{history}");
-    assert!(history.ends_with(r#""files":["src/store/mod.rs"],"total_turns":2}"#), "{history}");
+    assert!(
+        history.ends_with(
+            r#""files":["src/store/mod.rs"],"total_turns":2,"omitted_turns":0,"truncated":false}"#
+        ),
+        "{history}"
+    );
 }

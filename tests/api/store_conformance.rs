@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use exai::domain::{
-    ConversationPolicy, Metadata, NewThread, NewTurn, Role, RunStatus, ToolRun, truncate_to_micros,
+    ConversationPolicy, HISTORY_MAX_BYTES, HistoryLimits, Metadata, NewThread, NewTurn, Role, RunStatus,
+    ToolRun, truncate_to_micros,
 };
 use exai::store::{Activity, AppendTurns, Cursor, Page, RunQuery, Store, StoreError, ThreadQuery};
 use serde_json::json;
@@ -25,6 +26,10 @@ fn titled(title: &str) -> NewThread {
 
 fn user(content: &str) -> NewTurn {
     NewTurn::new(Role::User, content)
+}
+
+fn depth(max_depth: u32) -> HistoryLimits {
+    HistoryLimits { max_depth, max_bytes: HISTORY_MAX_BYTES }
 }
 
 fn append(thread_id: Uuid, turns: Vec<NewTurn>, policy: ConversationPolicy) -> AppendTurns {
@@ -243,22 +248,98 @@ async fn chain(store: &dyn Store, len: usize) -> Vec<Uuid> {
 pub async fn reads_history_along_parents_in_one_round_trip(store: &dyn Store) {
     let ids = chain(store, 3).await;
     let before = store.round_trips();
-    let history = store.history(ids[2], 20).await.unwrap().expect("chain exists");
+    let history = store.history(ids[2], depth(20)).await.unwrap().expect("chain exists");
     assert_eq!(store.round_trips() - before, 1);
     assert_eq!(history.thread_ids, ids);
     let contents: Vec<&str> = history.turns.iter().map(|t| t.content.as_str()).collect();
     assert_eq!(contents, ["0a", "0b", "1a", "1b", "2a", "2b"]);
+    assert_eq!(history.total_turns, 6);
     assert_eq!(history.turns[0].thread_id, ids[0]);
-    assert_eq!(store.history(Uuid::new_v4(), 20).await.unwrap(), None);
+    assert_eq!(store.history(Uuid::new_v4(), depth(20)).await.unwrap(), None);
 }
 
 pub async fn bounds_history_depth(store: &dyn Store) {
     let ids = chain(store, 25).await;
     let before = store.round_trips();
-    let history = store.history(ids[24], 20).await.unwrap().unwrap();
+    let history = store.history(ids[24], depth(20)).await.unwrap().unwrap();
     assert_eq!(store.round_trips() - before, 1, "a 20-deep chain is one round trip");
     assert_eq!(history.thread_ids, ids[4..]);
-    assert_eq!(history.turns.len(), 42);
+    assert_eq!((history.turns.len(), history.total_turns), (42, 42));
+}
+
+pub async fn keeps_the_newest_turns_within_the_byte_budget(store: &dyn Store) {
+    // Each turn weighs 100 bytes of content, 2 of files (`[]`) and 2 of metadata (`{}`).
+    let turn = |label: &str| user(&format!("{label:-<100}"));
+    let older = new_thread(store, titled("older"), now()).await;
+    let turns = vec![turn("1a"), turn("1b"), turn("1c")];
+    store.append_turns(&append(older, turns, support::policy(20))).await.unwrap();
+    let newer = new_thread(store, NewThread { parent_id: Some(older), ..titled("newer") }, now()).await;
+    let turns = vec![turn("2a"), turn("2b"), turn("2c")];
+    store.append_turns(&append(newer, turns, support::policy(20))).await.unwrap();
+
+    let kept = |max_bytes| async move {
+        let before = store.round_trips();
+        let limits = HistoryLimits { max_depth: 20, max_bytes };
+        let chain = store.history(newer, limits).await.unwrap().unwrap();
+        assert_eq!(store.round_trips() - before, 1, "a budgeted history is one round trip");
+        assert_eq!(chain.thread_ids, [older, newer], "every link is named, its turns kept or not");
+        assert_eq!(chain.total_turns, 6);
+        chain.turns.iter().map(|t| t.content[..2].to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(kept(4 * 104).await, ["1c", "2a", "2b", "2c"], "the newest turns, in order");
+    assert_eq!(kept(4 * 104 - 1).await, ["2a", "2b", "2c"]);
+    assert_eq!(kept(103).await, Vec::<String>::new());
+    assert_eq!(kept(HISTORY_MAX_BYTES).await.len(), 6);
+}
+
+/// A run as [`Store::reserve_run`] records it: queued, on `thread`.
+fn queued_run(thread: Uuid) -> ToolRun {
+    ToolRun { continuation_id: thread, ..run("echo", RunStatus::Queued, now()) }
+}
+
+pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
+    let thread = new_thread(store, titled("runs"), now()).await;
+    let (first, second) = (queued_run(thread), queued_run(thread));
+    store.reserve_run(&first, support::policy(5), now()).await.unwrap();
+    store.reserve_run(&second, support::policy(5), now()).await.unwrap();
+    assert_eq!(store.get_run(first.id).await.unwrap(), Some(first.clone()), "the run is recorded");
+    let full = store.reserve_run(&queued_run(thread), support::policy(5), now()).await;
+    assert_eq!(full, Err(StoreError::TurnLimitReached { thread_id: thread, max_turns: 5 }));
+
+    // Once a run's turns are appended they count as turns, no longer as a reservation,
+    // though the run has not recorded its end yet.
+    let mut turns = append(thread, vec![user("q"), user("a")], support::policy(5));
+    turns.idempotency_key = Some(exai::store::run_idempotency_key(first.id));
+    store.append_turns(&turns).await.unwrap();
+    store.reserve_run(&queued_run(thread), support::policy(6), now()).await.unwrap();
+    let refused = store.reserve_run(&queued_run(thread), support::policy(6), now()).await;
+    assert!(matches!(refused, Err(StoreError::TurnLimitReached { .. })), "{refused:?}");
+    // A run that ended without turns gives its room back.
+    let ended = ToolRun { status: RunStatus::Failed, finished_at: Some(now()), ..second };
+    store.save_run(&ended).await.unwrap();
+    store.reserve_run(&queued_run(thread), support::policy(6), now()).await.unwrap();
+
+    let old = new_thread(store, titled("old"), now() - TimeDelta::days(2)).await;
+    let expired = store.reserve_run(&queued_run(old), support::policy(20), now()).await;
+    assert_eq!(expired, Err(StoreError::ThreadExpired(old)));
+    let missing = Uuid::new_v4();
+    let orphan = queued_run(missing);
+    let unknown = store.reserve_run(&orphan, support::policy(20), now()).await;
+    assert_eq!(unknown, Err(StoreError::ThreadNotFound(missing)));
+    assert_eq!(store.get_run(orphan.id).await.unwrap(), None, "a refused run is not recorded");
+}
+
+pub async fn reserves_room_atomically(store: Arc<dyn Store>) {
+    let thread = new_thread(&*store, titled("contended"), now()).await;
+    let attempts = (0..15).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.reserve_run(&queued_run(thread), support::policy(20), now()).await })
+    });
+    let results: Vec<_> =
+        futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let reserved = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::TurnLimitReached { .. }))).count();
+    assert_eq!((reserved, refused), (10, 5), "{results:?}");
 }
 
 pub async fn serializes_concurrent_appends(store: Arc<dyn Store>) {
@@ -405,7 +486,7 @@ pub async fn reads_accepted_numbers_back_exactly(store: &dyn Store) {
         read("turn", &thread.turns[0].metadata);
         let page = store.list_turns(id, 0, 10).await.unwrap_or_else(|e| panic!("{text}: {e}")).unwrap();
         read("turn page", &page[0].metadata);
-        let history = store.history(id, 20).await.unwrap_or_else(|e| panic!("{text}: {e}")).unwrap();
+        let history = store.history(id, depth(20)).await.unwrap_or_else(|e| panic!("{text}: {e}")).unwrap();
         read("history", &history.turns[0].metadata);
         let query = ThreadQuery { limit: 1, after: None, search: Some(text.into()), activity: Activity::Any };
         let listed = store.list_threads(&query).await.unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -435,27 +516,29 @@ macro_rules! store_conformance {
                 pages_through_turns,
                 reads_history_along_parents_in_one_round_trip,
                 bounds_history_depth,
+                keeps_the_newest_turns_within_the_byte_budget,
+                reserves_room_for_the_turns_of_runs_under_way,
                 saves_and_reads_runs,
                 lists_runs_newest_first_with_filters,
                 fails_runs_a_previous_process_left_unfinished,
                 reads_accepted_numbers_back_exactly,
             ],
-            shared: [serializes_concurrent_appends]
+            shared: [serializes_concurrent_appends, reserves_room_atomically]
         );
     };
 }
 
-async fn sqlite() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
+pub async fn sqlite() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
     let (store, dir) = support::sqlite_store().await;
     Some((store, dir))
 }
 
-async fn postgres() -> Option<(Arc<dyn Store>, ())> {
+pub async fn postgres() -> Option<(Arc<dyn Store>, ())> {
     let url = services::postgres_database()?;
     Some((Arc::new(PostgresStore::connect(&url).unwrap()), ()))
 }
 
-async fn supabase() -> Option<(Arc<dyn Store>, PostgrestServer)> {
+pub async fn supabase() -> Option<(Arc<dyn Store>, PostgrestServer)> {
     let url = services::postgres_database()?;
     let gateway = postgrest::start(&url, postgrest::SECRET_KEY).await;
     let project = gateway.url.parse().unwrap();
@@ -482,7 +565,7 @@ async fn sqlite_history_survives_a_parent_cycle() {
         .execute(&raw)
         .await
         .unwrap();
-    let history = store.history(ids[1], 20).await.unwrap().unwrap();
+    let history = store.history(ids[1], depth(20)).await.unwrap().unwrap();
     assert_eq!(history.thread_ids, ids);
     assert_eq!(history.turns.len(), 4);
 }
@@ -499,7 +582,7 @@ async fn postgres_history_survives_a_parent_cycle() {
         .execute(&raw)
         .await
         .unwrap();
-    let history = store.history(ids[1], 20).await.unwrap().unwrap();
+    let history = store.history(ids[1], depth(20)).await.unwrap().unwrap();
     assert_eq!(history.thread_ids, ids);
     assert_eq!(history.turns.len(), 4);
 }

@@ -106,7 +106,16 @@ async fn the_public_anon_key_cannot_reach_exai_data() {
         .await
         .unwrap();
     let mut connection = pool.acquire().await.unwrap();
-    for statement in ["SELECT exai_get_thread($1)", "SELECT count(*) FROM conversations WHERE id <> $1"] {
+    let statements = [
+        "SELECT exai_get_thread($1)",
+        "SELECT exai_history($1, 20, 1000)",
+        "SELECT exai_reserve_run(jsonb_build_object('continuation_id', $1), 2, 20, 1000, now())",
+        "SELECT count(*) FROM conversations WHERE id <> $1",
+        "SELECT count(*) FROM _sqlx_migrations WHERE description <> $1::text",
+        "DELETE FROM _sqlx_migrations WHERE description <> $1::text",
+        "UPDATE _sqlx_migrations SET success = false WHERE description <> $1::text",
+    ];
+    for statement in statements {
         sqlx::query("SET ROLE anon").execute(&mut *connection).await.unwrap();
         let refused = sqlx::query(statement).bind(id).execute(&mut *connection).await.unwrap_err();
         let code = refused.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
@@ -117,4 +126,11 @@ async fn the_public_anon_key_cannot_reach_exai_data() {
     let thread: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT exai_get_thread($1)").bind(id).fetch_one(&mut *connection).await.unwrap();
     assert_eq!(thread.unwrap()["thread"]["title"], "private");
+    let bookkeeping: bool = sqlx::query_scalar(
+        "SELECT relrowsecurity FROM pg_class WHERE oid = 'public._sqlx_migrations'::regclass",
+    )
+    .fetch_one(&mut *connection)
+    .await
+    .unwrap();
+    assert!(bookkeeping, "_sqlx_migrations has row-level security");
 }

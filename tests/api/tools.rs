@@ -67,6 +67,21 @@ async fn echo_starts_a_thread_and_records_both_turns() {
 }
 
 #[tokio::test]
+async fn a_run_may_shorten_its_tools_timeout_but_not_lengthen_it() {
+    let upstream = upstream::start().await;
+    let app = TestApp::with_tools(&webhook_tool(&upstream.url, "/webhook", "timeout_secs = 7"), &[]).await;
+    let longer = run(&app, "hook", json!({"input": "x", "timeout_secs": 8})).await;
+    longer.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(longer.json()["detail"].as_str().unwrap().contains("timeout_secs"), "{}", longer.text());
+    assert_eq!(upstream.received.count(), 0, "a refused run calls nothing");
+    for (asked, given) in [(json!(3), 3), (json!(7), 7), (json!(null), 7)] {
+        let finished = run(&app, "hook", json!({"input": "x", "timeout_secs": asked})).await;
+        assert_eq!(finished.status, StatusCode::OK, "{}", finished.text());
+        assert_eq!(finished.json()["timeout_secs"], given);
+    }
+}
+
+#[tokio::test]
 async fn a_continuation_sends_the_history_and_appends_only_on_success() {
     let upstream = upstream::start().await;
     let registry = format!(
@@ -118,6 +133,38 @@ async fn a_thread_without_room_for_two_turns_is_refused_before_the_upstream_is_c
     let missing = uuid::Uuid::new_v4();
     let unknown = run(&app, "hook", json!({"input": "x", "continuation_id": missing})).await;
     unknown.assert_problem(StatusCode::NOT_FOUND, "thread_not_found");
+}
+
+/// Three turns of a million bytes: more than the 2 MiB a history may hold. A history
+/// read and a run's continuation both get the newest two, and say so.
+#[tokio::test]
+async fn a_long_conversation_is_cut_to_its_newest_turns() {
+    let upstream = upstream::start().await;
+    let app = TestApp::with_tools(&webhook_tool(&upstream.url, "/webhook", ""), &[]).await;
+    let parent = app.create_thread(json!({"title": "long"})).await;
+    for label in ["1", "2"] {
+        app.append(&parent, &label.repeat(1_000_000)).await;
+    }
+    let child = app.create_thread(json!({"parent_id": parent})).await;
+    app.append(&child, &"3".repeat(1_000_000)).await;
+
+    let response = app.get(&format!("/v1/threads/{child}/history")).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let history = response.json();
+    assert_eq!(history["thread_ids"], json!([parent, child]));
+    let firsts: Vec<&str> =
+        history["turns"].as_array().unwrap().iter().map(|t| &t["content"].as_str().unwrap()[..1]).collect();
+    assert_eq!(firsts, ["2", "3"], "the newest turns, oldest first, across threads");
+    assert_eq!((history["total_turns"].as_u64(), history["omitted_turns"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(history["truncated"], true);
+
+    let done = run(&app, "hook", json!({"input": "summarize", "continuation_id": child})).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    let sent = upstream.received.last();
+    let sent: Vec<&str> =
+        sent["history"].as_array().unwrap().iter().map(|t| &t["content"].as_str().unwrap()[..1]).collect();
+    assert_eq!(sent, ["2", "3"], "a run sends the same bounded history");
 }
 
 #[tokio::test]

@@ -1,8 +1,11 @@
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -123,8 +126,10 @@ pub async fn delete_thread(
     }
 }
 
-/// The conversation a thread continues: its chain along `parent_id` (up to 20 links),
-/// every turn oldest first, and the files they mention.
+/// The conversation a thread continues: its chain along `parent_id` (up to 20 links)
+/// and its newest turns, oldest first, as many as fit in 2 MiB of content, files and
+/// metadata (`omitted_turns` says how many older ones were left out), with the files
+/// they mention. The document is streamed turn by turn.
 #[utoipa::path(get, path = "/v1/threads/{id}/history", tag = "threads",
     params(("id" = Uuid, Path, description = "Thread id (continuation_id)")),
     responses(
@@ -134,7 +139,9 @@ pub async fn delete_thread(
 pub async fn get_history(
     State(state): State<AppState>,
     PathId(id): PathId,
-) -> Result<Json<History>, ApiError> {
+) -> Result<Response, ApiError> {
     let history = state.conversations.history(id).await?.ok_or_else(|| thread_not_found(id))?;
-    Ok(Json(history))
+    let chunks = history.into_json_chunks().map(|chunk| Ok::<_, Infallible>(Bytes::from(chunk)));
+    let body = Body::from_stream(futures_util::stream::iter(chunks));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -56,8 +56,8 @@ pub struct NewRun {
     input: String,
     /// The thread to continue; without one a new thread is started.
     continuation_id: Option<Uuid>,
-    /// Shorter or longer than the tool's own timeout, within `WORKFLOW_TOOL_TIMEOUT_SECS`;
-    /// at least 1.
+    /// Seconds the run may take, at least 1 and at most the tool's own `timeout_secs`
+    /// (larger values are refused with 422); the tool's own by default.
     #[schema(format = Int64, minimum = 1, maximum = 4294967295_u64)]
     #[serde(default, deserialize_with = "whole_number")]
     timeout_secs: Option<u32>,
@@ -98,9 +98,11 @@ fn outcome(run: ToolRun) -> Result<Response, ApiError> {
     }
 }
 
-/// Runs a tool. With a `continuation_id` the thread's conversation is sent along and the
+/// Runs a tool. With a `continuation_id` the thread's conversation (its newest turns
+/// within 2 MiB, as `GET /v1/threads/{id}/history` returns them) is sent along, and the
 /// run is refused (409/410) before any upstream call when the thread cannot take its two
-/// turns; on success the input and the answer are appended together. A run never
+/// turns besides two for every run still under way on it; on success the input and the
+/// answer are appended together. A run never
 /// outlives its timeout and does not stop when the caller goes away.
 #[utoipa::path(post, path = "/v1/tools/{name}/runs", tag = "tools", request_body = NewRun,
     params(("name" = String, Path, description = "Tool name", pattern = "^[a-z0-9_-]{1,64}$")),

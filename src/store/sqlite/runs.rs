@@ -1,17 +1,33 @@
 //! Tool runs in SQLite.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::SqliteStore;
 use super::rows::{decode_time, decode_uuid, encode_time, position};
-use crate::domain::{RunStatus, ToolRun};
-use crate::store::{Listed, Page, RunQuery, StoreError, run_position};
+use crate::domain::{ConversationPolicy, RunStatus, ToolRun};
+use crate::store::{Listed, Page, RunQuery, StoreError, TURNS_PER_RUN, run_position};
 
-const RUN_COLUMNS: &str = "id, tool, status, continuation_id, input, output, error, created_at, \
-     started_at, finished_at, timeout_secs, turns_remaining";
+macro_rules! run_columns {
+    () => {
+        "id, tool, status, continuation_id, input, output, error, created_at, started_at, \
+         finished_at, timeout_secs, turns_remaining"
+    };
+}
+const RUN_COLUMNS: &str = run_columns!();
+
+const UPSERT_RUN: &str = concat!(
+    "INSERT INTO tool_runs (",
+    run_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, \
+     error = excluded.error, started_at = excluded.started_at, \
+     finished_at = excluded.finished_at, turns_remaining = excluded.turns_remaining \
+     WHERE tool_runs.status IN ('queued', 'running')"
+);
 
 fn decode_run(row: &SqliteRow) -> Result<ToolRun, StoreError> {
     let status: String = row.try_get("status")?;
@@ -38,16 +54,9 @@ fn decode_run(row: &SqliteRow) -> Result<ToolRun, StoreError> {
     })
 }
 
-impl SqliteStore {
-    pub(super) async fn upsert_run(&self, run: &ToolRun) -> Result<(), StoreError> {
-        self.trip();
-        sqlx::query(&format!(
-            "INSERT INTO tool_runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, \
-             error = excluded.error, started_at = excluded.started_at, \
-             finished_at = excluded.finished_at, turns_remaining = excluded.turns_remaining \
-             WHERE tool_runs.status IN ('queued', 'running')"
-        ))
+/// Inserts a run, or updates one that has not ended.
+fn upsert(run: &ToolRun) -> Query<'_, Sqlite, SqliteArguments<'_>> {
+    sqlx::query(UPSERT_RUN)
         .bind(run.id.to_string())
         .bind(&run.tool)
         .bind(run.status.as_str())
@@ -60,8 +69,46 @@ impl SqliteStore {
         .bind(run.finished_at.map(encode_time))
         .bind(run.timeout_secs)
         .bind(run.turns_remaining)
-        .execute(&self.writer)
-        .await?;
+}
+
+impl SqliteStore {
+    pub(super) async fn upsert_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+        self.trip();
+        upsert(run).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    /// [`Store::reserve_run`](crate::store::Store::reserve_run) inside the writer's
+    /// transaction, which SQLite's single writer serializes with every append.
+    pub(super) async fn reserve_in(
+        &self,
+        conn: &mut SqliteConnection,
+        run: &ToolRun,
+        policy: ConversationPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let id = run.continuation_id;
+        self.trip();
+        let row = sqlx::query(
+            "SELECT c.updated_at, c.turn_count, (SELECT count(*) FROM tool_runs r \
+             WHERE r.continuation_id = c.id AND r.status IN ('queued', 'running') \
+             AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id \
+             AND m.idempotency_key = 'run:' || r.id)) AS open_runs \
+             FROM conversations c WHERE c.id = ?1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::ThreadNotFound(id))?;
+        if policy.is_expired(decode_time(&row, "updated_at")?, now) {
+            return Err(StoreError::ThreadExpired(id));
+        }
+        let (turn_count, open_runs): (u32, u32) = (row.try_get("turn_count")?, row.try_get("open_runs")?);
+        if turn_count + TURNS_PER_RUN * (open_runs + 1) > policy.max_turns {
+            return Err(StoreError::TurnLimitReached { thread_id: id, max_turns: policy.max_turns });
+        }
+        self.trip();
+        upsert(run).execute(&mut *conn).await?;
         Ok(())
     }
 

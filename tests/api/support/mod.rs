@@ -137,6 +137,16 @@ impl TestApp {
     /// environment variables the configuration sees.
     pub async fn with_tools(registry: &str, vars: &[(&str, &str)]) -> Self {
         let (store, data) = sqlite_store().await;
+        Self::with_tools_over(store, registry, vars, data)
+    }
+
+    /// The application over `store` with a `tools.toml` registry written into `data`.
+    pub fn with_tools_over(
+        store: Arc<dyn Store>,
+        registry: &str,
+        vars: &[(&str, &str)],
+        data: TempDir,
+    ) -> Self {
         let path = data.path().join("tools.toml");
         std::fs::write(&path, registry).unwrap();
         let mut vars: std::collections::HashMap<String, String> =

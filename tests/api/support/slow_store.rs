@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use exai::domain::{Chain, NewThread, Thread, ThreadWithTurns, ToolRun, Turn};
+use exai::domain::{
+    Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
+};
 use exai::store::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery};
 
 pub struct SlowStore {
@@ -97,8 +99,17 @@ impl Store for SlowStore {
         self.inner.list_turns(id, after_seq, limit).await
     }
 
-    async fn history(&self, id: Uuid, max_depth: u32) -> Result<Option<Chain>, StoreError> {
-        self.inner.history(id, max_depth).await
+    async fn history(&self, id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError> {
+        self.inner.history(id, limits).await
+    }
+
+    async fn reserve_run(
+        &self,
+        run: &ToolRun,
+        policy: ConversationPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.reserve_run(run, policy, now).await
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {

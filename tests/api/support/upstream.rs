@@ -17,16 +17,36 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Requests an upstream received: their JSON bodies and Authorization headers, and
-/// the headers of every request whatever its route or method.
+/// Requests an upstream received: their JSON bodies and Authorization headers, the
+/// headers of every request whatever its route or method, and how each webhook call ended.
 #[derive(Default)]
 pub struct Received {
     pub bodies: Mutex<Vec<Value>>,
     pub authorizations: Mutex<Vec<Option<String>>>,
     pub all_headers: Mutex<Vec<HeaderMap>>,
+    /// One entry per webhook call that has ended: `true` when it answered, `false` when
+    /// the caller closed the connection first (the server then drops the handler).
+    pub ended: Mutex<Vec<bool>>,
+}
+
+/// Notes how a webhook call ended when it is dropped, answered or not.
+struct Ending<'a> {
+    received: &'a Received,
+    answered: bool,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.received.ended.lock().unwrap().push(self.answered);
+    }
 }
 
 impl Received {
+    /// How the webhook calls that have ended did.
+    pub fn endings(&self) -> Vec<bool> {
+        self.ended.lock().unwrap().clone()
+    }
+
     pub fn count(&self) -> usize {
         self.bodies.lock().unwrap().len()
     }
@@ -67,7 +87,9 @@ async fn webhook(
     body: axum::Json<Value>,
 ) -> Response {
     record(&received, &headers, &body);
+    let mut ending = Ending { received: &received, answered: false };
     tokio::time::sleep(Duration::from_millis(delay.ms.unwrap_or(0))).await;
+    ending.answered = true;
     let input = body["input"].as_str().unwrap_or_default();
     axum::Json(json!({"output": format!("seen: {input}")})).into_response()
 }
@@ -142,6 +164,8 @@ pub async fn start() -> Upstream {
         .route("/here/{status}/{*path}", any(redirect_here))
         .route("/away/{status}/{port}/{*path}", any(redirect_away))
         .layer(middleware::from_fn_with_state(received.clone(), note_headers))
+        // Room for the largest history a run may send.
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
