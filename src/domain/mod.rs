@@ -14,6 +14,7 @@ pub use thread::{NewThread, Thread, ThreadView, ThreadWithTurns};
 pub use turn::{NewTurn, Role, Turn};
 pub use validation::{
     ValidationError, check_client_idempotency_key, check_idempotency_key, check_text, check_tool_name,
+    storable_text,
 };
 
 /// Free-form JSON object attached to threads and turns.

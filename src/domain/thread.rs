@@ -33,7 +33,7 @@ pub struct ThreadWithTurns {
 #[serde(deny_unknown_fields)]
 pub struct NewThread {
     /// At most 200 characters.
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000]*$")]
     pub title: Option<String>,
     /// Tool that starts the thread.
     #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
@@ -41,7 +41,9 @@ pub struct NewThread {
     /// Thread this one continues; history follows this link. A thread that does not
     /// exist is refused with 422.
     pub parent_id: Option<Uuid>,
-    /// Any JSON object, at most 16 KiB once serialized.
+    /// Any JSON object, at most 16 KiB once serialized and nested at most 32 deep, whose
+    /// keys and strings hold no NUL character and whose numbers are not negative zero:
+    /// what every store can read back exactly.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: Metadata,

@@ -60,7 +60,7 @@ pub struct Turn {
 pub struct NewTurn {
     pub role: Role,
     /// Not empty; at most 1 MiB (1,048,576 bytes) of UTF-8.
-    #[schema(min_length = 1, max_length = 1048576)]
+    #[schema(min_length = 1, max_length = 1048576, pattern = "^[^\\u0000]*$")]
     pub content: String,
     #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub tool_name: Option<String>,
@@ -69,12 +69,14 @@ pub struct NewTurn {
     #[schema(schema_with = file_refs)]
     pub files: Vec<String>,
     /// At most 128 characters.
-    #[schema(max_length = 128)]
+    #[schema(max_length = 128, pattern = "^[^\\u0000]*$")]
     pub model_provider: Option<String>,
     /// At most 128 characters.
-    #[schema(max_length = 128)]
+    #[schema(max_length = 128, pattern = "^[^\\u0000]*$")]
     pub model_name: Option<String>,
-    /// Any JSON object, at most 16 KiB once serialized.
+    /// Any JSON object, at most 16 KiB once serialized and nested at most 32 deep, whose
+    /// keys and strings hold no NUL character and whose numbers are not negative zero:
+    /// what every store can read back exactly.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: Metadata,
@@ -86,7 +88,8 @@ fn file_refs() -> ArrayBuilder {
     let entry = ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
-        .max_length(Some(MAX_FILE_REF_BYTES));
+        .max_length(Some(MAX_FILE_REF_BYTES))
+        .pattern(Some("^[^\\u0000]*$"));
     ArrayBuilder::new()
         .items(entry)
         .max_items(Some(MAX_FILES_PER_TURN))

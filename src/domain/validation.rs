@@ -42,6 +42,12 @@ pub fn check_text(field: impl Into<Cow<'static, str>>, value: &str) -> Result<()
     Ok(())
 }
 
+/// Text the server records from elsewhere (a tool's answer or error), made storable: a
+/// NUL character becomes U+FFFD, as the record says what happened rather than refusing it.
+pub fn storable_text(text: String) -> String {
+    if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text }
+}
+
 pub fn check_tool_name(field: &'static str, name: &str) -> Result<(), ValidationError> {
     let valid_chars =
         name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');

@@ -24,7 +24,7 @@ use super::tool::{Admission, Tool};
 use crate::config::ToolSettings;
 use crate::conversations::{ConversationError, Conversations};
 use crate::domain::{
-    NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, truncate_to_micros,
+    NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, storable_text, truncate_to_micros,
 };
 use crate::metrics::Metrics;
 use crate::store::{Page, RunQuery, Store, StoreError, run_idempotency_key};
@@ -326,6 +326,10 @@ impl Executor {
                 run.error = Some("cancelled".into());
             }
         }
+        // A completed run's output is its stored turn; anything else an upstream sent may
+        // hold what no store keeps.
+        run.output = run.output.map(storable_text);
+        run.error = run.error.map(storable_text);
         let finished_at = now();
         run.finished_at = Some(finished_at);
         self.record_final(&run).await;

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::TestApp;
+use crate::support::backends::every_backend;
 use crate::support::upstream::{self, hanging};
 
 fn webhook_tool(url: &str, path: &str, extra: &str) -> String {
@@ -251,6 +252,27 @@ async fn upstream_secrets_stay_out_of_run_records() {
     let record = app.get(&format!("/v1/runs/{}", failed.json()["run_id"].as_str().unwrap())).await;
     for text in [failed.text(), record.text()] {
         assert!(text.contains("/broken") && !text.contains("s3cret"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_no_store_can_keep_fails_the_run_and_its_record_stays_readable() {
+    let upstream = upstream::start().await;
+    for backend in every_backend().await {
+        let data = tempfile::tempdir().unwrap();
+        let tools = webhook_tool(&upstream.url, "/nul", "");
+        let app = TestApp::with_tools_over(backend.app.store().clone(), &tools, &[], data);
+        let failed = run(&app, "hook", json!({"input": "x"})).await;
+        failed.assert_problem(StatusCode::BAD_GATEWAY, "tool_failed");
+        let record = app.get(&format!("/v1/runs/{}", failed.json()["run_id"].as_str().unwrap())).await;
+        assert_eq!(record.status, StatusCode::OK, "{}: {}", backend.name, record.text());
+        let run = record.json();
+        assert_eq!(
+            (run["status"].as_str(), run["output"].as_str()),
+            (Some("failed"), Some("a\u{FFFD}b")),
+            "{}",
+            backend.name
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{page_size, page_start};
 use crate::app::AppState;
-use crate::domain::{RunStatus, RunView, ToolRun, check_text};
+use crate::domain::{RunStatus, RunView, ToolRun, check_tool_name};
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{AppQuery, PathId};
 use crate::store::RunQuery;
@@ -21,6 +21,7 @@ use crate::tools::{RunEvent, Subscription};
 #[into_params(parameter_in = Query)]
 pub struct ListRunsParams {
     /// Only runs of this tool.
+    #[param(pattern = "^[a-z0-9_-]{1,64}$")]
     tool: Option<String>,
     /// Only runs in this state.
     status: Option<RunStatus>,
@@ -54,7 +55,7 @@ pub async fn list_runs(
     let limit = page_size(params.limit)?;
     let after = page_start(params.cursor.as_deref())?;
     if let Some(tool) = &params.tool {
-        check_text("tool", tool)?;
+        check_tool_name("tool", tool)?;
     }
     let query = RunQuery { limit, after, tool: params.tool, status: params.status };
     let runs = state.executor.list(&query).await?;

@@ -28,8 +28,8 @@ pub struct ListThreadsParams {
     /// `next_cursor` of the previous page.
     #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{32}$")]
     cursor: Option<String>,
-    /// Case-insensitive substring of the title, at most 200 characters.
-    #[param(max_length = 200)]
+    /// Case-insensitive substring of the title, at most 200 characters, without NUL.
+    #[param(max_length = 200, pattern = "^[^\\u0000]*$")]
     q: Option<String>,
     /// `active`, `expired` or `all` (default).
     status: Option<StatusFilter>,
@@ -136,10 +136,7 @@ pub async fn delete_thread(
         (status = OK, body = History),
         (status = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_history(
-    State(state): State<AppState>,
-    PathId(id): PathId,
-) -> Result<Response, ApiError> {
+pub async fn get_history(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let history = state.conversations.history(id).await?.ok_or_else(|| thread_not_found(id))?;
     let chunks = history.into_json_chunks().map(|chunk| Ok::<_, Infallible>(Bytes::from(chunk)));
     let body = Body::from_stream(futures_util::stream::iter(chunks));

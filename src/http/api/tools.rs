@@ -52,7 +52,7 @@ pub async fn list_tools(State(state): State<AppState>) -> Response {
 pub struct NewRun {
     /// What to ask the tool; it becomes the user turn. Not empty; at most 1 MiB
     /// (1,048,576 bytes) of UTF-8.
-    #[schema(min_length = 1, max_length = 1048576)]
+    #[schema(min_length = 1, max_length = 1048576, pattern = "^[^\\u0000]*$")]
     input: String,
     /// The thread to continue; without one a new thread is started.
     continuation_id: Option<Uuid>,

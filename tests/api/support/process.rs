@@ -76,7 +76,8 @@ impl ExaiProcess {
     /// The lines the server has logged at the error level so far.
     pub fn errors(&self) -> Vec<String> {
         let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let is_error = |line: &&String| serde_json::from_str::<Value>(line).is_ok_and(|log| log["level"] == "ERROR");
+        let is_error =
+            |line: &&String| serde_json::from_str::<Value>(line).is_ok_and(|log| log["level"] == "ERROR");
         log.iter().filter(is_error).cloned().collect()
     }
 

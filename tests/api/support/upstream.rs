@@ -104,6 +104,12 @@ async fn broken(
     (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response()
 }
 
+/// `POST /nul`: an answer holding the NUL character, which no store keeps as text.
+async fn nul(State(received): State<Arc<Received>>, headers: HeaderMap, body: axum::Json<Value>) -> Response {
+    record(&received, &headers, &body);
+    axum::Json(json!({"output": "a\u{0}b"})).into_response()
+}
+
 /// `POST /v1/chat/completions`: "Hello world" in three pieces 300 ms apart when asked to
 /// stream, else at once.
 async fn chat(
@@ -160,6 +166,7 @@ pub async fn start() -> Upstream {
     let app = Router::new()
         .route("/webhook", post(webhook))
         .route("/broken", post(broken))
+        .route("/nul", post(nul))
         .route("/v1/chat/completions", post(chat))
         .route("/here/{status}/{*path}", any(redirect_here))
         .route("/away/{status}/{port}/{*path}", any(redirect_away))
