@@ -218,6 +218,7 @@ impl<T: Transport> Store for FunctionStore<T> {
                 ("p_max_turns", int(append.policy.max_turns)),
                 ("p_timeout_ms", Arg::BigInt(append.policy.timeout.num_milliseconds())),
                 ("p_now", time(append.now)),
+                ("p_turns_per_run", int(TURNS_PER_RUN)),
             ],
         };
         let rejections = Rejections {

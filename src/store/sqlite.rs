@@ -19,8 +19,8 @@ use self::rows::{
     decode_thread, decode_turn, decode_uuid, encode_json, encode_time, position, thread_with_turns,
 };
 use super::{
-    Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, ThreadQuery, escape_like,
-    thread_position, turns_from,
+    Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN, ThreadQuery,
+    escape_like, thread_position, turns_from,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -183,7 +183,9 @@ impl SqliteStore {
         if append.policy.is_expired(thread.updated_at, append.now) {
             return Err(StoreError::ThreadExpired(id));
         }
-        if thread.turn_count + count > append.policy.max_turns {
+        // Other runs' reserved room stays free for their answers.
+        let reserved = TURNS_PER_RUN * self.open_runs(conn, id, append.idempotency_key.as_deref()).await?;
+        if thread.turn_count + count + reserved > append.policy.max_turns {
             return Err(StoreError::TurnLimitReached { thread_id: id, max_turns: append.policy.max_turns });
         }
 

@@ -329,6 +329,20 @@ pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
     assert_eq!(store.get_run(orphan.id).await.unwrap(), None, "a refused run is not recorded");
 }
 
+pub async fn appends_leave_the_room_runs_reserved(store: &dyn Store) {
+    let thread = new_thread(store, titled("reserved"), now()).await;
+    let run = queued_run(thread);
+    store.reserve_run(&run, support::policy(3), now()).await.unwrap();
+    let crowding = store.append_turns(&append(thread, vec![user("a"), user("b")], support::policy(3))).await;
+    assert_eq!(crowding.unwrap_err(), StoreError::TurnLimitReached { thread_id: thread, max_turns: 3 });
+    store.append_turns(&append(thread, vec![user("fits")], support::policy(3))).await.unwrap();
+    // The run's own turns take the room it reserved.
+    let mut answer = append(thread, vec![user("q"), user("a")], support::policy(3));
+    answer.idempotency_key = Some(exai::store::run_idempotency_key(run.id));
+    let appended = store.append_turns(&answer).await.unwrap();
+    assert_eq!(appended.thread.thread.turn_count, 3);
+}
+
 pub async fn reserves_room_atomically(store: Arc<dyn Store>) {
     let thread = new_thread(&*store, titled("contended"), now()).await;
     let attempts = (0..15).map(|_| {
@@ -518,6 +532,7 @@ macro_rules! store_conformance {
                 bounds_history_depth,
                 keeps_the_newest_turns_within_the_byte_budget,
                 reserves_room_for_the_turns_of_runs_under_way,
+                appends_leave_the_room_runs_reserved,
                 saves_and_reads_runs,
                 lists_runs_newest_first_with_filters,
                 fails_runs_a_previous_process_left_unfinished,

@@ -78,6 +78,30 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Unfinished runs on the thread whose turns are not appended yet (they carry the key
+    /// `run:<run id>`), but the one whose turns carry `except_key`: each holds room for
+    /// its turns.
+    pub(super) async fn open_runs(
+        &self,
+        conn: &mut SqliteConnection,
+        thread_id: Uuid,
+        except_key: Option<&str>,
+    ) -> Result<u32, StoreError> {
+        self.trip();
+        let open = sqlx::query_scalar(
+            "SELECT count(*) FROM tool_runs r \
+             WHERE r.continuation_id = ?1 AND r.status IN ('queued', 'running') \
+             AND 'run:' || r.id IS NOT ?2 \
+             AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = ?1 \
+             AND m.idempotency_key = 'run:' || r.id)",
+        )
+        .bind(thread_id.to_string())
+        .bind(except_key)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(open)
+    }
+
     /// [`Store::reserve_run`](crate::store::Store::reserve_run) inside the writer's
     /// transaction, which SQLite's single writer serializes with every append.
     pub(super) async fn reserve_in(
@@ -89,21 +113,16 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let id = run.continuation_id;
         self.trip();
-        let row = sqlx::query(
-            "SELECT c.updated_at, c.turn_count, (SELECT count(*) FROM tool_runs r \
-             WHERE r.continuation_id = c.id AND r.status IN ('queued', 'running') \
-             AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id \
-             AND m.idempotency_key = 'run:' || r.id)) AS open_runs \
-             FROM conversations c WHERE c.id = ?1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::ThreadNotFound(id))?;
+        let row = sqlx::query("SELECT updated_at, turn_count FROM conversations WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(StoreError::ThreadNotFound(id))?;
         if policy.is_expired(decode_time(&row, "updated_at")?, now) {
             return Err(StoreError::ThreadExpired(id));
         }
-        let (turn_count, open_runs): (u32, u32) = (row.try_get("turn_count")?, row.try_get("open_runs")?);
+        let turn_count: u32 = row.try_get("turn_count")?;
+        let open_runs = self.open_runs(conn, id, None).await?;
         if turn_count + TURNS_PER_RUN * (open_runs + 1) > policy.max_turns {
             return Err(StoreError::TurnLimitReached { thread_id: id, max_turns: policy.max_turns });
         }
