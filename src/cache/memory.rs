@@ -164,15 +164,18 @@ impl Cache for MemoryCache {
         Ok(update)
     }
 
+    // Removals go through `compute` too: moka serializes computations on a key only
+    // with each other, so a plain insert or invalidate could land between a fill's read
+    // and its write, and the fill would then overwrite it.
     async fn remove(&self, id: Uuid, block_fills_for: Duration) -> Result<(), CacheError> {
         let marker = CachedThread { version: i64::MAX, body: Bytes::new() };
-        self.entries.insert(id, Entry::held(marker, None, block_fills_for)).await;
+        self.compute(id, |_| Op::Put(Entry::held(marker, None, block_fills_for))).await;
         Ok(())
     }
 
     async fn purge(&self, ids: &[Uuid]) -> Result<(), CacheError> {
         for id in ids {
-            self.entries.invalidate(id).await;
+            self.compute(*id, |_| Op::Remove).await;
         }
         Ok(())
     }

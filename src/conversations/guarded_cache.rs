@@ -24,6 +24,10 @@ const COOL_DOWN: Duration = Duration::from_secs(1);
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// Past this many remembered ids, the whole namespace is cleared instead.
 const MAX_STALE_IDS: usize = 100_000;
+/// How long a thread whose write may still commit stays out of the cache: longer than
+/// any store call can take (10 s at most), so that no fill which read the store before
+/// that commit can land after it.
+const IN_DOUBT: Duration = Duration::from_secs(30);
 
 pub struct GuardedCache {
     cache: Arc<dyn Cache>,
@@ -123,7 +127,7 @@ impl GuardedCache {
 
     /// Updates the entry after a store commit; if that cannot be done the old entry
     /// may still be there, so the id is purged before the cache serves it again.
-    pub async fn write_through(&self, id: Uuid, document: CachedThread, ttl: Duration) {
+    pub async fn write_through(self: &Arc<Self>, id: Uuid, document: CachedThread, ttl: Duration) {
         if self.cooling_down() {
             return self.mark_stale(id);
         }
@@ -134,7 +138,7 @@ impl GuardedCache {
     }
 
     /// Removes the entry after a store delete, with the same fallback as `write_through`.
-    pub async fn remove(&self, id: Uuid, block_fills_for: Duration) {
+    pub async fn remove(self: &Arc<Self>, id: Uuid, block_fills_for: Duration) {
         if self.cooling_down() {
             return self.mark_stale(id);
         }
@@ -144,16 +148,12 @@ impl GuardedCache {
         }
     }
 
-    /// A write to the thread failed without a clear answer and may have committed: its
-    /// entry is deleted now, or, when the cache cannot be reached, as soon as it can.
-    pub async fn distrust(&self, id: Uuid) {
-        if !self.cooling_down() {
-            match self.cache.purge(&[id]).await {
-                Ok(()) => return,
-                Err(error) => self.failed(error),
-            }
-        }
-        self.mark_stale(id);
+    /// A write to the thread failed without a clear answer and may have committed, or
+    /// still commit: the entry is replaced by a removal marker that keeps every fill out
+    /// for longer than the store call could still take; when the cache cannot be reached,
+    /// the entry is purged as soon as it can be.
+    pub async fn distrust(self: &Arc<Self>, id: Uuid) {
+        self.remove(id, IN_DOUBT).await;
     }
 
     fn now_ms(&self) -> u64 {
@@ -164,8 +164,14 @@ impl GuardedCache {
         self.now_ms() < self.down_until_ms.load(Ordering::Relaxed)
     }
 
-    /// The entry may be stale: purge it before the cache serves it again.
-    fn mark_stale(&self, id: Uuid) {
+    fn cool_down_left(&self) -> Duration {
+        Duration::from_millis(self.down_until_ms.load(Ordering::Relaxed).saturating_sub(self.now_ms()))
+    }
+
+    /// The entry may be stale: purge it before the cache serves it again. The purge
+    /// starts at once and is retried after each cool-down, not left for this process's
+    /// next read: other processes sharing the cache read that entry too.
+    fn mark_stale(self: &Arc<Self>, id: Uuid) {
         let mut stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
         stale.marks += 1;
         let mark = stale.marks;
@@ -176,22 +182,41 @@ impl GuardedCache {
             stale.ids.insert(id, mark);
         }
         self.has_stale.store(true, Ordering::Release);
+        drop(stale);
+        self.start_purging();
     }
 
-    /// True while this id's entry may be stale. Any pending purge is started here, in
-    /// the background, whichever id is read.
+    /// True while this id's entry may be stale. A purge pending since start-up (a shared
+    /// cache's entries from before this process) starts with the first read.
     fn distrusted(self: &Arc<Self>, id: Uuid) -> bool {
         if !self.has_stale.load(Ordering::Acquire) {
             return false;
         }
-        if !self.purging.swap(true, Ordering::AcqRel) {
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.purge().await;
-                this.purging.store(false, Ordering::Release);
-            });
-        }
+        self.start_purging();
         self.stale.lock().unwrap_or_else(PoisonError::into_inner).covers(id)
+    }
+
+    /// Purges in the background until no mark is left, one purge at a time, waiting out
+    /// each cool-down in between.
+    fn start_purging(self: &Arc<Self>) {
+        if self.purging.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                while this.has_stale.load(Ordering::Acquire) {
+                    tokio::time::sleep(this.cool_down_left()).await;
+                    this.purge().await;
+                }
+                this.purging.store(false, Ordering::Release);
+                // A mark made between the last check and clearing the flag found a purge
+                // still running and left the work to it.
+                if !this.has_stale.load(Ordering::Acquire) || this.purging.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+        });
     }
 
     async fn purge(&self) {

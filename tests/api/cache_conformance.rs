@@ -134,6 +134,32 @@ pub async fn racing_fills_and_writes_leave_the_newest(cache: Arc<dyn Cache>) {
     assert_eq!(cache.get(id, Lease::random()).await.unwrap(), hit(100));
 }
 
+/// A fill, a write or a purge racing a removal on the same entry: whichever lands first,
+/// no document is served after the removal.
+pub async fn removals_win_races_with_fills_writes_and_purges(cache: Arc<dyn Cache>) {
+    for _ in 0..2000 {
+        let id = Uuid::new_v4();
+        let miss = lease(cache.as_ref(), id).await;
+        let racers = [0, 1, 2, 3].map(|racer| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                match racer {
+                    0 => drop(cache.fill(id, miss, doc(1), TTL).await.unwrap()),
+                    1 => drop(cache.put(id, doc(2), TTL).await.unwrap()),
+                    2 => cache.purge(&[id]).await.unwrap(),
+                    _ => cache.remove(id, TTL).await.unwrap(),
+                }
+            })
+        });
+        for racer in racers {
+            racer.await.unwrap();
+        }
+        if let Lookup::Hit(body) = cache.get(id, Lease::random()).await.unwrap() {
+            panic!("a removed entry came back: {body:?}");
+        }
+    }
+}
+
 pub async fn purges_and_clears(cache: &dyn Cache) {
     let (kept, purged) = (Uuid::new_v4(), Uuid::new_v4());
     filled(cache, kept, 1, TTL).await;
@@ -163,7 +189,7 @@ macro_rules! cache_conformance {
                 entries_expire_after_their_ttl,
                 purges_and_clears,
             ],
-            shared: [racing_fills_and_writes_leave_the_newest]
+            shared: [racing_fills_and_writes_leave_the_newest, removals_win_races_with_fills_writes_and_purges]
         );
     };
 }
