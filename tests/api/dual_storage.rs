@@ -46,14 +46,15 @@ pub struct Report {
 
 impl Report {
     /// Every client's reports checked: no failure, no stale read, and no request that
-    /// paid more than one cache timeout (with room for the store on a busy machine).
+    /// paid a queue of cache timeouts (one is 250 ms; the room above it is for the store
+    /// and the scheduler of a busy two-core machine, where the fuzzer may run alongside).
     /// Returns the number of requests.
     pub fn check_all(reports: &[Report]) -> usize {
         let failures: Vec<&String> = reports.iter().flat_map(|r| &r.failures).collect();
         assert!(failures.is_empty(), "{failures:?}");
         assert_eq!(reports.iter().map(|r| r.stale_reads).sum::<usize>(), 0, "stale reads");
         let slowest = reports.iter().map(|r| r.slowest).max().unwrap_or_default();
-        assert!(slowest < CACHE_TIMEOUT * 2 + Duration::from_secs(1), "a request took {slowest:?}");
+        assert!(slowest < CACHE_TIMEOUT * 2 + Duration::from_millis(2500), "a request took {slowest:?}");
         reports.iter().map(|r| r.requests).sum()
     }
 }
