@@ -26,6 +26,10 @@ use deadline_body::DeadlineBody;
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 /// File descriptors kept for the store, the cache, tool upstreams and files.
 const RESERVED_FILES: u64 = 256;
+/// How long in-flight requests may take to finish once shutting down: longer than any
+/// store call (10 s at most), short enough that a client which stopped reading its
+/// response cannot hold the process up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// Raises the soft limit on open files to the hard limit, and returns the connection
 /// cap those files allow: `wanted`, or less when the limit is lower.
@@ -103,7 +107,9 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+    }
     Ok(())
 }
 

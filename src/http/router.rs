@@ -63,7 +63,7 @@ impl Modify for BearerKeys {
 
 /// Answers that follow from an operation's shape, declared once: every `/v1` call can
 /// be refused its key or meet a store that is down; an `{id}` can be malformed; a body
-/// can be malformed, too large, of another media type or invalid. Applied to the
+/// can be malformed, too slow to arrive, too large, of another media type or invalid. Applied to the
 /// document after the routes are merged in, since it walks their operations.
 struct SharedErrors;
 
@@ -104,6 +104,7 @@ fn shared_codes(path: &str, operation: &Operation) -> Vec<ErrorCode> {
     if operation.request_body.is_some() {
         codes.extend([
             ErrorCode::MalformedJson,
+            ErrorCode::RequestTimeout,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::ValidationFailed,

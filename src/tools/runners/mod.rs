@@ -67,7 +67,9 @@ pub fn client() -> reqwest::Client {
         .redirect(same_origin)
         .referer(false)
         .build()
-        .unwrap_or_default()
+        // Only a missing TLS backend fails here, and a default client would follow
+        // redirects anywhere: better no tools than that.
+        .expect("the HTTP client for tools builds")
 }
 
 /// The runner for a kind of tool, sharing one HTTP client among all tools.
