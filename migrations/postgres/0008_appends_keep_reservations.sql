@@ -2,7 +2,9 @@
 -- upstream (0007), or that run would spend its upstream call and then find no room for
 -- its answer. An append now fits when the thread holds its turns, the new ones, and
 -- p_turns_per_run for every other unfinished run whose turns are not yet appended; a
--- run's own append (keyed 'run:<run id>') does not count its own reservation.
+-- run's own append (keyed 'run:<run id>') does not count its own reservation. And a run
+-- that reserved its room while the thread was open records its answer even if the
+-- thread expired while it ran: the reservation was the promise.
 
 SET LOCAL lock_timeout = '10s';
 
@@ -45,7 +47,8 @@ $$;
 
 DROP FUNCTION IF EXISTS exai_append_turns(uuid, jsonb, text, integer, bigint, timestamptz);
 
--- As in 0002, with the room of other runs' reservations kept free.
+-- As in 0002, with the room of other runs' reservations kept free, and a reserved run's
+-- answer recorded past expiry.
 CREATE OR REPLACE FUNCTION exai_append_turns(
     p_id uuid, p_turns jsonb, p_idempotency_key text, p_max_turns integer,
     p_timeout_ms bigint, p_now timestamptz, p_turns_per_run integer
@@ -69,7 +72,10 @@ BEGIN
                 || jsonb_build_object('first_seq', v_first, 'replayed', true);
         END IF;
     END IF;
-    IF p_now >= c.updated_at + p_timeout_ms * interval '1 millisecond' THEN
+    IF p_now >= c.updated_at + p_timeout_ms * interval '1 millisecond'
+       AND NOT EXISTS (SELECT 1 FROM tool_runs r
+                       WHERE r.continuation_id = p_id AND r.status IN ('queued', 'running')
+                         AND 'run:' || r.id::text = p_idempotency_key) THEN
         RAISE EXCEPTION 'thread % has expired', p_id USING ERRCODE = 'EX410';
     END IF;
     IF c.turn_count + v_count

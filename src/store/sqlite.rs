@@ -180,7 +180,12 @@ impl SqliteStore {
                 return Ok(Appended { thread: current, turns, replayed: true });
             }
         }
-        if append.policy.is_expired(thread.updated_at, append.now) {
+        // A run that reserved its room while the thread was open records its answer even
+        // if the thread expired while it ran.
+        let key = append.idempotency_key.as_deref();
+        if append.policy.is_expired(thread.updated_at, append.now)
+            && !self.run_under_way(conn, id, key).await?
+        {
             return Err(StoreError::ThreadExpired(id));
         }
         // Other runs' reserved room stays free for their answers.

@@ -343,6 +343,25 @@ pub async fn appends_leave_the_room_runs_reserved(store: &dyn Store) {
     assert_eq!(appended.thread.thread.turn_count, 3);
 }
 
+/// The reservation is the promise: a run accepted while its thread was open records its
+/// answer though the thread expired while it ran; a client's append is refused.
+pub async fn a_reserved_run_records_its_answer_past_expiry(store: &dyn Store) {
+    let policy = support::policy(20);
+    let opened = now() - policy.timeout + TimeDelta::minutes(1);
+    let thread = new_thread(store, titled("closing"), opened).await;
+    let run = queued_run(thread);
+    store.reserve_run(&run, policy, now()).await.unwrap();
+    let later = now() + TimeDelta::minutes(2);
+    let client = AppendTurns { now: later, ..append(thread, vec![user("late")], policy) };
+    assert_eq!(store.append_turns(&client).await.unwrap_err(), StoreError::ThreadExpired(thread));
+    let answer = AppendTurns {
+        now: later,
+        idempotency_key: Some(exai::store::run_idempotency_key(run.id)),
+        ..append(thread, vec![user("q"), user("a")], policy)
+    };
+    assert_eq!(store.append_turns(&answer).await.unwrap().thread.thread.turn_count, 2);
+}
+
 pub async fn reserves_room_atomically(store: Arc<dyn Store>) {
     let thread = new_thread(&*store, titled("contended"), now()).await;
     let attempts = (0..15).map(|_| {
@@ -533,6 +552,7 @@ macro_rules! store_conformance {
                 keeps_the_newest_turns_within_the_byte_budget,
                 reserves_room_for_the_turns_of_runs_under_way,
                 appends_leave_the_room_runs_reserved,
+                a_reserved_run_records_its_answer_past_expiry,
                 saves_and_reads_runs,
                 lists_runs_newest_first_with_filters,
                 fails_runs_a_previous_process_left_unfinished,

@@ -102,6 +102,27 @@ impl SqliteStore {
         Ok(open)
     }
 
+    /// Whether `key` is the key of an unfinished run on the thread, one that holds a
+    /// reservation.
+    pub(super) async fn run_under_way(
+        &self,
+        conn: &mut SqliteConnection,
+        thread_id: Uuid,
+        key: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let Some(key) = key else { return Ok(false) };
+        self.trip();
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tool_runs WHERE continuation_id = ?1 \
+             AND status IN ('queued', 'running') AND 'run:' || id = ?2",
+        )
+        .bind(thread_id.to_string())
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// [`Store::reserve_run`](crate::store::Store::reserve_run) inside the writer's
     /// transaction, which SQLite's single writer serializes with every append.
     pub(super) async fn reserve_in(
