@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN,
-    ThreadQuery, escape_like, run_position, thread_position, turns_from,
+    ThreadQuery, escape_like, readable_turn, run_position, thread_position, turns_from,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -113,6 +113,21 @@ impl<T: Transport> FunctionStore<T> {
         })?;
         serde_json::from_str(&json)
             .map_err(|e| StoreError::Internal(format!("{function} returned unreadable JSON: {e}")))
+    }
+}
+
+/// What `exai_history` returns, its turns decoded one by one.
+#[derive(Deserialize)]
+struct ChainRows {
+    thread_ids: Vec<Uuid>,
+    turns: Vec<Box<RawValue>>,
+    total_turns: u32,
+}
+
+impl ChainRows {
+    fn readable(self) -> Chain {
+        let turns = self.turns.iter().filter_map(|turn| readable_turn(serde_json::from_str(turn.get())));
+        Chain { thread_ids: self.thread_ids, turns: turns.collect(), total_turns: self.total_turns }
     }
 }
 
@@ -265,7 +280,8 @@ impl<T: Transport> Store for FunctionStore<T> {
                 ("p_max_bytes", Arg::BigInt(limits.max_bytes.into())),
             ],
         };
-        self.call(call, Rejections::default()).await
+        let chain: Option<ChainRows> = self.call(call, Rejections::default()).await?;
+        Ok(chain.map(ChainRows::readable))
     }
 
     async fn reserve_run(

@@ -140,6 +140,19 @@ impl<T> Listed<T> {
     }
 }
 
+/// A turn of a conversation, or `None` (logged) when it cannot be read: one turn written
+/// behind exai's back must not take a whole conversation, and the threads after it in a
+/// chain, down with it.
+pub fn readable_turn<E: std::fmt::Display>(decoded: Result<Turn, E>) -> Option<Turn> {
+    decoded
+        .inspect_err(|cause| {
+            if let Some(held_back) = UNREADABLE_ROWS.admit() {
+                tracing::error!(%cause, held_back, "left an unreadable turn out of a conversation");
+            }
+        })
+        .ok()
+}
+
 impl<T> Page<T> {
     /// The page of a `limit + 1` fetch: one unreadable row must not take the page down,
     /// so it is left out (and logged), and the cursor still follows the last row kept,

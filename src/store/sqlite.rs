@@ -20,7 +20,7 @@ use self::rows::{
 };
 use super::{
     Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN, ThreadQuery,
-    escape_like, thread_position, turns_from,
+    escape_like, readable_turn, thread_position, turns_from,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -357,7 +357,9 @@ impl Store for SqliteStore {
             if chain.thread_ids.last() != Some(&link) {
                 chain.thread_ids.push(link);
             }
-            chain.turns.extend(decode_turn(&row)?);
+            if let Some(turn) = decode_turn(&row).transpose() {
+                chain.turns.extend(readable_turn(turn));
+            }
         }
         Ok(chain)
     }

@@ -624,7 +624,9 @@ async fn postgres_history_survives_a_parent_cycle() {
 
 /// Four threads and four runs, the second of each made unreadable behind the store's
 /// back by `corrupt`: pages of two still answer, leave that row out, and page on past it.
-async fn lists_past_unreadable_rows(store: &dyn Store, corrupt: impl AsyncFnOnce(Uuid, Uuid)) {
+/// A thread, a run and the first turn of a chain's parent made unreadable behind the
+/// store's back: pages and the chain's history still answer, without them.
+async fn lists_past_unreadable_rows(store: &dyn Store, corrupt: impl AsyncFnOnce(Uuid, Uuid, Uuid)) {
     let base = now() + TimeDelta::days(30);
     let mut threads = Vec::new();
     let mut runs = Vec::new();
@@ -635,7 +637,15 @@ async fn lists_past_unreadable_rows(store: &dyn Store, corrupt: impl AsyncFnOnce
         store.save_run(&saved).await.unwrap();
         runs.push(saved);
     }
-    corrupt(threads[1], runs[1].id).await;
+    let parent = new_thread(store, titled("parent"), now()).await;
+    store.append_turns(&append(parent, vec![user("bad"), user("good")], support::policy(20))).await.unwrap();
+    let child = new_thread(store, NewThread { parent_id: Some(parent), ..titled("child") }, now()).await;
+    store.append_turns(&append(child, vec![user("mine")], support::policy(20))).await.unwrap();
+    corrupt(threads[1], runs[1].id, parent).await;
+
+    let chain = store.history(child, depth(20)).await.expect("one bad turn does not fail the chain").unwrap();
+    let contents: Vec<&str> = chain.turns.iter().map(|t| t.content.as_str()).collect();
+    assert_eq!((chain.thread_ids, contents), (vec![parent, child], vec!["good", "mine"]));
 
     let query = |after| ThreadQuery { limit: 2, after, search: Some("row ".into()), activity: Activity::Any };
     let first = store.list_threads(&query(None)).await.expect("one bad row does not fail the page");
@@ -659,7 +669,12 @@ async fn sqlite_lists_past_unreadable_rows() {
     let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("exai.db").display()))
         .await
         .unwrap();
-    lists_past_unreadable_rows(&*store, async |thread, run| {
+    lists_past_unreadable_rows(&*store, async |thread, run, parent| {
+        sqlx::query("UPDATE messages SET metadata = 'not json' WHERE conversation_id = ?1 AND seq = 1")
+            .bind(parent.to_string())
+            .execute(&raw)
+            .await
+            .unwrap();
         sqlx::query("UPDATE conversations SET metadata = 'not json' WHERE id = ?1")
             .bind(thread.to_string())
             .execute(&raw)
@@ -676,8 +691,13 @@ async fn sqlite_lists_past_unreadable_rows() {
 
 /// A number PostgreSQL holds and no JSON reader can: what an older version, or another
 /// writer of the adopted tables, may have left behind.
-async fn corrupt_postgres_rows(url: &str, thread: Uuid, run: Uuid) {
+async fn corrupt_postgres_rows(url: &str, thread: Uuid, run: Uuid, parent: Uuid) {
     let raw = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query("UPDATE messages SET metadata = '{\"n\": 1e400}' WHERE conversation_id = $1 AND seq = 1")
+        .bind(parent)
+        .execute(&raw)
+        .await
+        .unwrap();
     sqlx::query("UPDATE conversations SET metadata = '{\"n\": 1e400}' WHERE id = $1")
         .bind(thread)
         .execute(&raw)
@@ -690,8 +710,10 @@ async fn corrupt_postgres_rows(url: &str, thread: Uuid, run: Uuid) {
 async fn postgres_lists_past_unreadable_rows() {
     let Some(url) = services::postgres_database() else { return };
     let store = PostgresStore::connect(&url).unwrap();
-    lists_past_unreadable_rows(&store, async |thread, run| corrupt_postgres_rows(&url, thread, run).await)
-        .await;
+    lists_past_unreadable_rows(&store, async |thread, run, parent| {
+        corrupt_postgres_rows(&url, thread, run, parent).await
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -699,8 +721,8 @@ async fn supabase_lists_past_unreadable_rows() {
     let Some(url) = services::postgres_database() else { return };
     let gateway = postgrest::start(&url, postgrest::SECRET_KEY).await;
     let store = SupabaseStore::connect(&gateway.url.parse().unwrap(), &Secret::new(postgrest::SECRET_KEY));
-    lists_past_unreadable_rows(&store.unwrap(), async |thread, run| {
-        corrupt_postgres_rows(&url, thread, run).await
+    lists_past_unreadable_rows(&store.unwrap(), async |thread, run, parent| {
+        corrupt_postgres_rows(&url, thread, run, parent).await
     })
     .await;
 }
