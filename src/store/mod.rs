@@ -3,12 +3,14 @@
 mod functions;
 mod metered;
 mod postgres;
+mod postgres_migrate;
 mod sqlite;
 mod supabase;
 
 pub use functions::{Arg, Call, CallError, FunctionStore, Transport};
 pub use metered::MeteredStore;
-pub use postgres::{PgTransport, PostgresStore, migrate_postgres};
+pub use postgres::{PgTransport, PostgresStore};
+pub use postgres_migrate::{MigrationReport, check_postgres_migration, migrate_postgres};
 pub use sqlite::SqliteStore;
 pub use supabase::{PostgrestTransport, SupabaseStore};
 
