@@ -26,6 +26,8 @@ const A_ROW: &str = "5bff413f-2925-438f-873e-d29e2fde93a8";
 const B_CONTINUATION: &str = "DEBB44AF-15B9-456D-9B88-6A2519F81427";
 /// Not a UUID at all, as in EX-AI's own test data.
 const C_CONTINUATION: &str = "baseline-test-20251001";
+const B_ROW: &str = "7eaffc72-0e46-4d21-9b06-0e162a5a1eff";
+const C_ROW: &str = "66d31162-e932-4468-b7ee-f2767bf55452";
 /// No metadata and no times.
 const D: &str = "369a99d1-e24f-4c23-b99c-767b4e0f0f0b";
 
@@ -198,6 +200,31 @@ async fn ex_ai_keeps_working(ex_ai: &ExAi, app: &TestApp) {
         .await;
     assert_eq!(ex_ai.messages(new_row, 10).await[0]["seq"], 1);
     shows_within_the_cache_bound(app, A, (9, "ninth")).await;
+    every_conversation_is_reachable(app, new_row).await;
+}
+
+/// A conversation whose continuation_id is not a lower-case UUID is a thread under its
+/// row id; all are listed.
+async fn every_conversation_is_reachable(app: &TestApp, started_by_ex_ai: Uuid) {
+    let b = app.get(&format!("/v1/threads/{B_ROW}")).await.json();
+    assert_eq!((&b["title"], &b["turn_count"]), (&json!("October"), &json!(1)), "{b}");
+    let idle = app
+        .post_json(&format!("/v1/threads/{B_ROW}/turns"), &json!({"role": "user", "content": "late"}))
+        .await;
+    assert_eq!(idle.status, StatusCode::GONE, "idle since October: {}", idle.text());
+    let c = app.get(&format!("/v1/threads/{C_ROW}")).await.json();
+    assert_eq!(turns(&c), [(1, "baseline")]);
+    assert_eq!(c["turns"][0]["thread_id"], C_ROW);
+
+    let listed = app.get("/v1/threads?limit=100").await.json();
+    let mut ids: Vec<&str> =
+        listed["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 5, "{listed:#}");
+    ids.sort_unstable();
+    let started_by_ex_ai = started_by_ex_ai.to_string();
+    let mut expected = [A, B_ROW, C_ROW, D, started_by_ex_ai.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
 }
 
 /// How soon the tests' apps show a write made around them: EXAI_CACHE_MAX_TTL_MS.
