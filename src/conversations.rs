@@ -133,6 +133,7 @@ impl Conversations {
         after: Option<Cursor>,
         search: Option<String>,
         status: StatusFilter,
+        continuation_id: Option<String>,
     ) -> Result<ThreadList, StoreError> {
         let now = now();
         let cutoff = self.policy.expiry_cutoff(now);
@@ -141,7 +142,7 @@ impl Conversations {
             StatusFilter::Active => Activity::ChangedAfter(cutoff),
             StatusFilter::Expired => Activity::ChangedAtOrBefore(cutoff),
         };
-        let query = ThreadQuery { limit, after, search, activity };
+        let query = ThreadQuery { limit, after, search, activity, continuation_id };
         let page = self.store.list_threads(&query).await?;
         Ok(ThreadList { threads: page.items, next_cursor: page.next.map(|next| next.encode()), now })
     }

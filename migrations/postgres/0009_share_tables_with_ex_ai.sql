@@ -149,11 +149,13 @@ CREATE INDEX IF NOT EXISTS conversations_by_thread_activity
     ON conversations (updated_at DESC, thread_id DESC);
 DROP INDEX IF EXISTS conversations_by_activity;
 
+DROP FUNCTION IF EXISTS exai_list_threads(integer, timestamptz, uuid, text, timestamptz, timestamptz);
+
 -- Threads by latest activity, keyset-paged on (updated_at, thread id); a uuid orders as
--- its lower-case text does.
+-- its lower-case text does. p_continuation_id finds a conversation by the id EX-AI knows.
 CREATE OR REPLACE FUNCTION exai_list_threads(
     p_limit integer, p_after_updated_at timestamptz, p_after_id uuid, p_search text,
-    p_changed_after timestamptz, p_changed_at_or_before timestamptz
+    p_changed_after timestamptz, p_changed_at_or_before timestamptz, p_continuation_id text
 ) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(exai_thread_json(page) ORDER BY page.updated_at DESC,
@@ -166,6 +168,7 @@ LANGUAGE sql STABLE AS $$
           AND (p_changed_after IS NULL OR c.updated_at > p_changed_after)
           AND (p_changed_at_or_before IS NULL OR c.updated_at <= p_changed_at_or_before)
           AND (p_search IS NULL OR c.title ILIKE '%' || p_search || '%')
+          AND (p_continuation_id IS NULL OR c.continuation_id = p_continuation_id)
         ORDER BY c.updated_at DESC, c.thread_id DESC
         LIMIT p_limit
     ) page
@@ -362,6 +365,8 @@ BEGIN
 END
 $$;
 
+SELECT exai_restrict_function(
+    'exai_list_threads(integer, timestamptz, uuid, text, timestamptz, timestamptz, text)');
 SELECT exai_restrict_function('exai_turn_key(uuid, text)');
 SELECT exai_restrict_function('exai_metadata(jsonb)');
 SELECT exai_restrict_function('exai_metadata_tool_name(jsonb)');

@@ -189,6 +189,9 @@ pub struct ThreadQuery {
     /// Case-insensitive substring of the title.
     pub search: Option<String>,
     pub activity: Activity,
+    /// Only the thread whose continuation_id is exactly this (an adopted EX-AI
+    /// conversation's may differ from its thread id).
+    pub continuation_id: Option<String>,
 }
 
 /// Which runs a listing returns, newest first.

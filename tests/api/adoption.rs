@@ -216,6 +216,15 @@ async fn every_conversation_is_reachable(app: &TestApp, started_by_ex_ai: Uuid) 
     assert_eq!(turns(&c), [(1, "baseline")]);
     assert_eq!(c["turns"][0]["thread_id"], C_ROW);
 
+    for (continuation_id, row) in [(B_CONTINUATION, B_ROW), (C_CONTINUATION, C_ROW), (A, A)] {
+        let found = app.get(&format!("/v1/threads?continuation_id={continuation_id}")).await.json();
+        let ids: Vec<&Value> = found["data"].as_array().unwrap().iter().map(|t| &t["id"]).collect();
+        assert_eq!(ids, [row], "EX-AI's id {continuation_id}");
+    }
+    let lower =
+        app.get(&format!("/v1/threads?continuation_id={}", B_CONTINUATION.to_lowercase())).await.json();
+    assert_eq!(lower["data"], json!([]), "matched exactly, as EX-AI does");
+
     let listed = app.get("/v1/threads?limit=100").await.json();
     let mut ids: Vec<&str> =
         listed["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
