@@ -2,6 +2,7 @@
 //! writing them with its own statements.
 
 use axum::http::StatusCode;
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -199,7 +200,7 @@ async fn ex_ai_keeps_working(ex_ai: &ExAi, app: &TestApp) {
         }])
         .await;
     assert_eq!(ex_ai.messages(new_row, 10).await[0]["seq"], 1);
-    shows_within_the_cache_bound(app, A, (9, "ninth")).await;
+    read_once_shown(app, A, |read| turns(read).last() == Some(&(9, "ninth"))).await;
     every_conversation_is_reachable(app, new_row).await;
 }
 
@@ -249,17 +250,17 @@ fn app_sharing_tables(store: Arc<dyn Store>, cache: Arc<dyn Cache>) -> TestApp {
     TestApp::with_config(store, cache, &config, tempfile::tempdir().unwrap())
 }
 
-/// The thread's last turn becomes `last` once its cached copy has lived out the bound
-/// (polled, with a deadline far beyond it; the copy was fresh, so without the bound it
-/// would be served for the thread's whole timeout).
-async fn shows_within_the_cache_bound(app: &TestApp, thread: &str, last: (u64, &str)) {
+/// The thread as read once `shown` holds for it, which happens when its cached copy has
+/// lived out the bound (polled, with a deadline far beyond it; the copy was fresh, so
+/// without the bound it would be served for the thread's whole timeout).
+async fn read_once_shown(app: &TestApp, thread: &str, shown: impl Fn(&Value) -> bool) -> Value {
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {
         let read = app.get(&format!("/v1/threads/{thread}")).await.json();
-        if turns(&read).last() == Some(&last) {
-            return;
+        if shown(&read) {
+            return read;
         }
-        assert!(Instant::now() < give_up, "{last:?} never showed: {read:#?}");
+        assert!(Instant::now() < give_up, "never shown: {read:#?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -322,4 +323,47 @@ async fn ex_ai_keeps_writing_adopted_tables_as_service_role_over_rest() {
     let app = app_sharing_tables(Arc::new(store), redis_cache(&redis.url()));
     ex_ai_keeps_working(&ExAi::ServiceRole(gateway.url.clone()), &app).await;
     keys_are_unique_per_thread(&app).await;
+}
+
+/// EX-AI's inserts and exai's appends to one thread at the same time: the thread's row
+/// lock serializes them, so every turn gets its own seq and none is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ex_ai_and_exai_writing_one_thread_at_once_number_every_turn() {
+    let Some(server) = PostgresServer::start() else {
+        return;
+    };
+    let (url, pool) = adopted_database(&server, KeyUniqueness::Index).await;
+    let app = app_sharing_tables(Arc::new(PostgresStore::connect(&url).unwrap()), memory_cache());
+    let ex_ai = ExAi::Owner(pool);
+    let d_row: Uuid = "9935b5af-ffa6-4c64-b999-afd5c6e0a465".parse().unwrap();
+    const EACH: usize = 12;
+    let contents: Vec<(String, String)> =
+        (0..EACH).map(|i| (format!("ex-ai {i}"), format!("2026-11-29T12:00:{i:02}+00:00"))).collect();
+    let ex_ai_writes = contents.iter().map(|(content, created_at)| async {
+        let message =
+            Message { conversation_id: d_row, role: "user", content, metadata: Value::Null, created_at };
+        ex_ai.store_messages(&[message]).await
+    });
+    let exai_writes = (0..EACH).map(|i| {
+        let path = format!("/v1/threads/{D}/turns");
+        let body = json!({"role": "assistant", "content": format!("exai {i}")});
+        let app = &app;
+        async move { app.post_json(&path, &body).await }
+    });
+    let (_, appended) = tokio::join!(join_all(ex_ai_writes), join_all(exai_writes));
+    assert!(appended.iter().all(|r| r.status == StatusCode::CREATED));
+
+    let total = 2 * EACH as u64;
+    let thread =
+        read_once_shown(&app, D, |read| read["turns"].as_array().map(Vec::len) == Some(2 * EACH)).await;
+    let numbered = turns(&thread);
+    let seqs: Vec<u64> = numbered.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    let mut written: Vec<&str> = numbered.iter().map(|(_, content)| *content).collect();
+    written.sort_unstable();
+    let mut expected: Vec<String> =
+        contents.into_iter().map(|(c, _)| c).chain((0..EACH).map(|i| format!("exai {i}"))).collect();
+    expected.sort_unstable();
+    assert_eq!(written, expected);
+    assert_eq!(thread["turn_count"], total);
 }
