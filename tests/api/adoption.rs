@@ -367,3 +367,55 @@ async fn ex_ai_and_exai_writing_one_thread_at_once_number_every_turn() {
     assert_eq!(written, expected);
     assert_eq!(thread["turn_count"], total);
 }
+
+/// A database an earlier exai adopted (0001 to 0008, without today's care), where exai has
+/// since stored the same client key on two threads, migrates on: those keys are qualified
+/// by their thread so EX-AI's global key index can exist, and replays still find them.
+#[tokio::test]
+async fn a_database_adopted_by_an_earlier_exai_migrates_on() {
+    let Some(server) = PostgresServer::start() else {
+        return;
+    };
+    let name = format!("ex_ai_{}", Uuid::new_v4().simple());
+    server.psql("postgres", &format!("CREATE DATABASE {name}"));
+    server.psql(&name, &ex_ai::schema(KeyUniqueness::Constraint));
+    server.psql(&name, EX_AI_DATA);
+    let url = server.url(&name);
+    let pool = PgPool::connect(&url).await.unwrap();
+    let mut earlier =
+        sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres")).await.unwrap();
+    earlier.migrations =
+        earlier.migrations.iter().filter(|m| m.version <= 8).cloned().collect::<Vec<_>>().into();
+    earlier.run(&pool).await.unwrap();
+    let thread = |id: &str| format!("/v1/threads/{id}/turns");
+    let earlier_app =
+        TestApp::with_backends(Arc::new(PostgresStore::connect(&url).unwrap()), memory_cache(), policy(50));
+    let keyed = |path: String| {
+        let mut request =
+            crate::support::json_request(&path, json!({"role": "user", "content": "keyed"}).to_string());
+        request.headers_mut().insert("idempotency-key", "shared".parse().unwrap());
+        request
+    };
+    for id in [A, D] {
+        assert_eq!(earlier_app.send(keyed(thread(id))).await.status, StatusCode::CREATED);
+    }
+
+    exai_migrate(&url, &[]);
+    let app = app_sharing_tables(Arc::new(PostgresStore::connect(&url).unwrap()), memory_cache());
+    for id in [A, D] {
+        let replay = app.send(keyed(thread(id))).await;
+        assert_eq!(replay.status, StatusCode::OK, "a replay: {}", replay.text());
+    }
+    let ex_ai = ExAi::Owner(pool);
+    let a_row: Uuid = A_ROW.parse().unwrap();
+    let message = Message {
+        conversation_id: a_row,
+        role: "user",
+        content: "after",
+        metadata: json!({}),
+        created_at: "2026-11-29T13:00:00+00:00",
+    };
+    ex_ai.store_messages(&[message]).await;
+    let read = read_once_shown(&app, A, |read| turns(read).last().is_some_and(|(_, c)| *c == "after")).await;
+    assert_eq!(read["turn_count"], 6);
+}
