@@ -58,6 +58,27 @@ INSERT INTO messages (id, conversation_id, role, content, metadata, created_at, 
      NULL, '2026-10-02 09:30:00+00', 'k5'),
     ('00000000-0000-4000-8000-000000000006', '66d31162-e932-4468-b7ee-f2767bf55452', 'user',
      'baseline', NULL, now() - interval '4 hours', 'k6');
+-- 19 more conversations with 5 messages each: every 4th continuation_id upper-case, every
+-- 3rd without metadata, messages written in pairs at the same minute, and in every 5th
+-- conversation the third message without a time.
+INSERT INTO conversations (id, continuation_id, title, metadata, created_at, updated_at)
+SELECT md5('bulk' || n)::uuid,
+       CASE WHEN n % 4 = 0 THEN upper(md5('continuation' || n)::uuid::text)
+            ELSE md5('continuation' || n)::uuid::text END,
+       'bulk ' || n,
+       CASE WHEN n % 3 <> 0 THEN '{\"model\": \"glm-4.6\"}'::jsonb END,
+       timestamptz '2026-10-15 00:00+00' + n * interval '1 day',
+       timestamptz '2026-10-15 00:00+00' + n * interval '1 day' + n * interval '7 minutes'
+FROM generate_series(1, 19) n;
+INSERT INTO messages (conversation_id, role, content, metadata, created_at, idempotency_key)
+SELECT md5('bulk' || n)::uuid, (ARRAY['user', 'assistant'])[1 + i % 2]::message_role,
+       'message ' || i || ' of ' || n,
+       CASE WHEN i % 2 = 1 THEN '{\"tool_name\": \"chat\", \"model_name\": \"kimi-k2\"}'::jsonb END,
+       CASE WHEN NOT (i = 3 AND n % 5 = 0)
+            THEN timestamptz '2026-10-15 00:00+00' + n * interval '1 day' + (i / 2) * interval '1 minute' END,
+       md5(n || ':' || i)
+FROM generate_series(1, 19) n, generate_series(1, 5) i
+ORDER BY n, i;
 ";
 
 /// Every value EX-AI wrote, one line per row, `-` where it wrote none.
@@ -227,14 +248,33 @@ async fn every_conversation_is_reachable(app: &TestApp, started_by_ex_ai: Uuid) 
     assert_eq!(lower["data"], json!([]), "matched exactly, as EX-AI does");
 
     let listed = app.get("/v1/threads?limit=100").await.json();
-    let mut ids: Vec<&str> =
-        listed["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), 5, "{listed:#}");
-    ids.sort_unstable();
+    let listed = listed["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 24, "EX-AI's 23 conversations and the one it started: {listed:#?}");
+    let ids: Vec<&str> = listed.iter().map(|t| t["id"].as_str().unwrap()).collect();
     let started_by_ex_ai = started_by_ex_ai.to_string();
-    let mut expected = [A, B_ROW, C_ROW, D, started_by_ex_ai.as_str()];
-    expected.sort_unstable();
-    assert_eq!(ids, expected);
+    for id in [A, B_ROW, C_ROW, D, started_by_ex_ai.as_str()] {
+        assert!(ids.contains(&id), "{id} listed");
+    }
+    let bulk = |title: &str| {
+        let found = listed.iter().find(|t| t["title"] == title).unwrap();
+        format!("/v1/threads/{}", found["id"].as_str().unwrap())
+    };
+    let paired = app.get(&bulk("bulk 1")).await.json();
+    let order: Vec<&str> = turns(&paired).into_iter().map(|(_, content)| content).collect();
+    assert_eq!(
+        order,
+        ["message 1 of 1", "message 2 of 1", "message 3 of 1", "message 4 of 1", "message 5 of 1"]
+    );
+    assert_eq!(paired["turns"][0]["tool_name"], "chat");
+    let untimed = app.get(&bulk("bulk 5")).await.json();
+    let order: Vec<&str> = turns(&untimed).into_iter().map(|(_, content)| content).collect();
+    assert_eq!(
+        order,
+        ["message 1 of 5", "message 2 of 5", "message 4 of 5", "message 5 of 5", "message 3 of 5"]
+    );
+    let times: Vec<&str> =
+        untimed["turns"].as_array().unwrap().iter().map(|t| t["created_at"].as_str().unwrap()).collect();
+    assert!(times.is_sorted(), "a turn without a time takes the latest before it: {times:?}");
 }
 
 /// How soon the tests' apps show a write made around them: EXAI_CACHE_MAX_TTL_MS.
@@ -418,4 +458,5 @@ async fn a_database_adopted_by_an_earlier_exai_migrates_on() {
     ex_ai.store_messages(&[message]).await;
     let read = read_once_shown(&app, A, |read| turns(read).last().is_some_and(|(_, c)| *c == "after")).await;
     assert_eq!(read["turn_count"], 6);
+    assert_eq!(read["turns"].as_array().unwrap().len(), 6);
 }
