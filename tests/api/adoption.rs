@@ -460,3 +460,22 @@ async fn a_database_adopted_by_an_earlier_exai_migrates_on() {
     assert_eq!(read["turn_count"], 6);
     assert_eq!(read["turns"].as_array().unwrap().len(), 6);
 }
+
+/// `--check` on an empty database: every migration listed, nothing created.
+#[tokio::test]
+async fn checking_an_empty_database_creates_nothing() {
+    let Some(server) = PostgresServer::start() else {
+        return;
+    };
+    server.psql("postgres", "CREATE DATABASE empty");
+    let url = server.url("empty");
+    let plan = exai_migrate(&url, &["--check"]);
+    assert!(plan.contains("apply 0001_conversations") && plan.contains("apply 0009_"), "{plan}");
+    assert!(!plan.contains("adopt"), "{plan}");
+    let pool = PgPool::connect(&url).await.unwrap();
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(tables, 0);
+}
