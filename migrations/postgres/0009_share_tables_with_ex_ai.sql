@@ -33,12 +33,19 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_metadata IS NULL OR p_metadata = 'null' THEN '{}' ELSE p_metadata END
 $$;
 
+-- A conversation EX-AI stores is completed the same way; when its upsert changes the title
+-- or metadata of an existing one, the version moves on like on any change exai makes (exai's
+-- own updates set a new version themselves).
 CREATE OR REPLACE FUNCTION exai_complete_conversation() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     NEW.metadata := exai_metadata(NEW.metadata);
     NEW.created_at := coalesce(NEW.created_at, now());
     NEW.updated_at := coalesce(NEW.updated_at, NEW.created_at);
+    IF TG_OP = 'UPDATE' AND NEW.version = OLD.version
+        AND (NEW.title, NEW.metadata) IS DISTINCT FROM (OLD.title, OLD.metadata) THEN
+        NEW.version := OLD.version + 1;
+    END IF;
     RETURN NEW;
 END
 $$;

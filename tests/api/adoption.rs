@@ -157,7 +157,10 @@ fn turns(thread: &Value) -> Vec<(u64, &str)> {
 /// writes is numbered in the store, as exai's own appends are.
 async fn ex_ai_keeps_working(ex_ai: &ExAi, app: &TestApp) {
     let a_row: Uuid = A_ROW.parse().unwrap();
+    let version = |row: Value| row["version"].as_i64().unwrap();
+    let before = version(ex_ai.conversation(A).await.unwrap());
     assert_eq!(ex_ai.upsert_conversation(A, "Architecture", json!({"model": "glm-4.6"})).await, a_row);
+    assert_eq!(version(ex_ai.conversation(A).await.unwrap()), before + 1, "a new title is a change");
     let message = |content, created_at| Message {
         conversation_id: a_row,
         role: "assistant",
