@@ -167,7 +167,12 @@ async fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), BoxError> {
             return Ok(());
         }
         StoreConfig::Postgres { url } | StoreConfig::Supabase { database_url: Some(url), .. } => {
-            migrate_postgres(url.expose()).await?;
+            if migrate_postgres(url.expose()).await?.adopting {
+                tracing::warn!(
+                    "adopted EX-AI's tables; while EX-AI still writes them, serve with \
+                     EXAI_CACHE_MAX_TTL_MS set (e.g. 5000) so that its writes show within that bound"
+                );
+            }
         }
         StoreConfig::Supabase { database_url: None, .. } => {
             return Err("migrating Supabase needs DATABASE_URL set to the project's database \

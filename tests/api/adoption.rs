@@ -109,9 +109,15 @@ fn assert_kept(before: &[String], after: &[String]) {
 }
 
 fn exai_migrate(url: &str, args: &[&str]) -> String {
+    exai_migrate_logging(url, args).0
+}
+
+/// `exai migrate` with `args`: what it printed, and what it logged.
+fn exai_migrate_logging(url: &str, args: &[&str]) -> (String, String) {
     let output = exai_command().arg("migrate").args(args).env("DATABASE_URL", url).output().unwrap();
-    assert!(output.status.success(), "exai migrate {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
+    let log = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "exai migrate {args:?}: {log}");
+    (String::from_utf8(output.stdout).unwrap(), log)
 }
 
 /// A database holding EX-AI's schema and data on `server`, adopted by `exai migrate`
@@ -136,9 +142,10 @@ async fn adopted_database(server: &PostgresServer, key: KeyUniqueness) -> (Strin
         .unwrap();
     assert!(!migrated, "--check records no migration");
 
-    for _ in 0..2 {
-        exai_migrate(&url, &[]);
-    }
+    let (_, log) = exai_migrate_logging(&url, &[]);
+    assert!(log.contains("EXAI_CACHE_MAX_TTL_MS"), "adopting tells how to bound the cache: {log}");
+    let (_, log) = exai_migrate_logging(&url, &[]);
+    assert!(!log.contains("EXAI_CACHE_MAX_TTL_MS"), "{log}");
     assert_kept(&before, &written_values(&pool).await);
     assert!(exai_migrate(&url, &["--check"]).contains("no migration pending"));
     (url, pool)
