@@ -75,7 +75,8 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone(), config.slow_op));
         let cache: Arc<dyn Cache> = Arc::new(MeteredCache::new(cache, metrics.clone(), config.slow_op));
-        let conversations = Conversations::new(store.clone(), cache.clone(), config.conversation);
+        let conversations = Conversations::new(store.clone(), cache.clone(), config.conversation)
+            .with_cache_max_ttl(config.cache_max_ttl);
         App {
             executor: Executor::new(
                 config.tools.clone(),

@@ -114,6 +114,9 @@ pub struct Config {
     pub health: HealthSettings,
     /// Store and cache calls slower than this log a warning.
     pub slow_op: Duration,
+    /// Longest a thread is served from the cache: how soon a write that bypasses exai
+    /// (EX-AI's, on shared tables) shows. `None`: until the thread expires.
+    pub cache_max_ttl: Option<Duration>,
     pub tools: ToolSettings,
     pub connections: ConnectionSettings,
 }
@@ -203,6 +206,13 @@ impl Config {
             return Err(invalid("EXAI_HEALTH_TIMEOUT_MS", "must be at least 1"));
         }
         let slow_op = millis(&var, "EXAI_SLOW_OP_MS", 500)?;
+        let cache_max_ttl = match var("EXAI_CACHE_MAX_TTL_MS") {
+            Some(_) => Some(millis(&var, "EXAI_CACHE_MAX_TTL_MS", 0)?),
+            None => None,
+        };
+        if cache_max_ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(invalid("EXAI_CACHE_MAX_TTL_MS", "must be at least 1"));
+        }
         let tools = tool_settings(&var)?;
         let connections = ConnectionSettings {
             header_timeout: seconds(&var, "EXAI_HEADER_TIMEOUT_SECS", 20, 3_600)?,
@@ -221,6 +231,7 @@ impl Config {
             log_format,
             health,
             slow_op,
+            cache_max_ttl,
             tools,
             connections,
         })
@@ -369,6 +380,7 @@ mod tests {
         assert_eq!(config.health.timeout, Duration::from_millis(2000));
         assert_eq!(config.health.reuse_for, Duration::from_millis(5000));
         assert_eq!(config.slow_op, Duration::from_millis(500));
+        assert_eq!(config.cache_max_ttl, None);
         let tools: Vec<&str> = config.tools.definitions.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(tools, ["echo"]);
         assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
@@ -412,6 +424,7 @@ mod tests {
             (&[("EXAI_HEALTH_TIMEOUT_MS", "0")], "EXAI_HEALTH_TIMEOUT_MS"),
             (&[("EXAI_HEALTH_CACHE_MS", "-5")], "EXAI_HEALTH_CACHE_MS"),
             (&[("EXAI_SLOW_OP_MS", "1.5")], "EXAI_SLOW_OP_MS"),
+            (&[("EXAI_CACHE_MAX_TTL_MS", "0")], "EXAI_CACHE_MAX_TTL_MS"),
             (&[("WORKFLOW_TOOL_TIMEOUT_SECS", "0")], "WORKFLOW_TOOL_TIMEOUT_SECS"),
             (&[("WORKFLOW_TOOL_TIMEOUT_SECS", "86401")], "WORKFLOW_TOOL_TIMEOUT_SECS"),
             (&[("EXAI_TOOL_PROGRESS_SECS", "3601")], "EXAI_TOOL_PROGRESS_SECS"),

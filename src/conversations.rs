@@ -64,6 +64,7 @@ pub struct Conversations {
     store: Arc<dyn Store>,
     cache: Arc<GuardedCache>,
     policy: ConversationPolicy,
+    cache_max_ttl: Option<Duration>,
     flights: Arc<SingleFlight<Uuid, Load>>,
 }
 
@@ -73,8 +74,16 @@ impl Conversations {
             store,
             cache: Arc::new(GuardedCache::new(cache)),
             policy,
+            cache_max_ttl: None,
             flights: Arc::new(SingleFlight::new()),
         }
+    }
+
+    /// Serves no thread from the cache for longer than `max_ttl`, so a write made
+    /// around exai shows within it.
+    pub fn with_cache_max_ttl(mut self, max_ttl: Option<Duration>) -> Self {
+        self.cache_max_ttl = max_ttl;
+        self
     }
 
     pub fn policy(&self) -> &ConversationPolicy {
@@ -124,6 +133,7 @@ impl Conversations {
         after: Option<Cursor>,
         search: Option<String>,
         status: StatusFilter,
+        continuation_id: Option<String>,
     ) -> Result<ThreadList, StoreError> {
         let now = now();
         let cutoff = self.policy.expiry_cutoff(now);
@@ -132,7 +142,7 @@ impl Conversations {
             StatusFilter::Active => Activity::ChangedAfter(cutoff),
             StatusFilter::Expired => Activity::ChangedAtOrBefore(cutoff),
         };
-        let query = ThreadQuery { limit, after, search, activity };
+        let query = ThreadQuery { limit, after, search, activity, continuation_id };
         let page = self.store.list_threads(&query).await?;
         Ok(ThreadList { threads: page.items, next_cursor: page.next.map(|next| next.encode()), now })
     }
@@ -251,6 +261,7 @@ impl Conversations {
         let view = thread.thread.view(Some(&thread.turns), &self.policy, now);
         let body = serde_json::to_vec(&view).expect("a thread view always serializes");
         let ttl = self.policy.cache_ttl(thread.thread.updated_at, now);
+        let ttl = self.cache_max_ttl.map_or(ttl, |max| ttl.min(max));
         (CachedThread { version: thread.thread.version, body: body.into() }, ttl)
     }
 }

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use exai::app::{App, AppState, open_store};
 use exai::config::{Config, StoreConfig, without_password};
 use exai::healthcheck::{self, Failure};
-use exai::store::migrate_postgres;
+use exai::store::{check_postgres_migration, migrate_postgres};
 use exai::{http, server, telemetry};
 
 /// Conversation memory and tool execution for AI tool chains.
@@ -26,9 +26,16 @@ enum Command {
     /// Check health: exit 0 healthy or degraded, 1 unhealthy, 2 misconfigured, 3 unreachable.
     Healthcheck(HealthcheckArgs),
     /// Apply database migrations to the configured store.
-    Migrate,
+    Migrate(MigrateArgs),
     /// Print the OpenAPI document.
     Openapi,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// Print what the migrations would change (Postgres, Supabase), and change nothing.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args, Default)]
@@ -102,7 +109,7 @@ fn main() -> ExitCode {
     telemetry::init(config.log_format);
     let outcome = runtime.block_on(async {
         match command {
-            Command::Migrate => migrate(&config).await,
+            Command::Migrate(args) => migrate(&config, &args).await,
             _ => serve(&config).await,
         }
     });
@@ -145,13 +152,27 @@ async fn serve(config: &Config) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn migrate(config: &Config) -> Result<(), BoxError> {
+async fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), BoxError> {
     match &config.store {
+        StoreConfig::Sqlite { .. } if args.check => {
+            return Err("`exai migrate --check` needs a Postgres or Supabase store".into());
+        }
         StoreConfig::Sqlite { .. } => {
             open_store(&config.store).await?;
         }
+        StoreConfig::Postgres { url } | StoreConfig::Supabase { database_url: Some(url), .. }
+            if args.check =>
+        {
+            print!("{}", check_postgres_migration(url.expose()).await?);
+            return Ok(());
+        }
         StoreConfig::Postgres { url } | StoreConfig::Supabase { database_url: Some(url), .. } => {
-            migrate_postgres(url.expose()).await?;
+            if migrate_postgres(url.expose()).await?.adopting {
+                tracing::warn!(
+                    "adopted EX-AI's tables; while EX-AI still writes them, serve with \
+                     EXAI_CACHE_MAX_TTL_MS set (e.g. 5000) so that its writes show within that bound"
+                );
+            }
         }
         StoreConfig::Supabase { database_url: None, .. } => {
             return Err("migrating Supabase needs DATABASE_URL set to the project's database \

@@ -210,6 +210,7 @@ impl<T: Transport> Store for FunctionStore<T> {
                 ("p_search", Arg::Text(query.search.as_deref().map(escape_like))),
                 ("p_changed_after", Arg::Time(changed_after)),
                 ("p_changed_at_or_before", Arg::Time(changed_at_or_before)),
+                ("p_continuation_id", Arg::Text(query.continuation_id.clone())),
             ],
         };
         let rows = self.call(call, Rejections::default()).await?;

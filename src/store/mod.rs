@@ -3,12 +3,14 @@
 mod functions;
 mod metered;
 mod postgres;
+mod postgres_migrate;
 mod sqlite;
 mod supabase;
 
 pub use functions::{Arg, Call, CallError, FunctionStore, Transport};
 pub use metered::MeteredStore;
-pub use postgres::{PgTransport, PostgresStore, migrate_postgres};
+pub use postgres::{PgTransport, PostgresStore};
+pub use postgres_migrate::{MigrationReport, check_postgres_migration, migrate_postgres};
 pub use sqlite::SqliteStore;
 pub use supabase::{PostgrestTransport, SupabaseStore};
 
@@ -200,6 +202,9 @@ pub struct ThreadQuery {
     /// Case-insensitive substring of the title.
     pub search: Option<String>,
     pub activity: Activity,
+    /// Only the thread whose continuation_id is exactly this (an adopted EX-AI
+    /// conversation's may differ from its thread id).
+    pub continuation_id: Option<String>,
 }
 
 /// Which runs a listing returns, newest first.

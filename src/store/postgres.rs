@@ -38,18 +38,6 @@ impl PostgresStore {
     }
 }
 
-/// Applies `migrations/postgres` to the database at `url` (a Supabase database URL too).
-pub async fn migrate_postgres(url: &str) -> Result<(), StoreError> {
-    let pool =
-        PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
-    sqlx::migrate!("migrations/postgres")
-        .run(&pool)
-        .await
-        .map_err(|e| StoreError::Internal(format!("migrating: {e}")))?;
-    pool.close().await;
-    Ok(())
-}
-
 #[async_trait]
 impl Transport for PgTransport {
     fn backend(&self) -> &'static str {

@@ -64,6 +64,8 @@ const LIST_THREADS: &str = concat!(
     " AND (?3 IS NULL OR c.updated_at > ?3)",
     " AND (?4 IS NULL OR c.updated_at <= ?4)",
     " AND (?5 IS NULL OR c.title LIKE '%' || ?5 || '%' ESCAPE '\\')",
+    // A thread's continuation_id is its id here.
+    " AND (?7 IS NULL OR c.id = ?7)",
     " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?6"
 );
 
@@ -296,6 +298,7 @@ impl Store for SqliteStore {
             .bind(changed_at_or_before)
             .bind(pattern)
             .bind(query.limit + 1)
+            .bind(query.continuation_id.as_deref())
             .fetch_all(&self.reader)
             .await?;
         let rows = rows.iter().map(|row| Listed::decode(decode_thread(row), || position(row, "updated_at")));

@@ -156,6 +156,7 @@ pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {
         after,
         search: search.map(str::to_owned),
         activity,
+        continuation_id: None,
     };
 
     let mut seen = Vec::new();
@@ -189,6 +190,13 @@ pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {
     assert_eq!(titles(recent), ["epsilon", "delta_x"]);
     let old = store.list_threads(&query(100, None, None, Activity::ChangedAtOrBefore(cutoff))).await.unwrap();
     assert_eq!(titles(old), ["gamma 100%", "Beta", "alpha"]);
+
+    let by_continuation_id =
+        |id: String| ThreadQuery { continuation_id: Some(id), ..query(100, None, None, Activity::Any) };
+    let found = store.list_threads(&by_continuation_id(ids[1].to_string())).await.unwrap();
+    assert_eq!(found.items.iter().map(|t| t.id).collect::<Vec<_>>(), [ids[1]]);
+    let none = store.list_threads(&by_continuation_id("not-a-thread".into())).await.unwrap();
+    assert!(none.items.is_empty());
 }
 
 pub async fn pages_through_threads_changed_at_the_same_instant(store: &dyn Store) {
@@ -201,7 +209,8 @@ pub async fn pages_through_threads_changed_at_the_same_instant(store: &dyn Store
     let mut seen = Vec::new();
     let mut after = None;
     while seen.len() < 4 {
-        let query = ThreadQuery { limit: 1, after, search: None, activity: Activity::Any };
+        let query =
+            ThreadQuery { limit: 1, after, search: None, activity: Activity::Any, continuation_id: None };
         let Some(thread) = store.list_threads(&query).await.unwrap().items.pop() else { break };
         after = Some(Cursor::new(thread.updated_at, thread.id));
         seen.push(thread.id);
@@ -521,7 +530,13 @@ pub async fn reads_accepted_numbers_back_exactly(store: &dyn Store) {
         read("turn page", &page[0].metadata);
         let history = store.history(id, depth(20)).await.unwrap_or_else(|e| panic!("{text}: {e}")).unwrap();
         read("history", &history.turns[0].metadata);
-        let query = ThreadQuery { limit: 1, after: None, search: Some(text.into()), activity: Activity::Any };
+        let query = ThreadQuery {
+            limit: 1,
+            after: None,
+            search: Some(text.into()),
+            activity: Activity::Any,
+            continuation_id: None,
+        };
         let listed = store.list_threads(&query).await.unwrap_or_else(|e| panic!("{text}: {e}"));
         read("list page", &listed.items[0].metadata);
         assert!(store.delete_thread(id).await.unwrap());
@@ -647,7 +662,13 @@ async fn lists_past_unreadable_rows(store: &dyn Store, corrupt: impl AsyncFnOnce
     let contents: Vec<&str> = chain.turns.iter().map(|t| t.content.as_str()).collect();
     assert_eq!((chain.thread_ids, contents), (vec![parent, child], vec!["good", "mine"]));
 
-    let query = |after| ThreadQuery { limit: 2, after, search: Some("row ".into()), activity: Activity::Any };
+    let query = |after| ThreadQuery {
+        limit: 2,
+        after,
+        search: Some("row ".into()),
+        activity: Activity::Any,
+        continuation_id: None,
+    };
     let first = store.list_threads(&query(None)).await.expect("one bad row does not fail the page");
     assert_eq!(first.items.iter().map(|t| t.id).collect::<Vec<_>>(), [threads[0]]);
     assert_eq!(first.next, Some(Cursor::new(base - TimeDelta::minutes(1), threads[1])));

@@ -33,6 +33,11 @@ pub struct ListThreadsParams {
     q: Option<String>,
     /// `active`, `expired` or `all` (default).
     status: Option<StatusFilter>,
+    /// Only the thread with exactly this `continuation_id`, as EX-AI wrote it (an adopted
+    /// conversation whose `continuation_id` is not a lower-case UUID has its row id as
+    /// thread id). At most 200 characters, without NUL.
+    #[param(max_length = 200, pattern = "^[^\\u0000]*$")]
+    continuation_id: Option<String>,
 }
 
 /// A page of threads, newest activity first.
@@ -79,21 +84,30 @@ pub async fn list_threads(
 ) -> Result<Response, ApiError> {
     let limit = page_size(params.limit)?;
     let after = page_start(params.cursor.as_deref())?;
-    if params.q.as_ref().is_some_and(|q| q.chars().count() > MAX_SEARCH_CHARS) {
-        return Err(ApiError::new(
-            ErrorCode::ValidationFailed,
-            format!("q: must be at most {MAX_SEARCH_CHARS} characters"),
-        ));
-    }
-    if let Some(q) = &params.q {
-        check_text("q", q)?;
+    for (name, text) in [("q", &params.q), ("continuation_id", &params.continuation_id)] {
+        if let Some(text) = text {
+            check_search_text(name, text)?;
+        }
     }
     let search = params.q.filter(|q| !q.is_empty());
     let conversations = &state.conversations;
-    let list = conversations.list_threads(limit, after, search, params.status.unwrap_or_default()).await?;
+    let status = params.status.unwrap_or_default();
+    let list = conversations.list_threads(limit, after, search, status, params.continuation_id).await?;
     let policy = conversations.policy();
     let data = list.threads.iter().map(|t| t.view(None, policy, list.now)).collect();
     Ok(Json(ThreadPage { data, next_cursor: list.next_cursor }).into_response())
+}
+
+/// A search text: at most [`MAX_SEARCH_CHARS`] characters, without NUL.
+fn check_search_text(name: &'static str, text: &str) -> Result<(), ApiError> {
+    if text.chars().count() > MAX_SEARCH_CHARS {
+        return Err(ApiError::new(
+            ErrorCode::ValidationFailed,
+            format!("{name}: must be at most {MAX_SEARCH_CHARS} characters"),
+        ));
+    }
+    check_text(name, text)?;
+    Ok(())
 }
 
 /// Reads a thread with all of its turns.

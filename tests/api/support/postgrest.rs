@@ -1,15 +1,18 @@
 //! A PostgREST-protocol server for tests: `POST /rest/v1/rpc/<function>` runs the
 //! function on the real test PostgreSQL with the JSON body as named arguments, the way
 //! PostgREST does, and answers with PostgREST's result and error shapes. It checks the
-//! key headers the way Supabase's gateway does.
+//! key headers the way Supabase's gateway does. `/rest/v1/<table>` answers the table
+//! requests supabase-py makes (upsert with `on_conflict` and `Prefer: resolution=…`;
+//! select with `eq.` filters, `order` and `limit`) as the `service_role` role.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const SECRET_KEY: &str = "sb_secret_test_0123456789abcdef";
@@ -35,7 +38,10 @@ impl Drop for PostgrestServer {
 pub async fn start(database_url: &str, key: &str) -> PostgrestServer {
     let pool = PgPool::connect_lazy(database_url).unwrap();
     let gateway = Arc::new(Gateway { pool, key: key.to_owned() });
-    let app = Router::new().route("/rest/v1/rpc/{function}", post(rpc)).with_state(gateway);
+    let app = Router::new()
+        .route("/rest/v1/rpc/{function}", post(rpc))
+        .route("/rest/v1/{table}", post(upsert).get(select))
+        .with_state(gateway);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -130,4 +136,129 @@ async fn rpc(
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "PGRST001", e.to_string()),
     }
+}
+
+/// A table or column name as the request gives it, refused unless a plain identifier.
+fn identifier(name: &str) -> Option<&str> {
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')).then_some(name)
+}
+
+/// Runs `sql` (binding `params`) as `service_role`, the role Supabase's secret key maps to;
+/// the answer is the JSON text the query returns.
+async fn as_service_role(gateway: &Gateway, sql: &str, params: Vec<String>, status: StatusCode) -> Response {
+    let result = async {
+        let mut tx = gateway.pool.begin().await?;
+        sqlx::query("SET LOCAL ROLE service_role").execute(&mut *tx).await?;
+        let mut query = sqlx::query_scalar::<_, String>(sql);
+        for param in params {
+            query = query.bind(param);
+        }
+        let body = query.fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(body)
+    }
+    .await;
+    match result {
+        Ok(body) => (status, [("content-type", "application/json")], body).into_response(),
+        Err(sqlx::Error::Database(db)) => {
+            let code = db.code().unwrap_or_default().into_owned();
+            let status = if code == "23505" { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+            error(status, &code, db.message())
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "PGRST001", e.to_string()),
+    }
+}
+
+/// `POST /rest/v1/<table>?on_conflict=<columns>` with `Prefer: resolution=merge-duplicates`
+/// (update the given columns) or `resolution=ignore-duplicates` (skip the row).
+async fn upsert(
+    State(gateway): State<Arc<Gateway>>,
+    Path(table): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Some(refused) = refuse_keys(&gateway, &headers) {
+        return refused;
+    }
+    let rows = match body {
+        Value::Array(rows) => rows,
+        row => vec![row],
+    };
+    let mut columns: Vec<&str> = Vec::new();
+    for row in &rows {
+        for key in row.as_object().map(|o| o.keys()).into_iter().flatten() {
+            if !columns.contains(&key.as_str()) {
+                columns.push(key);
+            }
+        }
+    }
+    let conflict: Vec<&str> = query.get("on_conflict").map(|c| c.split(',').collect()).unwrap_or_default();
+    let Some(table) = identifier(&table) else {
+        return error(StatusCode::BAD_REQUEST, "PGRST100", "bad table name");
+    };
+    if columns.iter().chain(&conflict).any(|c| identifier(c).is_none()) {
+        return error(StatusCode::BAD_REQUEST, "PGRST100", "bad column name");
+    }
+    let prefer = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let on_conflict = if conflict.is_empty() {
+        String::new()
+    } else if prefer.contains("resolution=ignore-duplicates") {
+        format!("ON CONFLICT ({}) DO NOTHING", conflict.join(", "))
+    } else {
+        let set: Vec<String> = columns.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+        format!("ON CONFLICT ({}) DO UPDATE SET {}", conflict.join(", "), set.join(", "))
+    };
+    let list = columns.join(", ");
+    let sql = format!(
+        "WITH stored AS (INSERT INTO {table} ({list}) \
+         SELECT {list} FROM json_populate_recordset(NULL::{table}, $1::json) {on_conflict} RETURNING *) \
+         SELECT coalesce(jsonb_agg(to_jsonb(stored)), '[]')::text FROM stored"
+    );
+    as_service_role(&gateway, &sql, vec![Value::Array(rows).to_string()], StatusCode::CREATED).await
+}
+
+/// `GET /rest/v1/<table>?select=*&<column>=eq.<value>&order=<column>&limit=<n>`.
+async fn select(
+    State(gateway): State<Arc<Gateway>>,
+    Path(table): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refuse_keys(&gateway, &headers) {
+        return refused;
+    }
+    let Some(table) = identifier(&table) else {
+        return error(StatusCode::BAD_REQUEST, "PGRST100", "bad table name");
+    };
+    let mut filters = Vec::new();
+    let mut params = Vec::new();
+    let mut order = String::new();
+    let mut limit = String::new();
+    for (name, value) in &query {
+        match name.as_str() {
+            "select" => {}
+            "order" => match identifier(value) {
+                Some(column) => order = format!("ORDER BY {column}"),
+                None => return error(StatusCode::BAD_REQUEST, "PGRST100", "bad order"),
+            },
+            "limit" => match value.parse::<u32>() {
+                Ok(n) => limit = format!("LIMIT {n}"),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "PGRST100", "bad limit"),
+            },
+            column => match (identifier(column), value.strip_prefix("eq.")) {
+                (Some(column), Some(value)) => {
+                    params.push(value.to_owned());
+                    filters.push(format!("{column}::text = ${}", params.len()));
+                }
+                _ => return error(StatusCode::BAD_REQUEST, "PGRST100", "unsupported filter"),
+            },
+        }
+    }
+    let filter = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
+    let sql = format!(
+        "SELECT coalesce(jsonb_agg(to_jsonb(found)), '[]')::text \
+         FROM (SELECT * FROM {table} {filter} {order} {limit}) found"
+    );
+    as_service_role(&gateway, &sql, params, StatusCode::OK).await
 }
