@@ -344,7 +344,11 @@ BEGIN
                 || jsonb_build_object('first_seq', v_first, 'replayed', true);
         END IF;
     END IF;
-    IF p_now >= c.updated_at + p_timeout_ms * interval '1 millisecond' THEN
+    -- A run that reserved its room while the thread was open records its answer (0008).
+    IF p_now >= c.updated_at + p_timeout_ms * interval '1 millisecond'
+       AND NOT EXISTS (SELECT 1 FROM tool_runs r
+                       WHERE r.continuation_id = p_id AND r.status IN ('queued', 'running')
+                         AND 'run:' || r.id::text = p_idempotency_key) THEN
         RAISE EXCEPTION 'thread % has expired', p_id USING ERRCODE = 'EX410';
     END IF;
     IF c.turn_count + v_count
