@@ -9,6 +9,7 @@ mod adoption;
 mod cache_conformance;
 mod cache_faults;
 mod cache_soak;
+mod caddy;
 mod concurrency;
 mod connections;
 mod contract;

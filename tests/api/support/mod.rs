@@ -2,6 +2,7 @@
 //! test is about the process itself.
 
 pub mod backends;
+pub mod caddy;
 pub mod postgrest;
 pub mod process;
 pub mod redis_proxy;
