@@ -1,6 +1,7 @@
 //! exai: conversation memory and tool execution for AI tool chains.
 
 pub mod app;
+pub mod backup;
 pub mod cache;
 pub mod config;
 pub mod conversations;

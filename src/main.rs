@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use exai::app::{App, AppState, open_store};
 use exai::config::{Config, StoreConfig, without_password};
 use exai::healthcheck::{self, Failure};
 use exai::store::migrate_postgres;
-use exai::{http, server, telemetry};
+use exai::{backup, http, server, telemetry};
 
 /// Conversation memory and tool execution for AI tool chains.
 #[derive(Parser)]
@@ -29,6 +30,14 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Copy the SQLite store to PATH while a server keeps serving it.
+    Backup(BackupArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Where the copy goes; must not exist yet.
+    path: PathBuf,
 }
 
 #[derive(Args, Default)]
@@ -103,6 +112,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match command {
             Command::Migrate => migrate(&config).await,
+            Command::Backup(args) => back_up(&config, &args.path).await,
             _ => serve(&config).await,
         }
     });
@@ -160,6 +170,20 @@ async fn migrate(config: &Config) -> Result<(), BoxError> {
         }
     }
     tracing::info!(store = config.store.backend(), location = %config.store.location(), "migrations applied");
+    Ok(())
+}
+
+async fn back_up(config: &Config, target: &Path) -> Result<(), BoxError> {
+    let database = backup::database_of(&config.store)?;
+    let copy = backup::backup(&database, target).await?;
+    println!(
+        "{}: {} threads, {} turns, {} runs, {} bytes",
+        copy.path.display(),
+        copy.threads,
+        copy.turns,
+        copy.runs,
+        copy.bytes
+    );
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 mod support;
 
 mod adoption;
+mod backup;
 mod cache_conformance;
 mod cache_faults;
 mod cache_soak;
