@@ -14,6 +14,7 @@ mod caddy;
 mod concurrency;
 mod connections;
 mod contract;
+mod deploy_files;
 mod dual_storage;
 mod errors;
 mod fuzz;
