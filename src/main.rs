@@ -10,7 +10,7 @@ use exai::app::{App, AppState, open_store};
 use exai::config::{Config, StoreConfig, without_password};
 use exai::healthcheck::{self, Failure};
 use exai::store::migrate_postgres;
-use exai::{backup, http, server, telemetry};
+use exai::{backup, http, server, telemetry, transfer};
 
 /// Conversation memory and tool execution for AI tool chains.
 #[derive(Parser)]
@@ -32,7 +32,27 @@ enum Command {
     Openapi,
     /// Copy the SQLite store to PATH while a server keeps serving it.
     Backup(BackupArgs),
+    /// Write every thread and run of the configured store as JSON Lines.
+    Export(ExportArgs),
+    /// Read an export into the configured store; importing again changes nothing.
+    Import(ImportArgs),
 }
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Write here instead of to standard output.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// A file `exai export` wrote.
+    file: PathBuf,
+}
+
+/// Exit code for an import file that is malformed or truncated.
+const EXIT_BAD_FILE: u8 = 3;
 
 #[derive(Args)]
 struct BackupArgs {
@@ -109,8 +129,12 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
+    if let Command::Import(args) = &command {
+        return runtime.block_on(import(&config, &args.file));
+    }
     let outcome = runtime.block_on(async {
         match command {
+            Command::Export(args) => export(&config, args.output.as_deref()).await,
             Command::Migrate => migrate(&config).await,
             Command::Backup(args) => back_up(&config, &args.path).await,
             _ => serve(&config).await,
@@ -185,6 +209,56 @@ async fn back_up(config: &Config, target: &Path) -> Result<(), BoxError> {
         copy.bytes
     );
     Ok(())
+}
+
+async fn export(config: &Config, output: Option<&Path>) -> Result<(), BoxError> {
+    let store = open_store(&config.store).await?;
+    let exported = match output {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|error| format!("{}: {error}", path.display()))?;
+            transfer::export(store.as_ref(), &mut std::io::BufWriter::new(file)).await?
+        }
+        None => {
+            transfer::export(store.as_ref(), &mut std::io::BufWriter::new(std::io::stdout().lock())).await?
+        }
+    };
+    eprintln!(
+        "exported {} threads, {} turns, {} runs from {}",
+        exported.threads,
+        exported.turns,
+        exported.runs,
+        config.store.backend()
+    );
+    Ok(())
+}
+
+async fn import(config: &Config, file: &Path) -> ExitCode {
+    let store = match open_store(&config.store).await {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match transfer::import(store.as_ref(), file).await {
+        Ok(done) => {
+            println!(
+                "{} threads created, {} completed, {} unchanged; {} runs created, {} unchanged; {} conflicts{}",
+                done.threads_created,
+                done.threads_completed,
+                done.threads_unchanged,
+                done.runs_created,
+                done.runs_unchanged,
+                done.conflicts,
+                if done.changed_nothing() { " (nothing changed)" } else { "" }
+            );
+            if done.conflicts == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(error) => {
+            tracing::error!("{}: {error}", file.display());
+            if error.is_bad_file() { ExitCode::from(EXIT_BAD_FILE) } else { ExitCode::FAILURE }
+        }
+    }
 }
 
 async fn check_health(args: &HealthcheckArgs, config: Result<Config, exai::config::ConfigError>) -> ExitCode {

@@ -29,4 +29,5 @@ mod store_conformance;
 mod supabase;
 mod threads;
 mod tools;
+mod transfer;
 mod turns;
