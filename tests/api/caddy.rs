@@ -214,3 +214,16 @@ async fn run_events_arrive_through_caddy_as_sent_and_uncompressed() {
         assert!(gap < Duration::from_secs(5), "{gap:?} between events sent a second apart");
     }
 }
+
+#[tokio::test]
+async fn caddy_refuses_a_body_over_exais_limit() {
+    let Some(Deployment { caddy, client, exai: _exai, _data }) = Deployment::start(&[]).await else { return };
+    // exai itself answers this one (422: metadata is capped well below the body limit).
+    let fits = json!({"title": "fits", "metadata": {"padding": "x".repeat(1024 * 1024)}});
+    let passed = client.post(caddy.url("/v1/threads")).json(&fits).send().await.unwrap();
+    assert_eq!(passed.status(), 422);
+    let content = "x".repeat(2 * 1024 * 1024);
+    let body = json!({"title": "too big", "metadata": {"padding": content}});
+    let refused = client.post(caddy.url("/v1/threads")).json(&body).send().await.unwrap();
+    assert_eq!(refused.status(), 413);
+}

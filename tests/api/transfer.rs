@@ -175,3 +175,29 @@ async fn a_truncated_file_is_refused_and_its_cut_thread_not_written() {
     assert_eq!(truncated.status.code(), Some(3), "{}", said(&truncated));
     assert!(said(&truncated).contains("truncated"), "{}", said(&truncated));
 }
+
+#[tokio::test]
+async fn a_thread_the_store_holds_differently_is_a_conflict_left_alone() {
+    let source = exported_sqlite().await;
+    let target = TempDir::new().unwrap();
+    let env = [("EXAI_DATA_DIR", target.path().to_str().unwrap())];
+    let first = exai(&["import", source.file.to_str().unwrap()], &env).await;
+    assert!(first.status.success(), "{}", said(&first));
+    let server = ExaiProcess::start(target.path(), &[]);
+    let parent = &source.paths[0];
+    let client = reqwest::Client::new();
+    let appended =
+        client.post(server.url(&format!("{parent}/turns"))).json(&json!({"role": "user", "content": "new"}));
+    assert_eq!(appended.send().await.unwrap().status(), 201);
+    let changed = documents(&server, &source.paths).await;
+    drop(server);
+
+    let again = exai(&["import", source.file.to_str().unwrap()], &env).await;
+    assert_eq!(again.status.code(), Some(1), "{}", said(&again));
+    assert!(
+        said(&again).contains("2 unchanged; 0 runs created, 1 unchanged; 1 conflicts"),
+        "{}",
+        said(&again)
+    );
+    assert_eq!(served(&env, &source.paths).await, changed);
+}
