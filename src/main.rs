@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -240,7 +241,18 @@ async fn import(config: &Config, file: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match transfer::import(store.as_ref(), file).await {
+    // On a terminal, a line that counts up; in a log, nothing until the summary.
+    let on_terminal = std::io::stderr().is_terminal();
+    let mut progress = |line: u64| {
+        if on_terminal && line.is_multiple_of(1000) {
+            eprint!("\rimporting: line {line}");
+        }
+    };
+    let outcome = transfer::import(store.as_ref(), file, &mut progress).await;
+    if on_terminal {
+        eprintln!();
+    }
+    match outcome {
         Ok(done) => {
             println!(
                 "{} threads created, {} completed, {} unchanged; {} runs created, {} unchanged; {} conflicts{}",

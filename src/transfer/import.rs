@@ -71,8 +71,12 @@ enum Outcome {
     Conflict(String),
 }
 
-/// Reads the export at `path` into `store`.
-pub async fn import(store: &dyn Store, path: &Path) -> Result<Imported, ImportError> {
+/// Reads the export at `path` into `store`, telling `progress` each line number read.
+pub async fn import(
+    store: &dyn Store,
+    path: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Imported, ImportError> {
     let read_error = |source| ImportError::Read { path: path.display().to_string(), source };
     let mut reader = BufReader::new(File::open(path).map_err(read_error)?);
     let mut imported = Imported::default();
@@ -88,6 +92,7 @@ pub async fn import(store: &dyn Store, path: &Path) -> Result<Imported, ImportEr
             break;
         }
         number += 1;
+        progress(number);
         let line = parse(&buffer, number)?;
         match line {
             Line::Header { format, version, .. } if number == 1 => check_header(&format, version)?,
