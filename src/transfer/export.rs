@@ -30,13 +30,18 @@ pub struct Exported {
 /// while paging, so a thread changed during the export is written as it was when read;
 /// export a stopped server (or an `exai backup` copy) for one consistent instant.
 pub async fn export(store: &dyn Store, out: &mut impl Write) -> Result<Exported, ExportError> {
-    let mut counts = Exported::default();
+    let exported_at = Utc::now();
+    let before = count(store).await?;
     let header = Line::Header {
         format: FORMAT.into(),
         version: VERSION,
         backend: store.backend().into(),
-        exported_at: Utc::now(),
+        exported_at,
+        threads: before.threads,
+        turns: before.turns,
+        runs: before.runs,
     };
+    let mut counts = Exported::default();
     write_line(out, &header)?;
     let mut query = ThreadQuery { limit: PAGE, after: None, search: None, activity: Activity::Any };
     loop {
@@ -67,6 +72,27 @@ pub async fn export(store: &dyn Store, out: &mut impl Write) -> Result<Exported,
     }
     write_line(out, &Line::End { threads: counts.threads, turns: counts.turns, runs: counts.runs })?;
     out.flush()?;
+    Ok(counts)
+}
+
+/// What the store holds, from its listings alone: a quick pass for the header.
+async fn count(store: &dyn Store) -> Result<Exported, StoreError> {
+    let mut counts = Exported::default();
+    let mut query = ThreadQuery { limit: PAGE, after: None, search: None, activity: Activity::Any };
+    loop {
+        let page = store.list_threads(&query).await?;
+        counts.threads += page.items.len() as u64;
+        counts.turns += page.items.iter().map(|thread| u64::from(thread.turn_count)).sum::<u64>();
+        let Some(next) = page.next else { break };
+        query.after = Some(next);
+    }
+    let mut query = RunQuery { limit: PAGE, after: None, tool: None, status: None };
+    loop {
+        let page = store.list_runs(&query).await?;
+        counts.runs += page.items.len() as u64;
+        let Some(next) = page.next else { break };
+        query.after = Some(next);
+    }
     Ok(counts)
 }
 

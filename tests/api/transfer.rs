@@ -88,6 +88,12 @@ async fn export(env: &[(&str, &str)], to: PathBuf) -> PathBuf {
     let exported = exai(&["export", "--output", to.to_str().unwrap()], env).await;
     assert!(exported.status.success(), "{}", said(&exported));
     assert!(said(&exported).contains("exported 3 threads, 5 turns, 1 runs"), "{}", said(&exported));
+    let text = std::fs::read_to_string(&to).unwrap();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (&header["kind"], &header["threads"], &header["turns"], &header["runs"]),
+        (&json!("header"), &json!(3), &json!(5), &json!(1))
+    );
     to
 }
 
