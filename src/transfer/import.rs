@@ -8,6 +8,9 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use chrono::TimeDelta;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use uuid::Uuid;
 
 use super::format::{FORMAT, Line, VERSION};
 use crate::domain::{ConversationPolicy, NewThread, NewTurn, Thread, ToolRun, Turn};
@@ -17,6 +20,9 @@ use crate::store::{AppendTurns, Store, StoreError};
 /// turn limit of this deployment may refuse them.
 const IMPORT_POLICY: ConversationPolicy =
     ConversationPolicy { timeout: TimeDelta::days(36_500), max_turns: u32::MAX };
+
+/// Threads imported at once: each mostly waits for its store to commit.
+const CONCURRENT_THREADS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -85,39 +91,57 @@ pub async fn import(
     let (mut number, mut offset, mut buffer) = (0u64, 0u64, String::new());
     let (mut threads, mut runs) = (0u64, 0u64);
     let mut end = None;
-    loop {
-        buffer.clear();
-        let read = reader.read_line(&mut buffer).map_err(read_error)?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        progress(number);
-        let line = parse(&buffer, number)?;
-        match line {
-            Line::Header { format, version, .. } if number == 1 => check_header(&format, version)?,
-            _ if number == 1 => return Err(malformed(number, "the first line is not an exai export header")),
-            Line::Header { .. } => return Err(malformed(number, "a second header")),
-            _ if end.is_some() => return Err(malformed(number, "a line after the end line")),
-            Line::Thread { thread, turns } => {
-                threads += 1;
-                match import_thread(store, &thread, &turns).await {
-                    Err(StoreError::ParentNotFound(_)) => waiting.push((offset, number)),
-                    outcome => tally(&mut imported, outcome?, &thread.id.to_string()),
-                }
+    let mut in_flight = FuturesUnordered::new();
+    let read: Result<(), ImportError> = async {
+        loop {
+            buffer.clear();
+            let read = reader.read_line(&mut buffer).map_err(read_error)?;
+            if read == 0 {
+                return Ok(());
             }
-            Line::Run { run } => {
-                runs += 1;
-                match import_run(store, &run).await? {
-                    Outcome::Created => imported.runs_created += 1,
-                    Outcome::Unchanged => imported.runs_unchanged += 1,
-                    conflict => tally(&mut imported, conflict, &run.id.to_string()),
+            number += 1;
+            progress(number);
+            match parse(&buffer, number)? {
+                Line::Header { format, version, .. } if number == 1 => check_header(&format, version)?,
+                _ if number == 1 => {
+                    return Err(malformed(number, "the first line is not an exai export header"));
                 }
+                Line::Header { .. } => return Err(malformed(number, "a second header")),
+                _ if end.is_some() => return Err(malformed(number, "a line after the end line")),
+                Line::Thread { thread, turns } => {
+                    threads += 1;
+                    if in_flight.len() >= CONCURRENT_THREADS
+                        && let Some(done) = in_flight.next().await
+                    {
+                        settle(done, &mut imported, &mut waiting)?;
+                    }
+                    let at = (offset, number);
+                    in_flight
+                        .push(async move { (at, thread.id, import_thread(store, &thread, &turns).await) });
+                }
+                Line::Run { run } => {
+                    // A run's thread must be in before the run.
+                    while let Some(done) = in_flight.next().await {
+                        settle(done, &mut imported, &mut waiting)?;
+                    }
+                    runs += 1;
+                    match import_run(store, &run).await? {
+                        Outcome::Created => imported.runs_created += 1,
+                        Outcome::Unchanged => imported.runs_unchanged += 1,
+                        conflict => tally(&mut imported, conflict, &run.id.to_string()),
+                    }
+                }
+                Line::End { threads, turns: _, runs } => end = Some((threads, runs)),
             }
-            Line::End { threads, turns: _, runs } => end = Some((threads, runs)),
+            offset += read as u64;
         }
-        offset += read as u64;
     }
+    .await;
+    // Threads under way finish whatever stopped the reading, so none is left half-written.
+    while let Some(done) = in_flight.next().await {
+        settle(done, &mut imported, &mut waiting)?;
+    }
+    read?;
     let Some((expected, expected_runs)) = end else {
         return Err(ImportError::Truncated { line: number });
     };
@@ -173,6 +197,19 @@ async fn import_waiting(
             break;
         }
         waiting = still;
+    }
+    Ok(())
+}
+
+/// Counts a thread's outcome, or sets it aside to wait for its parent.
+fn settle(
+    ((offset, number), id, outcome): ((u64, u64), Uuid, Result<Outcome, StoreError>),
+    imported: &mut Imported,
+    waiting: &mut Vec<(u64, u64)>,
+) -> Result<(), ImportError> {
+    match outcome {
+        Err(StoreError::ParentNotFound(_)) => waiting.push((offset, number)),
+        outcome => tally(imported, outcome?, &id.to_string()),
     }
     Ok(())
 }
