@@ -11,7 +11,7 @@ use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
 use crate::config::{Config, StoreConfig};
 use crate::conversations::Conversations;
 use crate::health::Health;
-use crate::http::ApiKeys;
+use crate::http::{ApiKeys, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
 use crate::tools::{Executor, fail_orphaned_runs};
@@ -29,6 +29,7 @@ pub struct App {
     pub health: Health,
     pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// What handlers receive: one shared, cheaply cloned handle.
@@ -88,6 +89,7 @@ impl App {
             health: Health::new(store, cache, config.health),
             metrics,
             api_keys: ApiKeys::new(&config.api_keys),
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 }

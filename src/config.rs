@@ -9,6 +9,7 @@ use chrono::TimeDelta;
 use url::Url;
 
 use crate::domain::ConversationPolicy;
+use crate::http::TrustedProxies;
 use crate::tools::registry::{self, ToolDefinition};
 
 /// A value that must never reach a log, an error message or a page.
@@ -119,6 +120,8 @@ pub struct Config {
     pub cache_max_ttl: Option<Duration>,
     pub tools: ToolSettings,
     pub connections: ConnectionSettings,
+    /// Peers whose `X-Forwarded-For`/`-Proto` are believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// What one client may hold of the server, so that idle or slow clients cannot use up
@@ -222,6 +225,12 @@ impl Config {
         if connections.max_connections == 0 {
             return Err(invalid("EXAI_MAX_CONNECTIONS", "must be at least 1"));
         }
+        let trusted_proxies = match var("EXAI_TRUSTED_PROXIES") {
+            None => TrustedProxies::default(),
+            Some(text) => {
+                TrustedProxies::parse(&text).map_err(|message| invalid("EXAI_TRUSTED_PROXIES", message))?
+            }
+        };
         Ok(Config {
             bind,
             store,
@@ -234,6 +243,7 @@ impl Config {
             cache_max_ttl,
             tools,
             connections,
+            trusted_proxies,
         })
     }
 }

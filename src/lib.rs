@@ -1,6 +1,7 @@
 //! exai: conversation memory and tool execution for AI tool chains.
 
 pub mod app;
+pub mod backup;
 pub mod cache;
 pub mod config;
 pub mod conversations;
@@ -13,3 +14,4 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
+pub mod transfer;

@@ -1,4 +1,6 @@
+use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use exai::app::{App, AppState, open_store};
 use exai::config::{Config, StoreConfig, without_password};
 use exai::healthcheck::{self, Failure};
 use exai::store::{check_postgres_migration, migrate_postgres};
-use exai::{http, server, telemetry};
+use exai::{backup, http, server, telemetry, transfer};
 
 /// Conversation memory and tool execution for AI tool chains.
 #[derive(Parser)]
@@ -29,6 +31,34 @@ enum Command {
     Migrate(MigrateArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Copy the SQLite store to PATH while a server keeps serving it.
+    Backup(BackupArgs),
+    /// Write every thread and run of the configured store as JSON Lines.
+    Export(ExportArgs),
+    /// Read an export into the configured store; importing again changes nothing.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Write here instead of to standard output.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// A file `exai export` wrote.
+    file: PathBuf,
+}
+
+/// Exit code for an import file that is malformed or truncated.
+const EXIT_BAD_FILE: u8 = 3;
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Where the copy goes; must not exist yet.
+    path: PathBuf,
 }
 
 #[derive(Args)]
@@ -107,9 +137,14 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
+    if let Command::Import(args) = &command {
+        return runtime.block_on(import(&config, &args.file));
+    }
     let outcome = runtime.block_on(async {
         match command {
+            Command::Export(args) => export(&config, args.output.as_deref()).await,
             Command::Migrate(args) => migrate(&config, &args).await,
+            Command::Backup(args) => back_up(&config, &args.path).await,
             _ => serve(&config).await,
         }
     });
@@ -182,6 +217,81 @@ async fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), BoxError> {
     }
     tracing::info!(store = config.store.backend(), location = %config.store.location(), "migrations applied");
     Ok(())
+}
+
+async fn back_up(config: &Config, target: &Path) -> Result<(), BoxError> {
+    let database = backup::database_of(&config.store)?;
+    let copy = backup::backup(&database, target).await?;
+    println!(
+        "{}: {} threads, {} turns, {} runs, {} bytes",
+        copy.path.display(),
+        copy.threads,
+        copy.turns,
+        copy.runs,
+        copy.bytes
+    );
+    Ok(())
+}
+
+async fn export(config: &Config, output: Option<&Path>) -> Result<(), BoxError> {
+    let store = open_store(&config.store).await?;
+    let exported = match output {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|error| format!("{}: {error}", path.display()))?;
+            transfer::export(store.as_ref(), &mut std::io::BufWriter::new(file)).await?
+        }
+        None => {
+            transfer::export(store.as_ref(), &mut std::io::BufWriter::new(std::io::stdout().lock())).await?
+        }
+    };
+    eprintln!(
+        "exported {} threads, {} turns, {} runs from {}",
+        exported.threads,
+        exported.turns,
+        exported.runs,
+        config.store.backend()
+    );
+    Ok(())
+}
+
+async fn import(config: &Config, file: &Path) -> ExitCode {
+    let store = match open_store(&config.store).await {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // On a terminal, a line that counts up; in a log, nothing until the summary.
+    let on_terminal = std::io::stderr().is_terminal();
+    let mut progress = |line: u64| {
+        if on_terminal && line.is_multiple_of(1000) {
+            eprint!("\rimporting: line {line}");
+        }
+    };
+    let outcome = transfer::import(store.as_ref(), file, &mut progress).await;
+    if on_terminal {
+        eprintln!();
+    }
+    match outcome {
+        Ok(done) => {
+            println!(
+                "{} threads created, {} completed, {} unchanged; {} runs created, {} unchanged; {} conflicts{}",
+                done.threads_created,
+                done.threads_completed,
+                done.threads_unchanged,
+                done.runs_created,
+                done.runs_unchanged,
+                done.conflicts,
+                if done.changed_nothing() { " (nothing changed)" } else { "" }
+            );
+            if done.conflicts == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(error) => {
+            tracing::error!("{}: {error}", file.display());
+            if error.is_bad_file() { ExitCode::from(EXIT_BAD_FILE) } else { ExitCode::FAILURE }
+        }
+    }
 }
 
 async fn check_health(args: &HealthcheckArgs, config: Result<Config, exai::config::ConfigError>) -> ExitCode {

@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use crate::app::AppState;
 use crate::config::ConnectionSettings;
-use crate::http::router;
+use crate::http::{Peer, router};
 pub use deadline_body::BodyTimedOut;
 use deadline_body::DeadlineBody;
 
@@ -81,10 +81,10 @@ pub async fn serve(
             () = &mut shutdown => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::error!(%error, "cannot accept a connection");
                     tokio::time::sleep(ACCEPT_RETRY).await;
@@ -95,7 +95,8 @@ pub async fn serve(
         let router = router.clone();
         let body_timeout = settings.body_timeout;
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
+            let mut request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
+            request.extensions_mut().insert(Peer(peer));
             router.clone().oneshot(request)
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));

@@ -4,9 +4,11 @@ mod api;
 mod auth;
 mod error;
 mod extract;
+mod forwarded;
 mod request_context;
 mod router;
 
 pub use auth::ApiKeys;
 pub use error::{ApiError, ErrorCode, Problem};
+pub use forwarded::{Client, Peer, TrustedProxies};
 pub use router::{openapi, router};

@@ -1,5 +1,5 @@
 //! Gives every request an id, echoed in `x-request-id` and in error bodies, logs one
-//! line per request and records it in the metrics.
+//! line per request (with the client's address) and records it in the metrics.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -8,6 +8,7 @@ use axum::response::Response;
 use std::time::Instant;
 use uuid::Uuid;
 
+use super::forwarded::Client;
 use crate::app::AppState;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -52,6 +53,7 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
         .and_then(|value| value.to_str().ok())
         .filter(|id| acceptable(id))
         .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    let client = Client::of(request.headers(), request.extensions(), &state.trusted_proxies);
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
     let started = Instant::now();
@@ -69,6 +71,7 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
         status,
         latency_ms = elapsed.as_micros() as f64 / 1000.0,
         request_id = %request_id,
+        client = client.addr.map(tracing::field::display),
         "request"
     );
     if let Ok(value) = HeaderValue::from_str(&request_id) {

@@ -6,12 +6,15 @@
 mod support;
 
 mod adoption;
+mod backup;
 mod cache_conformance;
 mod cache_faults;
 mod cache_soak;
+mod caddy;
 mod concurrency;
 mod connections;
 mod contract;
+mod deploy_files;
 mod dual_storage;
 mod errors;
 mod fuzz;
@@ -26,4 +29,5 @@ mod store_conformance;
 mod supabase;
 mod threads;
 mod tools;
+mod transfer;
 mod turns;

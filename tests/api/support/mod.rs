@@ -2,6 +2,7 @@
 //! test is about the process itself.
 
 pub mod backends;
+pub mod caddy;
 pub mod ex_ai;
 pub mod postgrest;
 pub mod process;
