@@ -13,6 +13,7 @@ use crate::conversations::Conversations;
 use crate::health::Health;
 use crate::http::ApiKeys;
 use crate::metrics::Metrics;
+use crate::stats::StatsRing;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
 use crate::tools::{Executor, fail_orphaned_runs};
 
@@ -29,6 +30,8 @@ pub struct App {
     pub health: Health,
     pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
+    /// Samples of the last hour, for the dashboard and `/v1/stats`.
+    pub stats: StatsRing,
 }
 
 /// What handlers receive: one shared, cheaply cloned handle.
@@ -87,6 +90,7 @@ impl App {
             health: Health::new(store, cache, config.health),
             metrics,
             api_keys: ApiKeys::new(&config.api_keys),
+            stats: StatsRing::default(),
         }
     }
 }

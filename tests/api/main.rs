@@ -22,6 +22,7 @@ mod process;
 mod readme;
 mod runs;
 mod service;
+mod stats;
 mod store_conformance;
 mod supabase;
 mod threads;
