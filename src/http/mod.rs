@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod dashboard;
 mod error;
 mod extract;
 mod request_context;

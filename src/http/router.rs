@@ -189,6 +189,7 @@ pub fn router(state: AppState) -> Router {
         protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let (routes, openapi) = assemble(protected);
     routes
+        .merge(super::dashboard::routes(state.clone()))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

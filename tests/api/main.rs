@@ -6,12 +6,14 @@
 mod support;
 
 mod adoption;
+mod browser;
 mod cache_conformance;
 mod cache_faults;
 mod cache_soak;
 mod concurrency;
 mod connections;
 mod contract;
+mod dashboard;
 mod dual_storage;
 mod errors;
 mod fuzz;

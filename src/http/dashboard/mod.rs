@@ -1,0 +1,79 @@
+//! The operator's dashboard: server-rendered pages (askama templates in `templates/`),
+//! one stylesheet and one small script embedded from `static/`, under a strict CSP.
+
+mod assets;
+mod format;
+mod overview;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use crate::app::AppState;
+
+/// Only this origin's own files; no inline script or style; never framed.
+const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; \
+                   object-src 'none'";
+
+/// What every page's frame needs: its title, which navigation entry is current, and
+/// where the assets are.
+pub struct Page {
+    pub title: &'static str,
+    pub current: &'static str,
+    pub css: String,
+    pub js: String,
+}
+
+impl Page {
+    pub fn new(title: &'static str, current: &'static str) -> Self {
+        Self { title, current, css: assets::STYLESHEET.url(), js: assets::SCRIPT.url() }
+    }
+}
+
+/// A rendered template as an HTML response; a template that fails to render is a bug,
+/// answered as a plain 500.
+fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => ([(CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "a dashboard template failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+/// The dashboard's routes, and `/` leading to it.
+pub fn routes(state: AppState) -> Router<AppState> {
+    let pages = Router::new()
+        .route("/dashboard", get(overview::show_overview))
+        .route("/dashboard/overview", get(overview::overview_fragment))
+        .route_layer(middleware::from_fn_with_state(state, require_access));
+    Router::new()
+        .merge(pages)
+        .route("/dashboard/static/{name}", get(assets::serve_asset))
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .layer(middleware::from_fn(security_headers))
+}
+
+/// Open without API keys (the service then listens on loopback only); with keys, a
+/// valid key is needed.
+async fn require_access(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.api_keys.admit(request.headers()) {
+        return next.run(request).await;
+    }
+    (StatusCode::UNAUTHORIZED, "this dashboard needs an API key").into_response()
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
+}
