@@ -11,7 +11,7 @@ use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
 use crate::config::{Config, StoreConfig};
 use crate::conversations::Conversations;
 use crate::health::Health;
-use crate::http::ApiKeys;
+use crate::http::{ApiKeys, Sessions};
 use crate::metrics::Metrics;
 use crate::stats::StatsRing;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
@@ -32,6 +32,8 @@ pub struct App {
     pub api_keys: ApiKeys,
     /// Samples of the last hour, for the dashboard and `/v1/stats`.
     pub stats: StatsRing,
+    /// Dashboard sign-ins.
+    pub sessions: Sessions,
 }
 
 /// What handlers receive: one shared, cheaply cloned handle.
@@ -91,6 +93,7 @@ impl App {
             metrics,
             api_keys: ApiKeys::new(&config.api_keys),
             stats: StatsRing::default(),
+            sessions: Sessions::new(config.session_secret.as_ref()),
         }
     }
 }

@@ -18,6 +18,7 @@
     if (paused || document.hidden) return;
     try {
       const response = await fetch(live.dataset.refresh, { credentials: "same-origin" });
+      if (response.redirected) return location.assign(response.url);
       if (!response.ok) throw new Error(response.status);
       live.innerHTML = await response.text();
       state.textContent = "Updated " + new Date().toLocaleTimeString();

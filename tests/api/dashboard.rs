@@ -4,7 +4,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::json;
 
-use crate::support::{TestApp, TestResponse, policy};
+use chrono::{TimeDelta, Utc};
+use exai::config::{Config, Secret};
+use exai::http::Sessions;
+
+use crate::support::{TestApp, TestResponse, memory_cache, policy, sqlite_store};
 
 const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>";
 
@@ -77,16 +81,136 @@ async fn assets_are_served_with_long_caching() {
     assert_eq!(app.get("/dashboard/static/other.txt").await.status, StatusCode::NOT_FOUND);
 }
 
+/// A form post as a browser on the same origin would send it, plus `extra` headers.
+fn form(uri: &str, body: &str, extra: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::post(uri)
+        .header(header::HOST, "exai.test")
+        .header(header::ORIGIN, "http://exai.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::from(body.to_owned())).unwrap()
+}
+
+fn with_cookie(uri: &str, cookie: &str) -> Request<Body> {
+    Request::get(uri).header(header::COOKIE, cookie).body(Body::empty()).unwrap()
+}
+
+/// The value of the hidden `csrf` field of a page's form.
+fn csrf_of(html: &str) -> String {
+    let start = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+async fn keyed_app() -> TestApp {
+    TestApp::start(policy(20), &["dash-key"]).await
+}
+
 #[tokio::test]
-async fn with_api_keys_the_dashboard_is_closed_to_strangers() {
-    let app = TestApp::start(policy(20), &["dash-key"]).await;
+async fn with_api_keys_strangers_are_sent_to_sign_in() {
+    let app = keyed_app().await;
     let page = app.get("/dashboard").await;
-    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.header("location"), Some("/dashboard/login"));
     assert_locked_down(&page);
-    assert_eq!(app.get("/dashboard/overview").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.send(form("/dashboard/logout", "csrf=x", &[])).await.status, StatusCode::UNAUTHORIZED);
+    let login = app.get("/dashboard/login").await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(login.text().contains("<label for=\"key\">API key</label>"));
     let with_key = Request::get("/dashboard")
         .header(header::AUTHORIZATION, "Bearer dash-key")
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(with_key).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_key_opens_a_session_until_sign_out() {
+    let app = keyed_app().await;
+    let csrf = csrf_of(&app.get("/dashboard/login").await.text());
+    let signed_in = app.send(form("/dashboard/login", &format!("key=dash-key&csrf={csrf}"), &[])).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER, "{}", signed_in.text());
+    assert_eq!(signed_in.header("location"), Some("/dashboard"));
+    let set_cookie = signed_in.header("set-cookie").unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/dashboard", "Max-Age=43200"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    let page = app.send(with_cookie("/dashboard", &cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    assert!(html.contains("Sign out"));
+    let session_csrf = csrf_of(&html);
+    assert_ne!(session_csrf, csrf, "forms in a session carry the session's token");
+
+    let forged = app.send(form("/dashboard/logout", &format!("csrf={csrf}"), &[("cookie", &cookie)])).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let foreign = form("/dashboard/logout", &format!("csrf={session_csrf}"), &[("cookie", &cookie)]);
+    let mut foreign = foreign;
+    foreign.headers_mut().insert(header::ORIGIN, "https://evil.test".parse().unwrap());
+    assert_eq!(app.send(foreign).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.send(with_cookie("/dashboard", &cookie)).await.status, StatusCode::OK, "still signed in");
+
+    let out =
+        app.send(form("/dashboard/logout", &format!("csrf={session_csrf}"), &[("cookie", &cookie)])).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(app.send(with_cookie("/dashboard", &cookie)).await.status, StatusCode::SEE_OTHER, "ended");
+}
+
+#[tokio::test]
+async fn sign_in_refuses_wrong_keys_foreign_origins_and_missing_tokens() {
+    let app = keyed_app().await;
+    let csrf = csrf_of(&app.get("/dashboard/login").await.text());
+    let wrong = app.send(form("/dashboard/login", &format!("key=nope&csrf={csrf}"), &[])).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.text().contains("That key is not valid."));
+    assert!(wrong.header("set-cookie").is_none());
+    let no_token = app.send(form("/dashboard/login", "key=dash-key&csrf=0000", &[])).await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    let mut foreign = form("/dashboard/login", &format!("key=dash-key&csrf={csrf}"), &[]);
+    foreign.headers_mut().insert(header::ORIGIN, "http://evil.test".parse().unwrap());
+    assert_eq!(app.send(foreign).await.status, StatusCode::FORBIDDEN);
+    let cross_site =
+        form("/dashboard/login", &format!("key=dash-key&csrf={csrf}"), &[("sec-fetch-site", "cross-site")]);
+    let mut cross_site = cross_site;
+    cross_site.headers_mut().remove(header::ORIGIN);
+    assert_eq!(app.send(cross_site).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_throttled() {
+    let app = keyed_app().await;
+    let csrf = csrf_of(&app.get("/dashboard/login").await.text());
+    for _ in 0..5 {
+        let wrong = app.send(form("/dashboard/login", &format!("key=nope&csrf={csrf}"), &[])).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    }
+    let held = app.send(form("/dashboard/login", &format!("key=dash-key&csrf={csrf}"), &[])).await;
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "even the right key waits");
+    assert!(held.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    assert!(held.header("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn expired_or_foreign_sessions_are_refused() {
+    let (store, data) = sqlite_store().await;
+    let mut config = Config::load(|_| None, None).unwrap();
+    config.api_keys = vec![Secret::new("dash-key")];
+    config.session_secret = Some(Secret::new("kept-across-restarts"));
+    let app = TestApp::with_config(store, memory_cache(), &config, data);
+    let sessions = Sessions::new(config.session_secret.as_ref());
+    let fresh = sessions.issue(Utc::now());
+    let expired = sessions.issue(Utc::now() - TimeDelta::hours(13));
+    let foreign = Sessions::new(None).issue(Utc::now());
+    let status = |token: String| {
+        let request = with_cookie("/dashboard", &format!("exai_session={token}"));
+        async { app.send(request).await.status }
+    };
+    assert_eq!(status(fresh).await, StatusCode::OK, "signed with the configured secret");
+    assert_eq!(status(expired).await, StatusCode::SEE_OTHER);
+    assert_eq!(status(foreign).await, StatusCode::SEE_OTHER);
 }

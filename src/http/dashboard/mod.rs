@@ -3,16 +3,20 @@
 
 mod assets;
 mod format;
+mod login;
 mod overview;
+mod session;
+
+pub use session::Sessions;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::app::AppState;
 
@@ -27,11 +31,21 @@ pub struct Page {
     pub current: &'static str,
     pub css: String,
     pub js: String,
+    pub csrf: String,
+    /// Whether a session is open, so the page offers to end it.
+    pub signed_in: bool,
 }
 
 impl Page {
-    pub fn new(title: &'static str, current: &'static str) -> Self {
-        Self { title, current, css: assets::STYLESHEET.url(), js: assets::SCRIPT.url() }
+    pub fn new(title: &'static str, current: &'static str, access: &login::Access) -> Self {
+        Self {
+            title,
+            current,
+            css: assets::STYLESHEET.url(),
+            js: assets::SCRIPT.url(),
+            csrf: access.csrf.clone(),
+            signed_in: access.session.is_some(),
+        }
     }
 }
 
@@ -52,21 +66,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let pages = Router::new()
         .route("/dashboard", get(overview::show_overview))
         .route("/dashboard/overview", get(overview::overview_fragment))
-        .route_layer(middleware::from_fn_with_state(state, require_access));
+        .route("/dashboard/logout", post(login::sign_out))
+        .route_layer(middleware::from_fn_with_state(state, login::require_access));
     Router::new()
         .merge(pages)
+        .route("/dashboard/login", get(login::show_login).post(login::sign_in))
         .route("/dashboard/static/{name}", get(assets::serve_asset))
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .layer(middleware::from_fn(security_headers))
-}
-
-/// Open without API keys (the service then listens on loopback only); with keys, a
-/// valid key is needed.
-async fn require_access(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.api_keys.admit(request.headers()) {
-        return next.run(request).await;
-    }
-    (StatusCode::UNAUTHORIZED, "this dashboard needs an API key").into_response()
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {

@@ -2,11 +2,12 @@
 //! glance, refreshed in place by the page's script through `/dashboard/overview`.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::Response;
 use std::collections::BTreeMap;
 
 use super::format::{millis, per_second, percent, relative, sparkline};
+use super::login::Access;
 use super::{Page, render};
 use crate::app::AppState;
 use crate::conversations::StatusFilter;
@@ -79,9 +80,9 @@ struct OverviewBody {
     view: Overview,
 }
 
-pub async fn show_overview(State(state): State<AppState>) -> Response {
+pub async fn show_overview(State(state): State<AppState>, Extension(access): Extension<Access>) -> Response {
     let view = build(&state).await;
-    render(&OverviewPage { page: Page::new("Overview", "overview"), view })
+    render(&OverviewPage { page: Page::new("Overview", "overview", &access), view })
 }
 
 /// The overview's live part alone, for the script that refreshes it.

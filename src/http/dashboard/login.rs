@@ -1,0 +1,175 @@
+//! `/dashboard/login` and `/dashboard/logout`: an API key exchanged for a session
+//! cookie, and the cookie ended.
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Extension, Form, Request, State};
+use axum::http::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+use super::session::{self, COOKIE as SESSION_COOKIE, LIFETIME, Session};
+use super::{Page, render};
+use crate::app::AppState;
+
+/// What the access check learned about a request, for the pages it lets through.
+#[derive(Clone)]
+pub struct Access {
+    pub session: Option<Session>,
+    /// The CSRF token the page's forms carry.
+    pub csrf: String,
+}
+
+/// Open without API keys (the service then listens on loopback only); with keys, a
+/// valid session cookie or API key is needed, and pages lead strangers to sign-in.
+pub async fn require_access(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let session = request
+        .headers()
+        .get(COOKIE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|header| session::cookie(header, SESSION_COOKIE))
+        .and_then(|token| state.sessions.verify(token, Utc::now()));
+    if session.is_none() && !state.api_keys.admit(request.headers()) {
+        return if request.method() == axum::http::Method::GET {
+            Redirect::to("/dashboard/login").into_response()
+        } else {
+            (StatusCode::UNAUTHORIZED, "sign in first").into_response()
+        };
+    }
+    let csrf = state.sessions.csrf_token(session.as_ref());
+    request.extensions_mut().insert(Access { session, csrf });
+    next.run(request).await
+}
+
+/// Why a form that changes something was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FormRefusal {
+    #[error("this form was sent from another origin")]
+    ForeignOrigin,
+    #[error("this form was sent from another site")]
+    CrossSite,
+    #[error("this form has expired; reload the page")]
+    BadToken,
+}
+
+impl IntoResponse for FormRefusal {
+    fn into_response(self) -> Response {
+        (StatusCode::FORBIDDEN, self.to_string()).into_response()
+    }
+}
+
+/// Refuses a form sent from another origin, or without this session's CSRF token.
+pub fn check_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: Option<&Session>,
+    csrf: &str,
+) -> Result<(), FormRefusal> {
+    let host = headers.get("host").and_then(|value| value.to_str().ok());
+    if let Some(origin) = headers.get("origin") {
+        let origin = origin.to_str().unwrap_or_default();
+        let same = host
+            .is_some_and(|host| origin == format!("http://{host}") || origin == format!("https://{host}"));
+        if !same {
+            return Err(FormRefusal::ForeignOrigin);
+        }
+    } else if headers.get("sec-fetch-site").is_some_and(|site| site != "same-origin") {
+        return Err(FormRefusal::CrossSite);
+    }
+    if !state.sessions.csrf_matches(session, csrf) {
+        return Err(FormRefusal::BadToken);
+    }
+    Ok(())
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    page: Page,
+    problem: Option<&'static str>,
+}
+
+fn login_page(state: &AppState, status: StatusCode, problem: Option<&'static str>) -> Response {
+    let access = Access { session: None, csrf: state.sessions.csrf_token(None) };
+    let mut response = render(&LoginPage { page: Page::new("Sign in", "login", &access), problem });
+    *response.status_mut() = status;
+    response
+}
+
+pub async fn show_login(State(state): State<AppState>) -> Response {
+    if state.api_keys.is_empty() {
+        return Redirect::to("/dashboard").into_response();
+    }
+    login_page(&state, StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    key: String,
+    csrf: String,
+}
+
+/// Who is signing in, as far as this process can tell.
+fn client(peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
+    peer.map_or_else(|| "unknown".to_owned(), |Extension(ConnectInfo(peer))| peer.ip().to_string())
+}
+
+fn session_cookie(value: &str, max_age: i64, uri: &Uri) -> String {
+    let secure = if uri.scheme_str() == Some("https") { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={value}; Path=/dashboard; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
+}
+
+pub async fn sign_in(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if let Err(refused) = check_form(&state, &headers, None, &form.csrf) {
+        return refused.into_response();
+    }
+    let now = Utc::now();
+    let client = client(peer);
+    if let Err(wait) = state.sessions.may_try(&client, now) {
+        let mut response = login_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many failed attempts; wait a few minutes."),
+        );
+        response.headers_mut().insert(RETRY_AFTER, wait.num_seconds().max(1).into());
+        return response;
+    }
+    if state.api_keys.is_empty() || !state.api_keys.accepts(&form.key) {
+        state.sessions.failed(&client, now);
+        tracing::warn!(client, "dashboard sign-in with a key that is not valid");
+        return login_page(&state, StatusCode::UNAUTHORIZED, Some("That key is not valid."));
+    }
+    let cookie = session_cookie(&state.sessions.issue(now), LIFETIME.num_seconds(), &uri);
+    (StatusCode::SEE_OTHER, [(SET_COOKIE, cookie), (LOCATION, "/dashboard".to_owned())]).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn sign_out(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = check_form(&state, &headers, access.session.as_ref(), &form.csrf) {
+        return refused.into_response();
+    }
+    if let Some(session) = &access.session {
+        state.sessions.revoke(session, Utc::now());
+    }
+    let cookie = session_cookie("", 0, &uri);
+    (StatusCode::SEE_OTHER, [(SET_COOKIE, cookie), (LOCATION, "/dashboard/login".to_owned())]).into_response()
+}
