@@ -214,3 +214,78 @@ async fn expired_or_foreign_sessions_are_refused() {
     assert_eq!(status(expired).await, StatusCode::SEE_OTHER);
     assert_eq!(status(foreign).await, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn threads_are_searched_filtered_and_paged() {
+    let app = TestApp::new().await;
+    for n in 0..51 {
+        app.create_thread(json!({"title": format!("bulk {n}")})).await;
+    }
+    let needle = app.create_thread(json!({"title": "needle in the haystack"})).await;
+
+    let first = app.get("/dashboard/threads").await;
+    assert_eq!(first.status, StatusCode::OK);
+    let html = first.text();
+    assert!(html.contains(&needle), "newest first");
+    let start = html.find("/dashboard/threads?q=&#38;status=all&#38;cursor=").expect("a next page");
+    let next = html[start..start + html[start..].find('"').unwrap()].replace("&#38;", "&");
+    let second = app.get(&next).await.text();
+    assert!(second.contains("bulk 0") && !second.contains(&needle), "the next page continues");
+    assert!(!second.contains("rel=\"next\""), "and is the last");
+
+    let found = app.get("/dashboard/threads?q=needle").await.text();
+    assert!(found.contains(&needle) && !found.contains("bulk 1"));
+    assert!(found.contains("value=\"needle\""), "the search stays in its box");
+    let expired = app.get("/dashboard/threads?status=expired").await.text();
+    assert!(expired.contains("No threads match."));
+    assert!(expired.contains("<option value=\"expired\" selected>"));
+}
+
+#[tokio::test]
+async fn a_thread_page_shows_turns_metadata_and_parent_as_text() {
+    let app = TestApp::new().await;
+    let parent = app.create_thread(json!({"title": "parent"})).await;
+    let child = app
+        .create_thread(
+            json!({"title": HOSTILE, "parent_id": parent, "metadata": {"note": "<b>bold</b>", "n": 1}}),
+        )
+        .await;
+    app.append(&child, "<script>alert('turn')</script>").await;
+
+    let page = app.get(&format!("/dashboard/threads/{child}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_locked_down(&page);
+    let html = page.text();
+    assert!(html.contains("&#60;script&#62;alert(&#39;turn&#39;)&#60;/script&#62;"), "{html}");
+    assert!(!html.contains("<script>alert") && !html.contains("<b>bold"));
+    assert!(
+        html.contains("{\n  &#34;n&#34;: 1,\n  &#34;note&#34;: &#34;&#60;b&#62;bold&#60;/b&#62;&#34;\n}"),
+        "pretty: {html}"
+    );
+    assert!(html.contains(&format!("href=\"/dashboard/threads/{parent}\"")), "parent link");
+    assert!(html.contains("1 of 20"));
+
+    let missing = app.get(&format!("/dashboard/threads/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn deleting_a_thread_asks_first_and_needs_the_form_token() {
+    let app = TestApp::new().await;
+    let thread = app.create_thread(json!({"title": "to delete"})).await;
+    let confirm = app.get(&format!("/dashboard/threads/{thread}/delete")).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    let csrf = csrf_of(&confirm.text());
+    let uri = format!("/dashboard/threads/{thread}/delete");
+
+    assert_eq!(app.send(form(&uri, "csrf=forged", &[])).await.status, StatusCode::FORBIDDEN);
+    let mut foreign = form(&uri, &format!("csrf={csrf}"), &[]);
+    foreign.headers_mut().insert(header::ORIGIN, "http://evil.test".parse().unwrap());
+    assert_eq!(app.send(foreign).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.get(&format!("/v1/threads/{thread}")).await.status, StatusCode::OK, "still there");
+
+    let deleted = app.send(form(&uri, &format!("csrf={csrf}"), &[])).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert_eq!(deleted.header("location"), Some("/dashboard/threads"));
+    assert_eq!(app.get(&format!("/v1/threads/{thread}")).await.status, StatusCode::NOT_FOUND);
+}

@@ -6,6 +6,7 @@ mod format;
 mod login;
 mod overview;
 mod session;
+mod threads;
 
 pub use session::Sessions;
 
@@ -66,6 +67,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let pages = Router::new()
         .route("/dashboard", get(overview::show_overview))
         .route("/dashboard/overview", get(overview::overview_fragment))
+        .route("/dashboard/threads", get(threads::list_threads))
+        .route("/dashboard/threads/{id}", get(threads::show_thread))
+        .route("/dashboard/threads/{id}/delete", get(threads::confirm_delete).post(threads::delete_thread))
         .route("/dashboard/logout", post(login::sign_out))
         .route_layer(middleware::from_fn_with_state(state, login::require_access));
     Router::new()
