@@ -1,19 +1,24 @@
 // Enhances pages that work without it: refreshes the part marked data-refresh every
-// few seconds, pausable, and skips refreshing while the tab is hidden.
+// few seconds (data-interval milliseconds), pausable where the page offers a button,
+// not while the tab is hidden, and no more once the part says it is final.
 "use strict";
 (() => {
   const live = document.querySelector("[data-refresh]");
+  if (!live) return;
   const button = document.getElementById("pause");
   const state = document.getElementById("refresh-state");
-  if (!live || !button) return;
+  const say = (text) => { if (state) state.textContent = text; };
   let paused = false;
-  button.hidden = false;
-  button.addEventListener("click", () => {
-    paused = !paused;
-    button.textContent = paused ? "Resume updates" : "Pause updates";
-    button.setAttribute("aria-pressed", String(paused));
-    state.textContent = paused ? "Paused" : "";
-  });
+  if (button) {
+    button.hidden = false;
+    button.addEventListener("click", () => {
+      paused = !paused;
+      button.textContent = paused ? "Resume updates" : "Pause updates";
+      button.setAttribute("aria-pressed", String(paused));
+      say(paused ? "Paused" : "");
+    });
+  }
+  let timer;
   const refresh = async () => {
     if (paused || document.hidden) return;
     try {
@@ -21,10 +26,11 @@
       if (response.redirected) return location.assign(response.url);
       if (!response.ok) throw new Error(response.status);
       live.innerHTML = await response.text();
-      state.textContent = "Updated " + new Date().toLocaleTimeString();
+      say("Updated " + new Date().toLocaleTimeString());
+      if (live.querySelector("[data-final]")) clearInterval(timer);
     } catch (error) {
-      state.textContent = "Update failed; retrying";
+      say("Update failed; retrying");
     }
   };
-  setInterval(refresh, 5000);
+  timer = setInterval(refresh, Number(live.dataset.interval) || 5000);
 })();

@@ -82,7 +82,7 @@ async fn assets_are_served_with_long_caching() {
 }
 
 /// A form post as a browser on the same origin would send it, plus `extra` headers.
-fn form(uri: &str, body: &str, extra: &[(&str, &str)]) -> Request<Body> {
+pub fn form(uri: &str, body: &str, extra: &[(&str, &str)]) -> Request<Body> {
     let mut request = Request::post(uri)
         .header(header::HOST, "exai.test")
         .header(header::ORIGIN, "http://exai.test")
@@ -98,7 +98,7 @@ fn with_cookie(uri: &str, cookie: &str) -> Request<Body> {
 }
 
 /// The value of the hidden `csrf` field of a page's form.
-fn csrf_of(html: &str) -> String {
+pub fn csrf_of(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
     html[start..start + html[start..].find('"').unwrap()].to_owned()
 }

@@ -14,6 +14,7 @@ mod concurrency;
 mod connections;
 mod contract;
 mod dashboard;
+mod dashboard_runs;
 mod dual_storage;
 mod errors;
 mod fuzz;

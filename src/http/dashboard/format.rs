@@ -39,6 +39,11 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     if seconds >= 0 { format!("{span} ago") } else { format!("in {span}") }
 }
 
+/// A value for a query string, percent-encoded.
+pub fn encoded(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
 /// Width and height of a sparkline's SVG view box.
 pub const SPARK_WIDTH: f64 = 120.0;
 pub const SPARK_HEIGHT: f64 = 24.0;

@@ -2,15 +2,16 @@
 //! cookie, and the cookie ended.
 
 use askama::Template;
-use axum::extract::{ConnectInfo, Extension, Form, Request, State};
+use axum::extract::{ConnectInfo, Extension, Request, State};
 use axum::http::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use std::net::SocketAddr;
 
+use super::forms::{ChangeForm, NoFields};
 use super::session::{self, COOKIE as SESSION_COOKIE, LIFETIME, Session};
 use super::{Page, render};
 use crate::app::AppState;
@@ -44,47 +45,6 @@ pub async fn require_access(State(state): State<AppState>, mut request: Request,
     next.run(request).await
 }
 
-/// Why a form that changes something was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum FormRefusal {
-    #[error("this form was sent from another origin")]
-    ForeignOrigin,
-    #[error("this form was sent from another site")]
-    CrossSite,
-    #[error("this form has expired; reload the page")]
-    BadToken,
-}
-
-impl IntoResponse for FormRefusal {
-    fn into_response(self) -> Response {
-        (StatusCode::FORBIDDEN, self.to_string()).into_response()
-    }
-}
-
-/// Refuses a form sent from another origin, or without this session's CSRF token.
-pub fn check_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    session: Option<&Session>,
-    csrf: &str,
-) -> Result<(), FormRefusal> {
-    let host = headers.get("host").and_then(|value| value.to_str().ok());
-    if let Some(origin) = headers.get("origin") {
-        let origin = origin.to_str().unwrap_or_default();
-        let same = host
-            .is_some_and(|host| origin == format!("http://{host}") || origin == format!("https://{host}"));
-        if !same {
-            return Err(FormRefusal::ForeignOrigin);
-        }
-    } else if headers.get("sec-fetch-site").is_some_and(|site| site != "same-origin") {
-        return Err(FormRefusal::CrossSite);
-    }
-    if !state.sessions.csrf_matches(session, csrf) {
-        return Err(FormRefusal::BadToken);
-    }
-    Ok(())
-}
-
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
@@ -109,7 +69,6 @@ pub async fn show_login(State(state): State<AppState>) -> Response {
 #[derive(Deserialize)]
 pub struct LoginForm {
     key: String,
-    csrf: String,
 }
 
 /// Who is signing in, as far as this process can tell.
@@ -126,12 +85,8 @@ pub async fn sign_in(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     uri: Uri,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    ChangeForm(form): ChangeForm<LoginForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&state, &headers, None, &form.csrf) {
-        return refused.into_response();
-    }
     let now = Utc::now();
     let client = client(peer);
     if let Err(wait) = state.sessions.may_try(&client, now) {
@@ -152,21 +107,12 @@ pub async fn sign_in(
     (StatusCode::SEE_OTHER, [(SET_COOKIE, cookie), (LOCATION, "/dashboard".to_owned())]).into_response()
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
 pub async fn sign_out(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
     uri: Uri,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    ChangeForm(_): ChangeForm<NoFields>,
 ) -> Response {
-    if let Err(refused) = check_form(&state, &headers, access.session.as_ref(), &form.csrf) {
-        return refused.into_response();
-    }
     if let Some(session) = &access.session {
         state.sessions.revoke(session, Utc::now());
     }

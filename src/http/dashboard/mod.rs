@@ -3,8 +3,10 @@
 
 mod assets;
 mod format;
+mod forms;
 mod login;
 mod overview;
+mod runs;
 mod session;
 mod threads;
 
@@ -70,6 +72,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/dashboard/threads", get(threads::list_threads))
         .route("/dashboard/threads/{id}", get(threads::show_thread))
         .route("/dashboard/threads/{id}/delete", get(threads::confirm_delete).post(threads::delete_thread))
+        .route("/dashboard/runs", get(runs::list_runs))
+        .route("/dashboard/runs/{id}", get(runs::show_run))
+        .route("/dashboard/runs/{id}/live", get(runs::run_fragment))
+        .route("/dashboard/runs/{id}/cancel", post(runs::cancel_run))
+        .route("/dashboard/tools", get(runs::list_tools))
+        .route("/dashboard/tools/run", post(runs::start_run))
         .route("/dashboard/logout", post(login::sign_out))
         .route_layer(middleware::from_fn_with_state(state, login::require_access));
     Router::new()

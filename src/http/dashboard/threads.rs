@@ -2,15 +2,16 @@
 //! turns, and delete one after confirming.
 
 use askama::Template;
-use axum::extract::{Extension, Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::format::relative;
-use super::login::{Access, check_form};
+use super::format::{encoded, relative};
+use super::forms::{ChangeForm, NoFields};
+use super::login::Access;
 use super::{Page, render};
 use crate::app::AppState;
 use crate::conversations::StatusFilter;
@@ -56,11 +57,6 @@ fn status_word(status: StatusFilter) -> &'static str {
         StatusFilter::Expired => "expired",
         StatusFilter::All => "all",
     }
-}
-
-/// A query string value, percent-encoded.
-fn encoded(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 pub async fn list_threads(
@@ -245,21 +241,11 @@ pub async fn confirm_delete(
     }
 }
 
-#[derive(Deserialize)]
-pub struct DeleteForm {
-    csrf: String,
-}
-
 pub async fn delete_thread(
     State(state): State<AppState>,
-    Extension(access): Extension<Access>,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
-    Form(form): Form<DeleteForm>,
+    ChangeForm(_): ChangeForm<NoFields>,
 ) -> Response {
-    if let Err(refused) = check_form(&state, &headers, access.session.as_ref(), &form.csrf) {
-        return refused.into_response();
-    }
     match state.conversations.delete_thread(id).await {
         Ok(true) => Redirect::to("/dashboard/threads").into_response(),
         Ok(false) => (StatusCode::NOT_FOUND, "no thread has this id").into_response(),
