@@ -11,7 +11,7 @@ use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
 use crate::config::{Config, StoreConfig};
 use crate::conversations::Conversations;
 use crate::health::Health;
-use crate::http::{ApiKeys, Sessions};
+use crate::http::{ApiKeys, Sessions, Setting, effective_settings};
 use crate::metrics::Metrics;
 use crate::stats::StatsRing;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
@@ -34,6 +34,8 @@ pub struct App {
     pub stats: StatsRing,
     /// Dashboard sign-ins.
     pub sessions: Sessions,
+    /// The settings in effect, secrets redacted, for the dashboard.
+    pub settings: Vec<Setting>,
 }
 
 /// What handlers receive: one shared, cheaply cloned handle.
@@ -94,6 +96,7 @@ impl App {
             api_keys: ApiKeys::new(&config.api_keys),
             stats: StatsRing::default(),
             sessions: Sessions::new(config.session_secret.as_ref()),
+            settings: effective_settings(config),
         }
     }
 }

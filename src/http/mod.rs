@@ -9,6 +9,6 @@ mod request_context;
 mod router;
 
 pub use auth::ApiKeys;
-pub use dashboard::Sessions;
+pub use dashboard::{Sessions, Setting, effective_settings};
 pub use error::{ApiError, ErrorCode, Problem};
 pub use router::{openapi, router};

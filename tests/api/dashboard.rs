@@ -289,3 +289,19 @@ async fn deleting_a_thread_asks_first_and_needs_the_form_token() {
     assert_eq!(deleted.header("location"), Some("/dashboard/threads"));
     assert_eq!(app.get(&format!("/v1/threads/{thread}")).await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_settings_page_redacts_every_secret() {
+    let app = keyed_app().await;
+    let request = Request::get("/dashboard/settings")
+        .header(header::AUTHORIZATION, "Bearer dash-key")
+        .body(Body::empty())
+        .unwrap();
+    let page = app.send(request).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_locked_down(&page);
+    let html = page.text();
+    assert!(html.contains("1 key(s), hidden") && html.contains("random per start"), "{html}");
+    assert!(html.contains("MAX_CONVERSATION_TURNS"));
+    assert!(!html.contains("dash-key"), "{html}");
+}

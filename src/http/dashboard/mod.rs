@@ -8,9 +8,11 @@ mod login;
 mod overview;
 mod runs;
 mod session;
+mod settings;
 mod threads;
 
 pub use session::Sessions;
+pub use settings::{Setting, effective as effective_settings};
 
 use askama::Template;
 use axum::Router;
@@ -78,6 +80,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/dashboard/runs/{id}/cancel", post(runs::cancel_run))
         .route("/dashboard/tools", get(runs::list_tools))
         .route("/dashboard/tools/run", post(runs::start_run))
+        .route("/dashboard/settings", get(settings::show_settings))
         .route("/dashboard/logout", post(login::sign_out))
         .route_layer(middleware::from_fn_with_state(state, login::require_access));
     Router::new()
