@@ -305,3 +305,18 @@ async fn the_settings_page_redacts_every_secret() {
     assert!(html.contains("MAX_CONVERSATION_TURNS"));
     assert!(!html.contains("dash-key"), "{html}");
 }
+
+#[tokio::test]
+async fn a_first_load_of_the_overview_stays_under_100_kb() {
+    let app = TestApp::new().await;
+    for n in 0..20 {
+        app.create_thread(json!({"title": format!("a thread with a fairly long title, number {n}")})).await;
+    }
+    let html = app.get("/dashboard").await.text();
+    let assets = ["/dashboard/static/dashboard.css", "/dashboard/static/dashboard.js"];
+    let mut total = html.len();
+    for asset in assets {
+        total += app.get(asset).await.body.len();
+    }
+    assert!(total < 100 * 1024, "{total} bytes");
+}
