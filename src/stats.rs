@@ -30,8 +30,7 @@ pub struct Counters {
     /// Finished tool runs by final status.
     pub runs_finished: BTreeMap<String, u64>,
     pub runs_in_flight: i64,
-    /// The last health check of each dependency, when it was taken since the previous
-    /// reading.
+    /// The last health check of each dependency.
     pub dependencies: BTreeMap<String, DependencySample>,
 }
 
@@ -54,7 +53,7 @@ pub struct Sample {
     pub runs_in_flight: i64,
     /// Tool runs that ended in the interval, by final status.
     pub runs_finished: BTreeMap<String, u64>,
-    /// Each dependency's health check, when one was taken in the interval.
+    /// Each dependency's health check at `at`.
     pub dependencies: BTreeMap<String, DependencySample>,
 }
 
@@ -186,8 +185,8 @@ impl StatsReport {
     }
 }
 
-/// Reads the counters of a running service.
-pub fn read_counters(app: &App, since: Option<DateTime<Utc>>) -> Counters {
+/// Reads the counters of a running service, with its last health check.
+pub fn read_counters(app: &App) -> Counters {
     let mut requests = 0;
     let mut server_errors = 0;
     for ((_, _, status), histogram) in app.metrics.http.snapshot() {
@@ -204,7 +203,6 @@ pub fn read_counters(app: &App, since: Option<DateTime<Utc>>) -> Counters {
     let dependencies = app
         .health
         .last()
-        .filter(|report| since.is_none_or(|since| report.timestamp > since))
         .map(|report| {
             report
                 .checks
@@ -229,16 +227,16 @@ pub fn read_counters(app: &App, since: Option<DateTime<Utc>>) -> Counters {
     }
 }
 
-/// Samples the service every `INTERVAL` for as long as the process runs.
+/// Samples the service every `INTERVAL` for as long as the process runs. Each sample
+/// asks for a health report (reused while fresh, as for `/healthz`), so that every
+/// dependency's latency has a point in every sample.
 pub fn spawn_sampler(state: AppState) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(INTERVAL);
-        let mut last: Option<DateTime<Utc>> = None;
         loop {
             ticks.tick().await;
-            let counters = read_counters(&state, last);
-            last = Some(counters.at);
-            state.stats.record(counters);
+            state.health.report().await;
+            state.stats.record(read_counters(&state));
         }
     });
 }

@@ -49,7 +49,8 @@ pub const SPARK_WIDTH: f64 = 120.0;
 pub const SPARK_HEIGHT: f64 = 24.0;
 
 /// The SVG path of a sparkline: values spread over the width, scaled so `top` (or the
-/// largest value, when larger) reaches the top. A missing value breaks the line.
+/// largest value, when larger) reaches the top. A missing value breaks the line; a value
+/// alone between gaps is drawn as a short dash, so it still shows.
 pub fn sparkline(values: &[Option<f64>], top: f64) -> String {
     let highest = values.iter().flatten().fold(top, |high, value| high.max(*value));
     let step = if values.len() > 1 { SPARK_WIDTH / (values.len() - 1) as f64 } else { 0.0 };
@@ -65,6 +66,10 @@ pub fn sparkline(values: &[Option<f64>], top: f64) -> String {
         let y = SPARK_HEIGHT - share * SPARK_HEIGHT;
         let command = if drawing { 'L' } else { 'M' };
         let _ = write!(path, "{command}{x:.1},{y:.1}");
+        let alone = !drawing && values.get(index + 1).is_none_or(Option::is_none);
+        if alone {
+            path.push_str("h1.5");
+        }
         drawing = true;
     }
     path
@@ -101,8 +106,8 @@ mod tests {
     #[test]
     fn sparklines_scale_to_the_top_and_break_at_gaps() {
         assert_eq!(sparkline(&[Some(0.0), Some(1.0), Some(0.5)], 1.0), "M0.0,24.0L60.0,0.0L120.0,12.0");
-        assert_eq!(sparkline(&[Some(2.0), None, Some(4.0)], 1.0), "M0.0,12.0M120.0,0.0");
-        assert_eq!(sparkline(&[Some(5.0)], 0.0), "M0.0,0.0");
+        assert_eq!(sparkline(&[Some(2.0), None, Some(4.0)], 1.0), "M0.0,12.0h1.5M120.0,0.0h1.5");
+        assert_eq!(sparkline(&[Some(5.0)], 0.0), "M0.0,0.0h1.5");
         assert_eq!(sparkline(&[], 1.0), "");
     }
 }
