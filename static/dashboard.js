@@ -1,6 +1,7 @@
 // Enhances pages that work without it: refreshes the part marked data-refresh every
 // few seconds (data-interval milliseconds), pausable where the page offers a button,
-// not while the tab is hidden, and no more once the part says it is final.
+// not while the tab is hidden, and no more once the part says it is final. A run's
+// page also shows the run's events as they come (data-events), as plain text.
 "use strict";
 (() => {
   const live = document.querySelector("[data-refresh]");
@@ -33,4 +34,26 @@
     }
   };
   timer = setInterval(refresh, Number(live.dataset.interval) || 5000);
+
+  const stream = document.querySelector("[data-events]");
+  if (!stream || !window.EventSource) return;
+  const events = new EventSource(stream.dataset.events);
+  const text = document.getElementById("stream-text");
+  const progress = document.getElementById("progress");
+  stream.hidden = false;
+  events.addEventListener("progress", (event) => {
+    const { elapsed_ms, message } = JSON.parse(event.data);
+    progress.textContent = `${Math.round(elapsed_ms / 1000)} s: ${message}`;
+  });
+  events.addEventListener("delta", (event) => {
+    text.textContent += JSON.parse(event.data).text;
+  });
+  for (const status of ["completed", "failed", "timed_out", "cancelled"]) {
+    events.addEventListener(status, () => {
+      events.close();
+      progress.textContent = "Finished: " + status;
+      refresh();
+    });
+  }
+  events.onerror = () => { if (events.readyState === EventSource.CLOSED) say("Event stream closed"); };
 })();

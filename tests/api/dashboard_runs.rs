@@ -77,3 +77,18 @@ async fn a_slow_run_is_cancelled_from_its_page() {
     let bad_timeout = submit(&app, "tool=slow&input=x&timeout_secs=soon").await;
     bad_timeout.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }
+
+#[tokio::test]
+async fn a_run_page_streams_the_runs_events() {
+    let app = TestApp::new().await;
+    let run_page = start(&app, "tool=echo&input=streamed").await;
+    wait_for_status(&app, &run_page, "completed").await;
+    let events = app.get(&format!("{run_page}/events")).await;
+    assert_eq!(events.status, StatusCode::OK);
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    assert!(events.text().contains("event: completed"), "{}", events.text());
+
+    let keyed = crate::support::TestApp::start(crate::support::policy(20), &["k"]).await;
+    let stranger = keyed.get(&format!("{run_page}/events")).await;
+    assert_eq!(stranger.status, StatusCode::SEE_OTHER, "events need a session like the pages");
+}

@@ -77,6 +77,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/dashboard/runs", get(runs::list_runs))
         .route("/dashboard/runs/{id}", get(runs::show_run))
         .route("/dashboard/runs/{id}/live", get(runs::run_fragment))
+        // The API's own stream, here behind the dashboard's sign-in rather than a bearer key.
+        .route("/dashboard/runs/{id}/events", get(super::api::runs::run_events))
         .route("/dashboard/runs/{id}/cancel", post(runs::cancel_run))
         .route("/dashboard/tools", get(runs::list_tools))
         .route("/dashboard/tools/run", post(runs::start_run))
