@@ -11,8 +11,9 @@ use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
 use crate::config::{Config, StoreConfig};
 use crate::conversations::Conversations;
 use crate::health::Health;
-use crate::http::{ApiKeys, TrustedProxies};
+use crate::http::{ApiKeys, Sessions, Setting, TrustedProxies, effective_settings};
 use crate::metrics::Metrics;
+use crate::stats::StatsRing;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
 use crate::tools::{Executor, fail_orphaned_runs};
 
@@ -30,6 +31,12 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
     pub trusted_proxies: TrustedProxies,
+    /// Samples of the last hour, for the dashboard and `/v1/stats`.
+    pub stats: StatsRing,
+    /// Dashboard sign-ins.
+    pub sessions: Sessions,
+    /// The settings in effect, secrets redacted, for the dashboard.
+    pub settings: Vec<Setting>,
 }
 
 /// What handlers receive: one shared, cheaply cloned handle.
@@ -90,6 +97,9 @@ impl App {
             metrics,
             api_keys: ApiKeys::new(&config.api_keys),
             trusted_proxies: config.trusted_proxies.clone(),
+            stats: StatsRing::default(),
+            sessions: Sessions::new(config.session_secret.as_ref()),
+            settings: effective_settings(config),
         }
     }
 }

@@ -111,6 +111,9 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     pub conversation: ConversationPolicy,
     pub api_keys: Vec<Secret>,
+    /// Signs dashboard sessions; without it a random key per start, so sessions end at
+    /// restart.
+    pub session_secret: Option<Secret>,
     pub log_format: LogFormat,
     pub health: HealthSettings,
     /// Store and cache calls slower than this log a warning.
@@ -237,6 +240,7 @@ impl Config {
             redis_url,
             conversation,
             api_keys,
+            session_secret: var("EXAI_SESSION_SECRET").filter(|s| !s.is_empty()).map(Secret::new),
             log_format,
             health,
             slow_op,

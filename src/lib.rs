@@ -11,6 +11,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

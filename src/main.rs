@@ -182,7 +182,9 @@ async fn serve(config: &Config) -> Result<(), BoxError> {
         max_connections = connections.max_connections,
         "listening"
     );
-    server::serve(listener, AppState::new(app), connections, server::shutdown_signal()).await?;
+    let state = AppState::new(app);
+    exai::stats::spawn_sampler(state.clone());
+    server::serve(listener, state, connections, server::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

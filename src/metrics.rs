@@ -32,6 +32,30 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
+
+    /// The latency under which a share `q` (0 to 1) of the observations fell, as the
+    /// upper bound of the bucket holding it; `None` before the first observation or when
+    /// it lies past the last bucket.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        quantile_of(&counts, self.count(), q)
+    }
+}
+
+/// The bucket bound at which the cumulative count reaches `q` of `total`.
+fn quantile_of(counts: &[u64], total: u64, q: f64) -> Option<Duration> {
+    if total == 0 {
+        return None;
+    }
+    let wanted = (q * total as f64).ceil().max(1.0) as u64;
+    let mut cumulative = 0;
+    for (bound, count) in BUCKETS.iter().zip(counts) {
+        cumulative += count;
+        if cumulative >= wanted {
+            return Some(Duration::from_secs_f64(*bound));
+        }
+    }
+    None
 }
 
 /// Histograms by label values, created on first use.
@@ -52,7 +76,8 @@ impl<L: Ord + Clone> Family<L> {
         series.entry(labels.clone()).or_default().clone()
     }
 
-    fn snapshot(&self) -> Vec<(L, Arc<Histogram>)> {
+    /// Every series with its histogram, in label order.
+    pub fn snapshot(&self) -> Vec<(L, Arc<Histogram>)> {
         let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
         series.iter().map(|(labels, histogram)| (labels.clone(), histogram.clone())).collect()
     }
@@ -195,6 +220,20 @@ mod tests {
         assert!(text.contains(r#"exai_t_seconds_bucket{op="get",backend="redis",le="0.005"} 2"#));
         assert!(text.contains(r#"exai_t_seconds_bucket{op="get",backend="redis",le="+Inf"} 3"#));
         assert!(text.contains(r#"exai_t_seconds_count{op="get",backend="redis"} 3"#));
+    }
+
+    #[test]
+    fn quantiles_are_bucket_bounds() {
+        let histogram = Histogram::default();
+        assert_eq!(histogram.quantile(0.5), None);
+        for _ in 0..98 {
+            histogram.observe(Duration::from_micros(800));
+        }
+        histogram.observe(Duration::from_millis(20));
+        histogram.observe(Duration::from_secs(60));
+        assert_eq!(histogram.quantile(0.5), Some(Duration::from_millis(1)));
+        assert_eq!(histogram.quantile(0.99), Some(Duration::from_millis(25)));
+        assert_eq!(histogram.quantile(1.0), None, "past the last bucket");
     }
 
     #[test]

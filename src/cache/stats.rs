@@ -23,7 +23,7 @@ struct Bucket {
     misses: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HitRate {
     pub hits: u64,
     pub misses: u64,

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::api::system::HealthFormat;
-use super::api::{runs, system, threads, tools, turns};
+use super::api::{runs, stats, system, threads, tools, turns};
 use super::auth::require_api_key;
 use super::error::{ApiError, ErrorCode, PROBLEM_JSON};
 use super::extract::UUID_PATTERN;
@@ -44,6 +44,7 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
         (name = "tools", description = "Tools and starting runs"),
         (name = "runs", description = "Tool runs: state, events, cancellation"),
         (name = "health", description = "Probes; no API key needed"),
+        (name = "stats", description = "Recent figures behind the dashboard"),
     )
 )]
 struct ApiDoc;
@@ -153,6 +154,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::run_events))
         .routes(routes!(runs::cancel_run))
+        .routes(routes!(stats::get_stats))
 }
 
 /// Routes behind the API key (when keys are configured).
@@ -188,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let (routes, openapi) = assemble(protected);
     routes
+        .merge(super::dashboard::routes(state.clone()))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -190,7 +190,7 @@ async fn every_operation_behind_the_keys_documents_401() {
             guarded += 1;
         }
     }
-    assert_eq!(guarded, 14, "every /v1 operation and /metrics");
+    assert_eq!(guarded, 15, "every /v1 operation and /metrics");
 }
 
 async fn status_of(app: &TestApp, method: &str, uri: &str, body: Value) -> StatusCode {

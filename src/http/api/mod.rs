@@ -1,6 +1,7 @@
 //! Handlers, one module per resource.
 
 pub mod runs;
+pub mod stats;
 pub mod system;
 pub mod threads;
 pub mod tools;
