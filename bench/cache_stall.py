@@ -7,8 +7,8 @@ append p99 with Redis frozen ≤ p99 with Redis answering + 300 ms, i.e. no requ
 than one cache timeout, however many wait on the same thread.
 
 Two loads, each first with Redis answering, then frozen: bursts of 16 concurrent appends,
-each burst to a new thread (the field report's case), and 100 connections each appending to
-its own thread. Threads are new for every run and read once first, so that their entries are
+each burst to a new thread (where queued timeouts once added up to seconds), and 100
+connections each appending to its own thread. Threads are new for every run and read once first, so that their entries are
 cached and every append updates one. Postgres is the store.
 
 Usage: bench/cache_stall.py [path/to/exai] [seconds per run] [rounds]

@@ -37,7 +37,7 @@ async fn read_until_hit(app: &TestApp, id: &str, turn_count: u64) {
     }
 }
 
-/// The interleaving of the field report, forced step by step: a fill that read the
+/// The interleaving that once left a stale entry, forced step by step: a fill that read the
 /// store before a write made during a cool-down must not land after the write's purge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fill_that_read_the_store_before_a_write_never_lands_after_it() {
