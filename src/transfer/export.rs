@@ -43,13 +43,7 @@ pub async fn export(store: &dyn Store, out: &mut impl Write) -> Result<Exported,
     };
     let mut counts = Exported::default();
     write_line(out, &header)?;
-    let mut query = ThreadQuery {
-        limit: PAGE,
-        after: None,
-        search: None,
-        continuation_id: None,
-        activity: Activity::Any,
-    };
+    let mut query = all_threads();
     loop {
         let page = store.list_threads(&query).await?;
         for listed in &page.items {
@@ -64,7 +58,7 @@ pub async fn export(store: &dyn Store, out: &mut impl Write) -> Result<Exported,
             None => break,
         }
     }
-    let mut query = RunQuery { limit: PAGE, after: None, tool: None, status: None };
+    let mut query = all_runs();
     loop {
         let page = store.list_runs(&query).await?;
         for run in page.items {
@@ -84,13 +78,7 @@ pub async fn export(store: &dyn Store, out: &mut impl Write) -> Result<Exported,
 /// What the store holds, from its listings alone: a quick pass for the header.
 async fn count(store: &dyn Store) -> Result<Exported, StoreError> {
     let mut counts = Exported::default();
-    let mut query = ThreadQuery {
-        limit: PAGE,
-        after: None,
-        search: None,
-        continuation_id: None,
-        activity: Activity::Any,
-    };
+    let mut query = all_threads();
     loop {
         let page = store.list_threads(&query).await?;
         counts.threads += page.items.len() as u64;
@@ -98,7 +86,7 @@ async fn count(store: &dyn Store) -> Result<Exported, StoreError> {
         let Some(next) = page.next else { break };
         query.after = Some(next);
     }
-    let mut query = RunQuery { limit: PAGE, after: None, tool: None, status: None };
+    let mut query = all_runs();
     loop {
         let page = store.list_runs(&query).await?;
         counts.runs += page.items.len() as u64;
@@ -106,6 +94,16 @@ async fn count(store: &dyn Store) -> Result<Exported, StoreError> {
         query.after = Some(next);
     }
     Ok(counts)
+}
+
+/// The first page of a listing of every thread.
+fn all_threads() -> ThreadQuery {
+    ThreadQuery { limit: PAGE, after: None, search: None, continuation_id: None, activity: Activity::Any }
+}
+
+/// The first page of a listing of every run.
+fn all_runs() -> RunQuery {
+    RunQuery { limit: PAGE, after: None, tool: None, status: None }
 }
 
 fn write_line(out: &mut impl Write, line: &Line) -> std::io::Result<()> {
