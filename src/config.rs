@@ -12,6 +12,11 @@ use crate::domain::ConversationPolicy;
 use crate::http::TrustedProxies;
 use crate::tools::registry::{self, ToolDefinition};
 
+/// How long a thread is served from the cache by default on a store EX-AI may share
+/// (Postgres, Supabase): EX-AI's writes show within this, and a thread read all the time
+/// costs the store one read per interval.
+pub const SHARED_STORE_CACHE_TTL: Duration = Duration::from_secs(30);
+
 /// A value that must never reach a log, an error message or a page.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -119,7 +124,8 @@ pub struct Config {
     /// Store and cache calls slower than this log a warning.
     pub slow_op: Duration,
     /// Longest a thread is served from the cache: how soon a write that bypasses exai
-    /// (EX-AI's, on shared tables) shows. `None`: until the thread expires.
+    /// (EX-AI's, on shared tables) shows. `None`: until the thread expires; the default
+    /// on SQLite, [`SHARED_STORE_CACHE_TTL`] on Postgres and Supabase.
     pub cache_max_ttl: Option<Duration>,
     pub tools: ToolSettings,
     pub connections: ConnectionSettings,
@@ -212,9 +218,12 @@ impl Config {
             return Err(invalid("EXAI_HEALTH_TIMEOUT_MS", "must be at least 1"));
         }
         let slow_op = millis(&var, "EXAI_SLOW_OP_MS", 500)?;
-        let cache_max_ttl = match var("EXAI_CACHE_MAX_TTL_MS") {
-            Some(_) => Some(millis(&var, "EXAI_CACHE_MAX_TTL_MS", 0)?),
-            None => None,
+        let cache_max_ttl = match (var("EXAI_CACHE_MAX_TTL_MS"), &store) {
+            (Some(_), _) => Some(millis(&var, "EXAI_CACHE_MAX_TTL_MS", 0)?),
+            // Only exai writes its SQLite file; a Postgres or Supabase database may be
+            // shared with EX-AI, whose writes bypass the cache.
+            (None, StoreConfig::Sqlite { .. }) => None,
+            (None, _) => Some(SHARED_STORE_CACHE_TTL),
         };
         if cache_max_ttl.is_some_and(|ttl| ttl.is_zero()) {
             return Err(invalid("EXAI_CACHE_MAX_TTL_MS", "must be at least 1"));
@@ -409,6 +418,7 @@ mod tests {
     fn store_is_derived_from_what_is_configured() {
         let postgres = load(&[("DATABASE_URL", "postgres://u:p@db/exai")]).unwrap();
         assert_eq!(postgres.store.backend(), "postgres");
+        assert_eq!(postgres.cache_max_ttl, Some(SHARED_STORE_CACHE_TTL), "a store EX-AI may share");
         let supabase = load(&[
             ("DATABASE_URL", "postgres://u:p@db/exai"),
             ("SUPABASE_URL", "https://abc.supabase.co"),

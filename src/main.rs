@@ -206,8 +206,8 @@ async fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), BoxError> {
         StoreConfig::Postgres { url } | StoreConfig::Supabase { database_url: Some(url), .. } => {
             if migrate_postgres(url.expose()).await?.adopting {
                 tracing::warn!(
-                    "adopted EX-AI's tables; while EX-AI still writes them, serve with \
-                     EXAI_CACHE_MAX_TTL_MS set (e.g. 5000) so that its writes show within that bound"
+                    "adopted EX-AI's tables; while EX-AI still writes them, its writes show through \
+                     exai's cache within EXAI_CACHE_MAX_TTL_MS (30 s unless set)"
                 );
             }
         }
