@@ -7,21 +7,37 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds, in seconds, of the buckets for requests and calls to dependencies.
+pub const CALL_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-#[derive(Default)]
+/// Upper bounds, in seconds, of the buckets for tool runs: from the quickest run to the
+/// default `WORKFLOW_TOOL_TIMEOUT_SECS` (600), then on to the highest it may be set to.
+pub const TOOL_RUN_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21_600.0, 86_400.0,
+];
+
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_micros: AtomicU64,
 }
 
 impl Histogram {
+    /// An empty histogram with buckets up to each of `bounds`, in ascending seconds.
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+        if let Some(bucket) = self.bounds.iter().position(|bound| seconds <= *bound) {
             self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -38,18 +54,18 @@ impl Histogram {
     /// it lies past the last bucket.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
-        quantile_of(&counts, self.count(), q)
+        quantile_of(self.bounds, &counts, self.count(), q)
     }
 }
 
 /// The bucket bound at which the cumulative count reaches `q` of `total`.
-fn quantile_of(counts: &[u64], total: u64, q: f64) -> Option<Duration> {
+fn quantile_of(bounds: &[f64], counts: &[u64], total: u64, q: f64) -> Option<Duration> {
     if total == 0 {
         return None;
     }
     let wanted = (q * total as f64).ceil().max(1.0) as u64;
     let mut cumulative = 0;
-    for (bound, count) in BUCKETS.iter().zip(counts) {
+    for (bound, count) in bounds.iter().zip(counts) {
         cumulative += count;
         if cumulative >= wanted {
             return Some(Duration::from_secs_f64(*bound));
@@ -58,14 +74,15 @@ fn quantile_of(counts: &[u64], total: u64, q: f64) -> Option<Duration> {
     None
 }
 
-/// Histograms by label values, created on first use.
+/// Histograms by label values, created on first use, all with the same buckets.
 pub struct Family<L> {
+    bounds: &'static [f64],
     series: RwLock<BTreeMap<L, Arc<Histogram>>>,
 }
 
 impl<L: Ord + Clone> Family<L> {
-    fn new() -> Self {
-        Self { series: RwLock::new(BTreeMap::new()) }
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self { bounds, series: RwLock::new(BTreeMap::new()) }
     }
 
     pub fn with(&self, labels: &L) -> Arc<Histogram> {
@@ -73,7 +90,7 @@ impl<L: Ord + Clone> Family<L> {
             return found.clone();
         }
         let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        series.entry(labels.clone()).or_default().clone()
+        series.entry(labels.clone()).or_insert_with(|| Arc::new(Histogram::new(self.bounds))).clone()
     }
 
     /// Every series with its histogram, in label order.
@@ -99,10 +116,10 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            http: Family::new(),
-            store: Family::new(),
-            cache: Family::new(),
-            runs: Family::new(),
+            http: Family::new(CALL_BUCKETS),
+            store: Family::new(CALL_BUCKETS),
+            cache: Family::new(CALL_BUCKETS),
+            runs: Family::new(TOOL_RUN_BUCKETS),
             runs_in_flight: AtomicI64::new(0),
         }
     }
@@ -158,7 +175,7 @@ impl Exposition {
             let owned = labels(&key);
             let base: Vec<(&str, &str)> = owned.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let mut cumulative = 0;
-            for (bound, bucket) in BUCKETS.iter().zip(&histogram.buckets) {
+            for (bound, bucket) in histogram.bounds.iter().zip(&histogram.buckets) {
                 cumulative += bucket.load(Ordering::Relaxed);
                 let le = bound.to_string();
                 let mut with_le = base.clone();
@@ -206,7 +223,7 @@ mod tests {
 
     #[test]
     fn histograms_render_cumulative_buckets() {
-        let family = Family::new();
+        let family = Family::new(CALL_BUCKETS);
         family.with(&("get", "redis")).observe(Duration::from_micros(300));
         family.with(&("get", "redis")).observe(Duration::from_millis(3));
         family.with(&("get", "redis")).observe(Duration::from_secs(60));
@@ -224,7 +241,7 @@ mod tests {
 
     #[test]
     fn quantiles_are_bucket_bounds() {
-        let histogram = Histogram::default();
+        let histogram = Histogram::new(CALL_BUCKETS);
         assert_eq!(histogram.quantile(0.5), None);
         for _ in 0..98 {
             histogram.observe(Duration::from_micros(800));
@@ -234,6 +251,32 @@ mod tests {
         assert_eq!(histogram.quantile(0.5), Some(Duration::from_millis(1)));
         assert_eq!(histogram.quantile(0.99), Some(Duration::from_millis(25)));
         assert_eq!(histogram.quantile(1.0), None, "past the last bucket");
+    }
+
+    #[test]
+    fn tool_runs_up_to_the_timeout_land_in_finite_buckets() {
+        let histogram = Histogram::new(TOOL_RUN_BUCKETS);
+        histogram.observe(Duration::from_secs(3));
+        histogram.observe(Duration::from_secs(599));
+        histogram.observe(Duration::from_secs(86_400));
+        assert_eq!(histogram.quantile(0.3), Some(Duration::from_secs(5)));
+        assert_eq!(histogram.quantile(0.6), Some(Duration::from_secs(600)));
+        assert_eq!(histogram.quantile(1.0), Some(Duration::from_secs(86_400)));
+        let metrics = Metrics::default();
+        metrics.runs.with(&("slow".to_owned(), "succeeded")).observe(Duration::from_secs(120));
+        let mut out = Exposition::default();
+        out.histograms("exai_r_seconds", "test", &metrics.runs, |(tool, status)| {
+            vec![("tool", tool.clone()), ("status", status.to_string())]
+        });
+        let text = out.finish();
+        assert!(
+            text.contains(r#"exai_r_seconds_bucket{tool="slow",status="succeeded",le="60"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"exai_r_seconds_bucket{tool="slow",status="succeeded",le="120"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
