@@ -1,5 +1,6 @@
 //! Durable storage of threads and turns. One trait, one adapter per backend.
 
+mod delegating;
 mod functions;
 mod metered;
 mod postgres;
@@ -7,6 +8,7 @@ mod postgres_migrate;
 mod sqlite;
 mod supabase;
 
+pub use delegating::{DelegatingStore, StoreHook};
 pub use functions::{Arg, Call, CallError, FunctionStore, Transport};
 pub use metered::MeteredStore;
 pub use postgres::{PgTransport, PostgresStore};

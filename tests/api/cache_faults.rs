@@ -15,7 +15,7 @@ use exai::store::PostgresStore;
 use crate::dual_storage::redis_cache;
 use crate::support::redis_proxy::DelayingProxy;
 use crate::support::services::{PostgresServer, RedisServer, shared_redis};
-use crate::support::slow_store::SlowStore;
+use crate::support::slow_store::slow_store;
 use crate::support::{TestApp, policy, sqlite_store};
 
 /// The cache's bound on one call.
@@ -44,7 +44,7 @@ async fn a_fill_that_read_the_store_before_a_write_never_lands_after_it() {
     let Some(redis) = shared_redis() else { return };
     let proxy = DelayingProxy::start(redis.port).await;
     let (sqlite, _dir) = sqlite_store().await;
-    let store = Arc::new(SlowStore::new(sqlite, Duration::ZERO));
+    let store = Arc::new(slow_store(sqlite, Duration::ZERO));
     let namespace = format!("test-{}", Uuid::new_v4().simple());
     let cache: Arc<dyn Cache> = Arc::new(RedisCache::connect(&proxy.url(), &namespace).unwrap());
     let app = Arc::new(TestApp::with_backends(store.clone(), cache, policy(100)));
@@ -61,7 +61,7 @@ async fn a_fill_that_read_the_store_before_a_write_never_lands_after_it() {
     // Redis slows down, under the call timeout. A read misses, reads one turn from the
     // store, and is held before its fill.
     proxy.delay_replies(Duration::from_millis(100));
-    let held = store.gate.hold_next();
+    let held = store.hook.gate.hold_next();
     let early_read = tokio::spawn({
         let (app, path) = (app.clone(), format!("/v1/threads/{thread}"));
         async move { app.get(&path).await }

@@ -15,7 +15,7 @@ use exai::cache::{Cache, RedisCache};
 use crate::dual_storage::{Report, Watched, client};
 use crate::support::redis_proxy::DelayingProxy;
 use crate::support::services::RedisServer;
-use crate::support::slow_store::SlowStore;
+use crate::support::slow_store::slow_store;
 use crate::support::{TestApp, policy, sqlite_store};
 
 const FAULTS: usize = 30;
@@ -57,7 +57,7 @@ async fn no_read_misses_an_acknowledged_turn_whatever_redis_does() {
     let evictor = RedisCache::connect(&redis.url(), &namespace).unwrap();
     let (sqlite, _dir) = sqlite_store().await;
     // A pause after each store read keeps fills in flight while writes commit.
-    let store = Arc::new(SlowStore::new(sqlite, Duration::from_millis(3)));
+    let store = Arc::new(slow_store(sqlite, Duration::from_millis(3)));
     let app = Arc::new(TestApp::with_backends(store, cache, policy(100_000)));
     let mut threads = Vec::new();
     for _ in 0..3 {

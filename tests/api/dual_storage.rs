@@ -14,7 +14,7 @@ use exai::store::{PostgresStore, Store};
 
 use crate::cache_faults::CACHE_TIMEOUT;
 use crate::support::services::{PostgresServer, RedisServer, postgres_database, shared_redis};
-use crate::support::slow_store::SlowStore;
+use crate::support::slow_store::slow_store;
 use crate::support::{TestApp, TestResponse, memory_cache, policy, sqlite_store};
 
 pub async fn eventually(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
@@ -156,7 +156,7 @@ async fn race_fills_and_writes(thread_count: usize, writers: usize) {
     };
     let Some(redis) = shared_redis() else { return };
     let postgres: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).unwrap());
-    let slow = Arc::new(SlowStore::new(postgres, Duration::from_millis(30)));
+    let slow = Arc::new(slow_store(postgres, Duration::from_millis(30)));
     let cache = redis_cache(&redis.url());
     let app = Arc::new(TestApp::with_backends(slow, cache.clone(), policy(100_000)));
     let mut threads = Vec::new();

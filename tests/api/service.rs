@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::slow_store::SlowStore;
+use crate::support::slow_store::slow_store;
 use crate::support::{memory_cache, policy, sqlite_store};
 
 fn user(content: &str) -> NewTurn {
@@ -45,7 +45,7 @@ async fn concurrent_misses_make_one_store_read() {
 
     // A second service with an empty cache over the same store; its reads pause after
     // the store answers, so every caller finds the cache empty and the load under way.
-    let slow = SlowStore::new(store.clone(), Duration::from_millis(200));
+    let slow = slow_store(store.clone(), Duration::from_millis(200));
     let cold = Conversations::new(Arc::new(slow), memory_cache(), policy(20));
     let before = store.round_trips();
     let reads = join_all((0..20).map(|_| cold.get_thread(id))).await;
