@@ -1,5 +1,6 @@
-//! Gives every request an id, echoed in `x-request-id` and in error bodies, logs one
-//! line per request (with the client's address) and records it in the metrics.
+//! Gives every request an id, echoed in `x-request-id` and in error bodies; logs one
+//! line per request (with the client's address) and the cause of an error response
+//! once; and records the request in the metrics.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -8,6 +9,7 @@ use axum::response::Response;
 use std::time::Instant;
 use uuid::Uuid;
 
+use super::error::Cause;
 use super::forwarded::Client;
 use crate::app::AppState;
 
@@ -59,6 +61,9 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
     let started = Instant::now();
 
     let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request)).await;
+    if let Some(cause) = response.extensions_mut().remove::<Cause>() {
+        cause.log(&request_id);
+    }
 
     let elapsed = started.elapsed();
     // Unrouted paths share one label value, for the same reason as methods.
