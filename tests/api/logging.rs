@@ -1,4 +1,5 @@
-//! What the server logs about a request: an error's cause once, with the request id.
+//! What the server logs about a request: an error's cause once, and the request id on
+//! every line logged for it, also from the tasks it spawns.
 
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -39,6 +40,11 @@ async fn create_thread(server: &ExaiProcess, request_id: &str) -> reqwest::Statu
     response.status()
 }
 
+/// Whether the line was logged inside the span of the request with this id.
+fn names_request(line: &Value, request_id: &str) -> bool {
+    line["spans"].as_array().is_some_and(|spans| spans.iter().any(|span| span["request_id"] == request_id))
+}
+
 #[tokio::test]
 async fn an_internal_error_is_logged_once_with_its_request_id() {
     let data = tempfile::tempdir().unwrap();
@@ -55,4 +61,21 @@ async fn an_internal_error_is_logged_once_with_its_request_id() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0]["request_id"], "lost-table", "{errors:?}");
     assert!(errors[0]["cause"].as_str().unwrap().contains("conversations"), "{errors:?}");
+}
+
+#[tokio::test]
+async fn a_slow_store_call_names_its_request() {
+    let data = tempfile::tempdir().unwrap();
+    // Every store call counts as slow, so each one warns.
+    let server = ExaiProcess::start(data.path(), &[("EXAI_SLOW_OP_MS", "0")]);
+
+    assert_eq!(create_thread(&server, "slow-create").await, 201);
+    let lines = wait_for_request_line(&server, "slow-create").await;
+
+    // The write runs on a task of its own, so that a caller who goes away cannot cut it short.
+    let slow_create = lines
+        .iter()
+        .find(|line| line["message"] == "slow call" && line["op"] == "create_thread")
+        .unwrap_or_else(|| panic!("no slow-call warning for the write: {lines:?}"));
+    assert!(names_request(slow_create, "slow-create"), "{slow_create}");
 }
