@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use self::guarded_cache::{GuardedCache, Read};
@@ -271,13 +272,14 @@ fn now() -> DateTime<Utc> {
 }
 
 /// Runs a write to completion even if the request that asked for it goes away,
-/// so that a commit is always followed by its cache update.
+/// so that a commit is always followed by its cache update. It stays in the caller's
+/// span, so that what it logs names the request.
 async fn detached<T, E>(work: impl Future<Output = Result<T, E>> + Send + 'static) -> Result<T, E>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    tokio::spawn(work)
+    tokio::spawn(work.in_current_span())
         .await
         .unwrap_or_else(|failure| Err(StoreError::Internal(format!("write task failed: {failure}")).into()))
 }

@@ -121,17 +121,44 @@ pub struct Problem {
     pub run_id: Option<Uuid>,
 }
 
+/// What went wrong behind an error response, kept out of the body. Converting an error
+/// has no side effects: the response carries its cause in an extension, and the request
+/// middleware logs it once, with the request id.
+#[derive(Debug, Clone)]
+pub enum Cause {
+    /// A fault the client cannot fix.
+    Internal(String),
+    /// The store could not be reached.
+    StoreUnavailable(String),
+}
+
+impl Cause {
+    /// Logs the cause as the request that met it is handled. While the store is down
+    /// every request would warn, so those warnings are throttled.
+    pub fn log(&self, request_id: &str) {
+        match self {
+            Self::Internal(cause) => tracing::error!(request_id, %cause, "internal error"),
+            Self::StoreUnavailable(cause) => {
+                if let Some(held_back) = STORE_WARNINGS.admit() {
+                    tracing::warn!(request_id, %cause, held_back, "store unavailable; answering 503");
+                }
+            }
+        }
+    }
+}
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError {
     code: ErrorCode,
     detail: String,
     run_id: Option<Uuid>,
+    cause: Option<Cause>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), run_id: None }
+        Self { code, detail: detail.into(), run_id: None, cause: None }
     }
 
     /// Names the tool run the problem is about.
@@ -140,14 +167,14 @@ impl ApiError {
         self
     }
 
-    /// Logs the cause once, with the request id, and tells the client nothing more.
+    /// Keeps the cause for the server log and tells the client nothing more.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        let request_id = request_context::current_request_id();
-        tracing::error!(request_id = request_id.as_deref(), %cause, "internal error");
-        Self::new(
+        let mut error = Self::new(
             ErrorCode::Internal,
             "an internal error occurred; the request id locates it in the server logs",
-        )
+        );
+        error.cause = Some(Cause::Internal(cause.to_string()));
+        error
     }
 }
 
@@ -175,6 +202,9 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(cause);
+        }
         response
     }
 }
@@ -201,12 +231,10 @@ impl From<StoreError> for ApiError {
                      start a new thread with parent_id {thread_id} to continue"
                 ),
             ),
-            StoreError::Unavailable(cause) => {
-                if let Some(held_back) = STORE_WARNINGS.admit() {
-                    tracing::warn!(%cause, held_back, "store unavailable; answering 503");
-                }
-                Self::new(StoreUnavailable, "the store cannot be reached right now; retry later")
-            }
+            StoreError::Unavailable(cause) => Self {
+                cause: Some(Cause::StoreUnavailable(cause)),
+                ..Self::new(StoreUnavailable, "the store cannot be reached right now; retry later")
+            },
             StoreError::Internal(cause) | StoreError::Misconfigured(cause) => Self::internal(cause),
         }
     }

@@ -1,13 +1,17 @@
-//! Gives every request an id, echoed in `x-request-id` and in error bodies, logs one
-//! line per request (with the client's address) and records it in the metrics.
+//! Gives every request an id, echoed in `x-request-id` and in error bodies and named by
+//! the `request` span that every log line of the request (and of the tasks it spawns)
+//! sits in; logs one line per request (with the client's address) and the cause of an
+//! error response once; and records the request in the metrics.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
+use super::error::Cause;
 use super::forwarded::Client;
 use crate::app::AppState;
 
@@ -58,7 +62,11 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
     let started = Instant::now();
 
-    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request)).await;
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request)).instrument(span).await;
+    if let Some(cause) = response.extensions_mut().remove::<Cause>() {
+        cause.log(&request_id);
+    }
 
     let elapsed = started.elapsed();
     // Unrouted paths share one label value, for the same reason as methods.

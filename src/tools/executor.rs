@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::live::{LiveRun, RunEvent, Started, Subscription};
@@ -163,7 +164,9 @@ impl Executor {
         // The rest must not be cut short by a caller that goes away: that could leave a
         // thread without its run, or a run recorded and never started.
         let this = self.clone();
-        let accepting = tokio::spawn(async move { this.accept(tool, request, timeout, admission).await });
+        let accepting = tokio::spawn(
+            async move { this.accept(tool, request, timeout, admission).await }.in_current_span(),
+        );
         accepting.await.unwrap_or_else(|failure| {
             Err(StoreError::Internal(format!("accepting the run failed: {failure}")).into())
         })
@@ -216,7 +219,10 @@ impl Executor {
         let deadline = Instant::now() + timeout;
         let this = self.clone();
         let accepted = run.clone();
-        inner.tasks.spawn(async move {
+        // A child of the request's span: the run's log lines name the request that started it.
+        let span =
+            tracing::info_span!("tool_run", tool.name = %tool_name, run.id = %run.id, thread.id = %thread_id);
+        let driving = async move {
             let driven =
                 AssertUnwindSafe(this.drive(tool, accepted.clone(), history, live.clone(), deadline));
             if driven.catch_unwind().await.is_err() && live.outcome.borrow().is_none() {
@@ -224,7 +230,8 @@ impl Executor {
                 this.finish(accepted, Ended::Failed("the run failed inside the server".into()), &live).await;
             }
             drop(admission);
-        });
+        };
+        inner.tasks.spawn(driving.instrument(span));
         Ok(Started { run, outcome })
     }
 
@@ -265,7 +272,7 @@ impl Executor {
             // Recorded on the side: the upstream call should not wait for it, and the
             // store never lets it overwrite the final state if it lands late.
             let (this, running) = (self.clone(), run.clone());
-            self.inner.tasks.spawn(async move { this.record(&running).await });
+            self.inner.tasks.spawn(async move { this.record(&running).await }.in_current_span());
             let deltas = |text: String| {
                 let _ = live.events.send(RunEvent::Delta { text });
             };

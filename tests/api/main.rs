@@ -23,6 +23,7 @@ mod errors;
 mod fuzz;
 mod health;
 mod healthcheck;
+mod logging;
 mod openapi;
 mod process;
 mod readme;
