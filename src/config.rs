@@ -1,5 +1,7 @@
 //! Every setting, read once from the environment and validated before anything starts.
 
+mod store;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,34 +10,20 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use url::Url;
 
+pub use self::store::{StoreConfig, without_password};
+
+use self::store::store_config;
 use crate::domain::ConversationPolicy;
+use crate::health::HealthSettings;
 use crate::http::TrustedProxies;
-use crate::tools::registry::{self, ToolDefinition};
+use crate::secret::Secret;
+use crate::telemetry::LogFormat;
+use crate::tools::registry::{self, ToolSettings};
 
 /// How long a thread is served from the cache by default on a store EX-AI may share
 /// (Postgres, Supabase): EX-AI's writes show within this, and a thread read all the time
 /// costs the store one read per interval.
 pub const SHARED_STORE_CACHE_TTL: Duration = Duration::from_secs(30);
-
-/// A value that must never reach a log, an error message or a page.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// A setting that cannot be used, named by its variable.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,66 +35,6 @@ pub struct ConfigError {
 
 fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { variable, message: message.into() }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreConfig {
-    Sqlite {
-        data_dir: PathBuf,
-    },
-    Postgres {
-        url: Secret,
-    },
-    /// `database_url` (the project's Postgres URL) is only needed by `exai migrate`.
-    Supabase {
-        url: Url,
-        key: Secret,
-        database_url: Option<Secret>,
-    },
-}
-
-impl StoreConfig {
-    pub fn backend(&self) -> &'static str {
-        match self {
-            StoreConfig::Sqlite { .. } => "sqlite",
-            StoreConfig::Postgres { .. } => "postgres",
-            StoreConfig::Supabase { .. } => "supabase",
-        }
-    }
-
-    /// Where the data lives, without credentials, for logs.
-    pub fn location(&self) -> String {
-        match self {
-            StoreConfig::Sqlite { data_dir } => data_dir.join("exai.db").display().to_string(),
-            StoreConfig::Postgres { url } => without_password(url.expose()),
-            StoreConfig::Supabase { url, .. } => {
-                // The user of an HTTP URL is a credential, not a role name as in Postgres.
-                let mut url = url.clone();
-                let _ = url.set_username("");
-                without_password(url.as_str())
-            }
-        }
-    }
-}
-
-/// A URL with its password, query and fragment left out: a query may carry a token or
-/// a `password=` parameter as well.
-pub fn without_password(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut url) => {
-            let _ = url.set_password(None);
-            url.set_query(None);
-            url.set_fragment(None);
-            url.to_string()
-        }
-        Err(_) => "(unparsable URL)".into(),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,24 +74,6 @@ pub struct ConnectionSettings {
     pub max_connections: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolSettings {
-    /// The registry, the built-in `echo` first.
-    pub definitions: Vec<ToolDefinition>,
-    /// No run, whatever it asks for, may take longer.
-    pub timeout_cap: Duration,
-    /// How often a run reports progress.
-    pub progress_every: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthSettings {
-    /// Longest a single dependency check may take.
-    pub timeout: Duration,
-    /// How long a health result is reused.
-    pub reuse_for: Duration,
-}
-
 impl Config {
     /// Reads the process environment; `bind` (from the command line) wins over `EXAI_BIND`.
     pub fn from_env(bind: Option<SocketAddr>) -> Result<Config, ConfigError> {
@@ -183,7 +93,7 @@ impl Config {
         };
         let store = store_config(&var)?;
         let redis_url = var("REDIS_URL")
-            .map(|url| check_url("REDIS_URL", &url, &["redis", "unix"]).map(|_| Secret(url)))
+            .map(|url| check_url("REDIS_URL", &url, &["redis", "unix"]).map(|_| Secret::new(url)))
             .transpose()?;
         let conversation = ConversationPolicy {
             timeout: timeout_hours(&var)?,
@@ -320,38 +230,6 @@ fn check_url(name: &'static str, text: &str, schemes: &[&str]) -> Result<Url, Co
         return Err(invalid(name, format!("scheme must be one of {}", schemes.join(", "))));
     }
     Ok(url)
-}
-
-fn store_config(var: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
-    let derived = if var("SUPABASE_URL").is_some() {
-        "supabase"
-    } else if var("DATABASE_URL").is_some() {
-        "postgres"
-    } else {
-        "sqlite"
-    };
-    let database_url = var("DATABASE_URL")
-        .map(|url| check_url("DATABASE_URL", &url, &["postgres", "postgresql"]).map(|_| Secret(url)))
-        .transpose()?;
-    let chosen = var("EXAI_STORE");
-    match chosen.as_deref().unwrap_or(derived) {
-        "sqlite" => Ok(StoreConfig::Sqlite {
-            data_dir: var("EXAI_DATA_DIR").unwrap_or_else(|| "./data".into()).into(),
-        }),
-        "postgres" => Ok(StoreConfig::Postgres {
-            url: database_url.ok_or_else(|| invalid("DATABASE_URL", "required when EXAI_STORE=postgres"))?,
-        }),
-        "supabase" => {
-            let url = var("SUPABASE_URL")
-                .ok_or_else(|| invalid("SUPABASE_URL", "required when EXAI_STORE=supabase"))?;
-            let url = check_url("SUPABASE_URL", &url, &["https", "http"])?;
-            let key = var("SUPABASE_SERVICE_ROLE_KEY").or_else(|| var("SUPABASE_KEY")).ok_or_else(|| {
-                invalid("SUPABASE_SERVICE_ROLE_KEY", "required (or SUPABASE_KEY) with SUPABASE_URL")
-            })?;
-            Ok(StoreConfig::Supabase { url, key: Secret(key), database_url })
-        }
-        other => Err(invalid("EXAI_STORE", format!("{other:?} is not sqlite, postgres or supabase"))),
-    }
 }
 
 fn timeout_hours(var: &impl Fn(&str) -> Option<String>) -> Result<TimeDelta, ConfigError> {

@@ -11,8 +11,16 @@ use std::time::{Duration, Instant};
 use utoipa::ToSchema;
 
 use crate::cache::Cache;
-use crate::config::HealthSettings;
 use crate::store::{Store, StoreError};
+
+/// How dependencies are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Longest a single dependency check may take.
+    pub timeout: Duration,
+    /// How long a health result is reused.
+    pub reuse_for: Duration,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

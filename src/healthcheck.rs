@@ -8,8 +8,9 @@ use std::time::Duration;
 use reqwest::header::ACCEPT;
 
 use crate::app::{open_cache, open_store};
-use crate::config::{Config, Secret, StoreConfig};
+use crate::config::{Config, StoreConfig};
 use crate::health::{Health, Report, Status};
+use crate::secret::Secret;
 
 /// Why no health report could be had, and the exit code for it.
 #[derive(Debug, thiserror::Error)]

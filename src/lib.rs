@@ -10,6 +10,7 @@ pub mod health;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;
+pub mod secret;
 pub mod server;
 pub mod stats;
 pub mod store;

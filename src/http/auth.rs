@@ -10,7 +10,7 @@ use subtle::{Choice, ConstantTimeEq};
 
 use super::error::{ApiError, ErrorCode};
 use crate::app::AppState;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Accepted keys, kept as SHA-256 digests so that comparing a presented key takes the
 /// same time whatever its length or how much of it matches.

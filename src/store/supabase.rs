@@ -11,7 +11,7 @@ use url::Url;
 
 use super::StoreError;
 use super::functions::{Arg, Call, CallError, FunctionStore, Transport};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

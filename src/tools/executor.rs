@@ -19,10 +19,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::live::{LiveRun, RunEvent, Started, Subscription};
-use super::registry::ToolDefinition;
+use super::registry::{ToolDefinition, ToolSettings};
 use super::runners::{Answer, Invocation};
 use super::tool::{Admission, Tool};
-use crate::config::ToolSettings;
 use crate::conversations::{ConversationError, Conversations};
 use crate::domain::{
     NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, storable_text, truncate_to_micros,

@@ -9,4 +9,4 @@ mod tool;
 
 pub use executor::{Executor, RunError, RunRequest, fail_orphaned_runs};
 pub use live::{RunEvent, Started, Subscription};
-pub use registry::{ToolDefinition, ToolKind};
+pub use registry::{ToolDefinition, ToolKind, ToolSettings};

@@ -6,8 +6,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use url::Url;
 
-use crate::config::Secret;
 use crate::domain::check_tool_name;
+use crate::secret::Secret;
+
+/// The tools and the limits every run of them keeps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolSettings {
+    /// The registry, the built-in `echo` first.
+    pub definitions: Vec<ToolDefinition>,
+    /// No run, whatever it asks for, may take longer.
+    pub timeout_cap: Duration,
+    /// How often a run reports progress.
+    pub progress_every: Duration,
+}
 
 /// The built-in tool that answers with its input.
 pub const ECHO: &str = "echo";

@@ -363,7 +363,7 @@ async fn ex_ai_keeps_writing_adopted_tables_as_service_role_over_rest() {
     let gateway = postgrest::start(&url, SECRET_KEY).await;
     let store = exai::store::SupabaseStore::connect(
         &gateway.url.parse().unwrap(),
-        &exai::config::Secret::new(SECRET_KEY),
+        &exai::secret::Secret::new(SECRET_KEY),
     )
     .unwrap();
     store.ping().await.unwrap();

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use exai::cache::{Cache, RedisCache};
-use exai::config::{Config, Secret};
+use exai::config::Config;
+use exai::secret::Secret;
 use exai::store::{PostgresStore, Store, SupabaseStore};
 
 use crate::support::postgrest::{self, SECRET_KEY};

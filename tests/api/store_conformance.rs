@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::support;
 use crate::support::postgrest::{self, PostgrestServer};
 use crate::support::services;
-use exai::config::Secret;
+use exai::secret::Secret;
 use exai::store::{PostgresStore, SupabaseStore};
 
 fn now() -> DateTime<Utc> {

@@ -6,8 +6,8 @@ use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
 
-use exai::config::Secret;
 use exai::domain::NewThread;
+use exai::secret::Secret;
 use exai::store::{Store, StoreError, SupabaseStore};
 
 use crate::support::postgrest::{self, JWT_KEY, SECRET_KEY};

@@ -9,7 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "exai_session";

@@ -7,7 +7,8 @@ use axum::response::Response;
 use super::login::Access;
 use super::{Page, render};
 use crate::app::AppState;
-use crate::config::{Config, LogFormat, without_password};
+use crate::config::{Config, without_password};
+use crate::telemetry::LogFormat;
 
 /// One setting as shown: its variable and its value, already stripped of secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +89,7 @@ pub async fn show_settings(State(state): State<AppState>, Extension(access): Ext
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     #[test]
     fn secrets_never_appear() {

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::{Answer, Deltas, Invocation, MAX_ANSWER_BYTES, Runner, excerpt, failure, read_body, shown};
-use crate::config::Secret;
 use crate::domain::Role;
+use crate::secret::Secret;
 
 /// An OpenAI-compatible chat-completions API. The conversation so far goes as chat
 /// messages after the system prompt; with `stream` the answer arrives as server-sent

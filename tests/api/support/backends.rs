@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::postgrest::{self, SECRET_KEY};
 use super::{TestApp, memory_cache, policy, services, sqlite_store};
-use exai::config::Secret;
+use exai::secret::Secret;
 use exai::store::{PostgresStore, SupabaseStore};
 
 /// The application on one store backend, with what keeps that backend alive.

@@ -51,9 +51,10 @@ use tower::ServiceExt;
 
 use exai::app::{App, AppState};
 use exai::cache::{Cache, MemoryCache};
-use exai::config::{Config, Secret};
+use exai::config::Config;
 use exai::domain::ConversationPolicy;
 use exai::http::router;
+use exai::secret::Secret;
 use exai::store::{SqliteStore, Store};
 
 /// Finds a program a test needs. Without it the test is skipped and says why, unless
