@@ -271,6 +271,7 @@ impl From<RunError> for ApiError {
             RunError::Invalid(invalid) => invalid.into(),
             RunError::Conversation(conversation) => conversation.into(),
             RunError::Store(store) => store.into(),
+            RunError::Interrupted(_) => Self::internal(detail),
         }
     }
 }

@@ -1,10 +1,9 @@
 //! Runs tools: each run is admitted into its tool's bounded queue, executed behind the
 //! tool's concurrency limit, stopped at its deadline or on cancellation by dropping the
-//! runner (which closes its upstream connection), reported as it goes, recorded in the
-//! store at every step and, when it succeeds, added to its thread as two turns at once.
+//! runner (which closes its upstream connection), reported as it goes, and recorded at
+//! every step by the [`Recorder`].
 //! Runs belong to the executor, not to the request that started them.
 
-use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -18,20 +17,17 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::error::RunError;
 use super::live::{LiveRun, RunEvent, Started, Subscription};
+use super::recorder::{Recorder, now};
 use super::registry::{ToolDefinition, ToolSettings};
 use super::runners::{Answer, Invocation};
 use super::tool::{Admission, Tool};
-use crate::conversations::{ConversationError, Conversations};
-use crate::domain::{
-    NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, storable_text, truncate_to_micros,
-};
+use crate::conversations::Conversations;
+use crate::domain::{NewThread, NewTurn, Role, RunStatus, ToolRun, Turn, ValidationError, storable_text};
 use crate::metrics::Metrics;
-use crate::store::{Page, RunQuery, Store, StoreError, run_idempotency_key};
+use crate::store::{Page, RunQuery, Store};
 
-/// Attempts at a store write a run cannot do without, and the pause that grows between them.
-const STORE_ATTEMPTS: u32 = 4;
-const STORE_RETRY: Duration = Duration::from_millis(500);
 /// How long shutdown waits for stopped runs to record themselves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const TITLE_CHARS: usize = 80;
@@ -40,26 +36,6 @@ pub struct RunRequest {
     pub input: String,
     pub continuation_id: Option<Uuid>,
     pub timeout_secs: Option<u32>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("no tool {0:?}")]
-    ToolNotFound(String),
-    #[error("{tool} already has {admitted} runs running or queued; retry later")]
-    Busy { tool: String, admitted: usize },
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("no run {0}")]
-    RunNotFound(Uuid),
-    #[error("run {} has already finished ({})", .0.id, .0.status.as_str())]
-    AlreadyFinished(Box<ToolRun>),
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    #[error(transparent)]
-    Conversation(#[from] ConversationError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// How execution ended, before it is recorded.
@@ -79,15 +55,12 @@ struct Inner {
     tools: BTreeMap<String, Arc<Tool>>,
     store: Arc<dyn Store>,
     conversations: Conversations,
+    recorder: Recorder,
     metrics: Arc<Metrics>,
     settings: ToolSettings,
     live: Mutex<HashMap<Uuid, Arc<LiveRun>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-}
-
-fn now() -> DateTime<Utc> {
-    truncate_to_micros(Utc::now())
 }
 
 /// How long a run may take: the tool's own `timeout_secs`, or less when the caller asks.
@@ -125,6 +98,7 @@ impl Executor {
             .collect();
         let inner = Inner {
             tools,
+            recorder: Recorder::new(store.clone(), conversations.clone()),
             store,
             conversations,
             metrics,
@@ -166,9 +140,7 @@ impl Executor {
         let accepting = tokio::spawn(
             async move { this.accept(tool, request, timeout, admission).await }.in_current_span(),
         );
-        accepting.await.unwrap_or_else(|failure| {
-            Err(StoreError::Internal(format!("accepting the run failed: {failure}")).into())
-        })
+        accepting.await?
     }
 
     async fn accept(
@@ -271,7 +243,7 @@ impl Executor {
             // Recorded on the side: the upstream call should not wait for it, and the
             // store never lets it overwrite the final state if it lands late.
             let (this, running) = (self.clone(), run.clone());
-            self.inner.tasks.spawn(async move { this.record(&running).await }.in_current_span());
+            self.inner.tasks.spawn(async move { this.inner.recorder.save(&running).await }.in_current_span());
             let deltas = |text: String| {
                 let _ = live.events.send(RunEvent::Delta { text });
             };
@@ -307,7 +279,7 @@ impl Executor {
                 run.error = Some("the tool answered with no text".into());
             }
             Ended::Answered(answer) => {
-                match self.add_to_thread(&run, &answer).await {
+                match self.inner.recorder.add_to_thread(&run, &answer).await {
                     Ok(turns_remaining) => {
                         run.status = RunStatus::Completed;
                         run.turns_remaining = Some(turns_remaining);
@@ -338,7 +310,7 @@ impl Executor {
         run.error = run.error.map(storable_text);
         let finished_at = now();
         run.finished_at = Some(finished_at);
-        self.record_final(&run).await;
+        self.inner.recorder.save_final(&run).await;
 
         let metrics = &self.inner.metrics;
         let took = (finished_at - run.created_at).to_std().unwrap_or_default();
@@ -349,65 +321,6 @@ impl Executor {
         live.outcome.send_replace(Some(run.clone()));
         let _ = live.events.send(RunEvent::Finished(run.clone()));
         self.live().remove(&run.id);
-    }
-
-    /// Appends the question and the answer together. The run's id is the idempotency
-    /// key, so retrying after a store timeout cannot append twice, and a commit whose
-    /// answer was lost is found again. Returns the turns the thread has left, or a
-    /// reason fit for the run's record.
-    async fn add_to_thread(&self, run: &ToolRun, answer: &Answer) -> Result<u32, String> {
-        let question = NewTurn::new(Role::User, run.input.clone());
-        let reply = NewTurn {
-            tool_name: Some(run.tool.clone()),
-            model_provider: answer.model_provider.clone(),
-            model_name: answer.model_name.clone(),
-            ..NewTurn::new(Role::Assistant, answer.output.clone())
-        };
-        let key = Some(run_idempotency_key(run.id));
-        let conversations = &self.inner.conversations;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let turns = vec![question.clone(), reply.clone()];
-            match conversations.append_turns(run.continuation_id, turns, key.clone()).await {
-                Ok(appended) => return Ok(appended.turns_remaining),
-                Err(ConversationError::Store(StoreError::Unavailable(cause))) if attempt < STORE_ATTEMPTS => {
-                    tracing::warn!(run.id = %run.id, attempt, %cause, "appending a run's turns; retrying");
-                    tokio::time::sleep(STORE_RETRY * attempt).await;
-                }
-                Err(ConversationError::Store(
-                    error @ (StoreError::Internal(_) | StoreError::Misconfigured(_)),
-                ))
-                | Err(ConversationError::Store(error @ StoreError::Unavailable(_))) => {
-                    tracing::error!(run.id = %run.id, %error, "could not append a run's turns");
-                    return Err("the store failed; the server log has the cause".into());
-                }
-                Err(refused) => return Err(refused.to_string()),
-            }
-        }
-    }
-
-    async fn record(&self, run: &ToolRun) {
-        if let Err(error) = self.inner.store.save_run(run).await {
-            tracing::error!(run.id = %run.id, status = run.status.as_str(), %error, "could not record the run");
-        }
-    }
-
-    /// Records the end of a run, retrying while the store is unreachable: a run whose
-    /// end is lost reads `running` until the next restart marks it failed.
-    async fn record_final(&self, run: &ToolRun) {
-        for attempt in 1..=STORE_ATTEMPTS {
-            match self.inner.store.save_run(run).await {
-                Ok(()) => return,
-                Err(error) if attempt < STORE_ATTEMPTS => {
-                    tracing::warn!(run.id = %run.id, attempt, %error, "recording a run's end; retrying");
-                    tokio::time::sleep(STORE_RETRY * attempt).await;
-                }
-                Err(error) => {
-                    tracing::error!(run.id = %run.id, status = run.status.as_str(), %error, "could not record the run's end")
-                }
-            }
-        }
     }
 
     pub async fn get(&self, id: Uuid) -> Result<ToolRun, RunError> {
@@ -455,11 +368,6 @@ impl Executor {
             tracing::warn!("tool runs did not all stop within {SHUTDOWN_GRACE:?}");
         }
     }
-}
-
-/// Marks the runs a previous process left queued or running as failed.
-pub async fn fail_orphaned_runs(store: &dyn Store, started_at: DateTime<Utc>) -> Result<u64, StoreError> {
-    store.fail_unfinished_runs(started_at, "the server restarted before the run finished", now()).await
 }
 
 #[cfg(test)]

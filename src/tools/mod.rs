@@ -1,12 +1,16 @@
 //! Tool execution: the registry, the runners that call upstreams, and the executor that
 //! bounds, queues, reports and records every run.
 
+mod error;
 mod executor;
 mod live;
+mod recorder;
 pub mod registry;
 mod runners;
 mod tool;
 
-pub use executor::{Executor, RunError, RunRequest, fail_orphaned_runs};
+pub use error::RunError;
+pub use executor::{Executor, RunRequest};
 pub use live::{RunEvent, Started, Subscription};
+pub use recorder::fail_orphaned_runs;
 pub use registry::{ToolDefinition, ToolKind, ToolSettings};

@@ -1,0 +1,31 @@
+//! Why a run could not be started, found or stopped.
+
+use tokio::task::JoinError;
+use uuid::Uuid;
+
+use crate::conversations::ConversationError;
+use crate::domain::{ToolRun, ValidationError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no tool {0:?}")]
+    ToolNotFound(String),
+    #[error("{tool} already has {admitted} runs running or queued; retry later")]
+    Busy { tool: String, admitted: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("no run {0}")]
+    RunNotFound(Uuid),
+    #[error("run {} has already finished ({})", .0.id, .0.status.as_str())]
+    AlreadyFinished(Box<ToolRun>),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The task that accepted the run panicked or was cancelled.
+    #[error("accepting the run stopped: {0}")]
+    Interrupted(#[from] JoinError),
+}
