@@ -1,0 +1,171 @@
+//! Runs: their records, listings, and the room they reserve on their threads.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use exai::domain::{RunStatus, ToolRun};
+use exai::store::{AppendTurns, Cursor, RunQuery, Store, StoreError};
+use std::sync::Arc;
+use uuid::Uuid;
+
+use super::{append, new_thread, now, titled, user};
+use crate::support;
+
+/// A run as [`Store::reserve_run`] records it: queued, on `thread`.
+fn queued_run(thread: Uuid) -> ToolRun {
+    ToolRun { continuation_id: thread, ..run("echo", RunStatus::Queued, now()) }
+}
+
+pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
+    let thread = new_thread(store, titled("runs"), now()).await;
+    let (first, second) = (queued_run(thread), queued_run(thread));
+    store.reserve_run(&first, support::policy(5), now()).await.unwrap();
+    store.reserve_run(&second, support::policy(5), now()).await.unwrap();
+    assert_eq!(store.get_run(first.id).await.unwrap(), Some(first.clone()), "the run is recorded");
+    let full = store.reserve_run(&queued_run(thread), support::policy(5), now()).await;
+    assert_eq!(full, Err(StoreError::TurnLimitReached { thread_id: thread, max_turns: 5 }));
+
+    // Once a run's turns are appended they count as turns, no longer as a reservation,
+    // though the run has not recorded its end yet.
+    let mut turns = append(thread, vec![user("q"), user("a")], support::policy(5));
+    turns.idempotency_key = Some(exai::store::run_idempotency_key(first.id));
+    store.append_turns(&turns).await.unwrap();
+    store.reserve_run(&queued_run(thread), support::policy(6), now()).await.unwrap();
+    let refused = store.reserve_run(&queued_run(thread), support::policy(6), now()).await;
+    assert!(matches!(refused, Err(StoreError::TurnLimitReached { .. })), "{refused:?}");
+    // A run that ended without turns gives its room back.
+    let ended = ToolRun { status: RunStatus::Failed, finished_at: Some(now()), ..second };
+    store.save_run(&ended).await.unwrap();
+    store.reserve_run(&queued_run(thread), support::policy(6), now()).await.unwrap();
+
+    let old = new_thread(store, titled("old"), now() - TimeDelta::days(2)).await;
+    let expired = store.reserve_run(&queued_run(old), support::policy(20), now()).await;
+    assert_eq!(expired, Err(StoreError::ThreadExpired(old)));
+    let missing = Uuid::new_v4();
+    let orphan = queued_run(missing);
+    let unknown = store.reserve_run(&orphan, support::policy(20), now()).await;
+    assert_eq!(unknown, Err(StoreError::ThreadNotFound(missing)));
+    assert_eq!(store.get_run(orphan.id).await.unwrap(), None, "a refused run is not recorded");
+}
+
+pub async fn appends_leave_the_room_runs_reserved(store: &dyn Store) {
+    let thread = new_thread(store, titled("reserved"), now()).await;
+    let run = queued_run(thread);
+    store.reserve_run(&run, support::policy(3), now()).await.unwrap();
+    let crowding = store.append_turns(&append(thread, vec![user("a"), user("b")], support::policy(3))).await;
+    assert_eq!(crowding.unwrap_err(), StoreError::TurnLimitReached { thread_id: thread, max_turns: 3 });
+    store.append_turns(&append(thread, vec![user("fits")], support::policy(3))).await.unwrap();
+    // The run's own turns take the room it reserved.
+    let mut answer = append(thread, vec![user("q"), user("a")], support::policy(3));
+    answer.idempotency_key = Some(exai::store::run_idempotency_key(run.id));
+    let appended = store.append_turns(&answer).await.unwrap();
+    assert_eq!(appended.thread.thread.turn_count, 3);
+}
+
+/// The reservation is the promise: a run accepted while its thread was open records its
+/// answer though the thread expired while it ran; a client's append is refused.
+pub async fn a_reserved_run_records_its_answer_past_expiry(store: &dyn Store) {
+    let policy = support::policy(20);
+    let opened = now() - policy.timeout + TimeDelta::minutes(1);
+    let thread = new_thread(store, titled("closing"), opened).await;
+    let run = queued_run(thread);
+    store.reserve_run(&run, policy, now()).await.unwrap();
+    let later = now() + TimeDelta::minutes(2);
+    let client = AppendTurns { now: later, ..append(thread, vec![user("late")], policy) };
+    assert_eq!(store.append_turns(&client).await.unwrap_err(), StoreError::ThreadExpired(thread));
+    let answer = AppendTurns {
+        now: later,
+        idempotency_key: Some(exai::store::run_idempotency_key(run.id)),
+        ..append(thread, vec![user("q"), user("a")], policy)
+    };
+    assert_eq!(store.append_turns(&answer).await.unwrap().thread.thread.turn_count, 2);
+}
+
+pub async fn reserves_room_atomically(store: Arc<dyn Store>) {
+    let thread = new_thread(&*store, titled("contended"), now()).await;
+    let attempts = (0..15).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.reserve_run(&queued_run(thread), support::policy(20), now()).await })
+    });
+    let results: Vec<_> =
+        futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let reserved = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::TurnLimitReached { .. }))).count();
+    assert_eq!((reserved, refused), (10, 5), "{results:?}");
+}
+
+pub(super) fn run(tool: &str, status: RunStatus, created_at: DateTime<Utc>) -> ToolRun {
+    ToolRun {
+        id: Uuid::new_v4(),
+        tool: tool.into(),
+        status,
+        continuation_id: Uuid::new_v4(),
+        input: "question".into(),
+        output: None,
+        error: None,
+        created_at,
+        started_at: None,
+        finished_at: None,
+        timeout_secs: 30,
+        turns_remaining: None,
+    }
+}
+
+pub async fn saves_and_reads_runs(store: &dyn Store) {
+    let mut saved = run("echo", RunStatus::Queued, now());
+    store.save_run(&saved).await.unwrap();
+    assert_eq!(store.get_run(saved.id).await.unwrap(), Some(saved.clone()));
+    saved.status = RunStatus::Completed;
+    saved.output = Some("answer".into());
+    saved.started_at = Some(now());
+    saved.finished_at = Some(now() + TimeDelta::milliseconds(1500));
+    saved.turns_remaining = Some(18);
+    store.save_run(&saved).await.unwrap();
+    assert_eq!(store.get_run(saved.id).await.unwrap(), Some(saved.clone()));
+    let overtaken = ToolRun { status: RunStatus::Running, output: None, ..saved.clone() };
+    store.save_run(&overtaken).await.unwrap();
+    assert_eq!(store.get_run(saved.id).await.unwrap(), Some(saved), "an end is final");
+    assert_eq!(store.get_run(Uuid::new_v4()).await.unwrap(), None);
+}
+
+pub async fn lists_runs_newest_first_with_filters(store: &dyn Store) {
+    let tool = format!("t{}", Uuid::new_v4().simple());
+    let base = now() - TimeDelta::minutes(10);
+    let statuses = [RunStatus::Completed, RunStatus::Failed, RunStatus::Completed, RunStatus::TimedOut];
+    let mut ids = Vec::new();
+    for (i, status) in statuses.into_iter().enumerate() {
+        let saved = run(&tool, status, base + TimeDelta::seconds(i as i64));
+        store.save_run(&saved).await.unwrap();
+        ids.push(saved.id);
+    }
+    store.save_run(&run("other", RunStatus::Completed, base)).await.unwrap();
+    let query = |after, status| RunQuery { limit: 3, after, tool: Some(tool.clone()), status };
+    let first = store.list_runs(&query(None, None)).await.unwrap();
+    assert_eq!(first.items.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[3], ids[2], ids[1]]);
+    let last = first.items.last().unwrap();
+    assert_eq!(first.next, Some(Cursor::new(last.created_at, last.id)));
+    let rest = store.list_runs(&query(first.next, None)).await.unwrap();
+    assert_eq!((rest.items.iter().map(|r| r.id).collect::<Vec<_>>(), rest.next), (vec![ids[0]], None));
+    let completed = store.list_runs(&query(None, Some(RunStatus::Completed))).await.unwrap();
+    assert_eq!(completed.items.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2], ids[0]]);
+}
+
+pub async fn fails_runs_a_previous_process_left_unfinished(store: &dyn Store) {
+    let cutoff = now();
+    let old_running = run("echo", RunStatus::Running, cutoff - TimeDelta::seconds(5));
+    let old_queued = run("echo", RunStatus::Queued, cutoff - TimeDelta::seconds(4));
+    let old_done = run("echo", RunStatus::Completed, cutoff - TimeDelta::seconds(3));
+    let new_running = run("echo", RunStatus::Running, cutoff + TimeDelta::seconds(1));
+    for saved in [&old_running, &old_queued, &old_done, &new_running] {
+        store.save_run(saved).await.unwrap();
+    }
+    let failed = store.fail_unfinished_runs(cutoff, "restarted", cutoff).await.unwrap();
+    assert!(failed >= 2, "{failed}");
+    for id in [old_running.id, old_queued.id] {
+        let read = store.get_run(id).await.unwrap().unwrap();
+        assert_eq!(
+            (read.status, read.error.as_deref(), read.finished_at),
+            (RunStatus::Failed, Some("restarted"), Some(cutoff))
+        );
+    }
+    assert_eq!(store.get_run(old_done.id).await.unwrap().unwrap().status, RunStatus::Completed);
+    assert_eq!(store.get_run(new_running.id).await.unwrap().unwrap().status, RunStatus::Running);
+}
