@@ -15,20 +15,27 @@ use self::guarded_cache::{GuardedCache, Read};
 use self::single_flight::SingleFlight;
 use crate::cache::{Cache, CacheStats, CachedThread, Lease};
 use crate::domain::{
-    ConversationPolicy, History, HistoryLimits, NewThread, NewTurn, Thread, ThreadWithTurns, Turn,
+    ConversationPolicy, History, HistoryLimits, NewThread, NewTurn, Rejection, Thread, ThreadWithTurns, Turn,
     ValidationError, check_idempotency_key, truncate_to_micros,
 };
-use crate::store::{Activity, AppendTurns, Cursor, Store, StoreError, ThreadQuery, next_page};
+use crate::store::{Activity, AppendTurns, Cursor, Store, StoreError, ThreadQuery, WriteError, next_page};
 
+/// Why a conversation's request was not carried out: invalid, refused by its rules, or
+/// the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConversationError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error(transparent)]
+    Refused(#[from] Rejection),
+    #[error(transparent)]
     Store(#[from] StoreError),
-    /// The idempotency key was used before for turns other than these.
-    #[error("Idempotency-Key {0:?} was used on this thread for a different request")]
-    KeyReused(String),
+}
+
+impl From<WriteError> for ConversationError {
+    fn from(error: WriteError) -> Self {
+        error.into_either()
+    }
 }
 
 /// Which threads to list, by expiry.
@@ -183,7 +190,10 @@ impl Conversations {
             let append = AppendTurns { thread_id, turns, idempotency_key, policy: this.policy, now };
             let appended = match this.store.append_turns(&append).await {
                 Ok(appended) => appended,
-                Err(error) => return Err(this.distrust_after(thread_id, error).await.into()),
+                Err(WriteError::Refused(refusal)) => return Err(refusal.into()),
+                Err(WriteError::Failed(error)) => {
+                    return Err(this.distrust_after(thread_id, error).await.into());
+                }
             };
             this.flights.forget(&thread_id);
             // A replay too: the first attempt may have committed without updating the cache.
@@ -192,7 +202,7 @@ impl Conversations {
             let same_request = append.turns.len() == appended.turns.len()
                 && append.turns.iter().zip(&appended.turns).all(|(new, old)| new.is_recorded_as(old));
             if appended.replayed && !same_request {
-                return Err(ConversationError::KeyReused(append.idempotency_key.unwrap_or_default()));
+                return Err(Rejection::KeyReused(append.idempotency_key.unwrap_or_default()).into());
             }
             Ok(TurnsAppended {
                 turns: appended.turns,
@@ -220,9 +230,9 @@ impl Conversations {
     /// The conversation a new exchange continues: the newest turns of the thread's chain
     /// within the history budget, oldest first. Whether the thread can take the exchange
     /// is the store's to decide when the run is reserved.
-    pub async fn continuation(&self, id: Uuid) -> Result<Vec<Turn>, StoreError> {
+    pub async fn continuation(&self, id: Uuid) -> Result<Vec<Turn>, ConversationError> {
         let chain =
-            self.store.history(id, HistoryLimits::DEFAULT).await?.ok_or(StoreError::ThreadNotFound(id))?;
+            self.store.history(id, HistoryLimits::DEFAULT).await?.ok_or(Rejection::ThreadNotFound(id))?;
         Ok(chain.turns)
     }
 

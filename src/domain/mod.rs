@@ -2,6 +2,7 @@
 
 mod history;
 mod policy;
+mod rejection;
 mod run;
 mod thread;
 mod turn;
@@ -9,6 +10,7 @@ mod validation;
 
 pub use history::{Chain, HISTORY_MAX_BYTES, HISTORY_MAX_DEPTH, History, HistoryLimits};
 pub use policy::ConversationPolicy;
+pub use rejection::Rejection;
 pub use run::{RunStatus, RunView, ToolRun};
 pub use thread::{NewThread, Thread, ThreadView, ThreadWithTurns};
 pub use turn::{NewTurn, Role, Turn};

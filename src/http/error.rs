@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::request_context;
 use crate::conversations::ConversationError;
-use crate::domain::ValidationError;
+use crate::domain::{Rejection, ValidationError};
 use crate::server::BodyTimedOut;
 use crate::store::StoreError;
 use crate::telemetry::Throttle;
@@ -209,31 +209,39 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
+impl From<Rejection> for ApiError {
+    fn from(refusal: Rejection) -> Self {
         use ErrorCode::*;
-        match error {
-            StoreError::ThreadNotFound(id) => Self::new(ThreadNotFound, format!("no thread {id}")),
-            StoreError::ParentNotFound(id) => {
+        match refusal {
+            Rejection::ThreadNotFound(id) => Self::new(ThreadNotFound, format!("no thread {id}")),
+            Rejection::ParentNotFound(id) => {
                 Self::new(ValidationFailed, format!("parent_id: no thread {id}"))
             }
-            StoreError::ThreadExpired(id) => Self::new(
+            Rejection::ThreadExpired(id) => Self::new(
                 ThreadExpired,
                 format!(
                     "thread {id} has expired and can no longer be continued; it stays readable. \
                      Start a new thread with parent_id {id} to continue the conversation"
                 ),
             ),
-            StoreError::TurnLimitReached { thread_id, max_turns } => Self::new(
+            Rejection::TurnLimitReached { thread_id, max_turns } => Self::new(
                 TurnLimitReached,
                 format!(
                     "thread {thread_id} holds its maximum of {max_turns} turns; \
                      start a new thread with parent_id {thread_id} to continue"
                 ),
             ),
+            reused @ Rejection::KeyReused(_) => Self::new(IdempotencyKeyReused, reused.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
             StoreError::Unavailable(cause) => Self {
                 cause: Some(Cause::StoreUnavailable(cause)),
-                ..Self::new(StoreUnavailable, "the store cannot be reached right now; retry later")
+                ..Self::new(ErrorCode::StoreUnavailable, "the store cannot be reached right now; retry later")
             },
             StoreError::Internal(cause) | StoreError::Misconfigured(cause) => Self::internal(cause),
         }
@@ -250,10 +258,8 @@ impl From<ConversationError> for ApiError {
     fn from(error: ConversationError) -> Self {
         match error {
             ConversationError::Invalid(invalid) => invalid.into(),
+            ConversationError::Refused(refusal) => refusal.into(),
             ConversationError::Store(store) => store.into(),
-            reused @ ConversationError::KeyReused(_) => {
-                Self::new(ErrorCode::IdempotencyKeyReused, reused.to_string())
-            }
         }
     }
 }
@@ -269,7 +275,7 @@ impl From<RunError> for ApiError {
             RunError::RunNotFound(_) => Self::new(RunNotFound, detail),
             RunError::AlreadyFinished(run) => Self::new(RunFinished, detail).for_run(run.id),
             RunError::Invalid(invalid) => invalid.into(),
-            RunError::Conversation(conversation) => conversation.into(),
+            RunError::Refused(refusal) => refusal.into(),
             RunError::Store(store) => store.into(),
             RunError::Interrupted(_) => Self::internal(detail),
         }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use super::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery};
+use super::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery, WriteError};
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
 };
@@ -43,7 +43,7 @@ macro_rules! forward_through_hook {
                 self.inner.round_trips()
             }
 
-            $(async fn $op(&self, $($arg: $ty),*) -> Result<$output, StoreError> {
+            $(async fn $op(&self, $($arg: $ty),*) -> $output {
                 self.hook.around(stringify!($op), self.inner.$op($($arg),*)).await
             })*
         }
@@ -51,17 +51,17 @@ macro_rules! forward_through_hook {
 }
 
 forward_through_hook! {
-    create_thread(id: Uuid, new: &NewThread, now: DateTime<Utc>) -> Thread;
-    get_thread(id: Uuid) -> Option<ThreadWithTurns>;
-    list_threads(query: &ThreadQuery) -> Page<Thread>;
-    delete_thread(id: Uuid) -> bool;
-    append_turns(append: &AppendTurns) -> Appended;
-    list_turns(id: Uuid, after_seq: u32, limit: u32) -> Option<Vec<Turn>>;
-    history(id: Uuid, limits: HistoryLimits) -> Option<Chain>;
-    reserve_run(run: &ToolRun, policy: ConversationPolicy, now: DateTime<Utc>) -> ();
-    save_run(run: &ToolRun) -> ();
-    get_run(id: Uuid) -> Option<ToolRun>;
-    list_runs(query: &RunQuery) -> Page<ToolRun>;
-    fail_unfinished_runs(created_before: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> u64;
-    ping() -> ();
+    create_thread(id: Uuid, new: &NewThread, now: DateTime<Utc>) -> Result<Thread, WriteError>;
+    get_thread(id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError>;
+    list_threads(query: &ThreadQuery) -> Result<Page<Thread>, StoreError>;
+    delete_thread(id: Uuid) -> Result<bool, StoreError>;
+    append_turns(append: &AppendTurns) -> Result<Appended, WriteError>;
+    list_turns(id: Uuid, after_seq: u32, limit: u32) -> Result<Option<Vec<Turn>>, StoreError>;
+    history(id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError>;
+    reserve_run(run: &ToolRun, policy: ConversationPolicy, now: DateTime<Utc>) -> Result<(), WriteError>;
+    save_run(run: &ToolRun) -> Result<(), StoreError>;
+    get_run(id: Uuid) -> Result<Option<ToolRun>, StoreError>;
+    list_runs(query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
+    fail_unfinished_runs(created_before: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    ping() -> Result<(), StoreError>;
 }

@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::{
     Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN,
-    ThreadQuery, escape_like, readable_turn, run_position, thread_position, turns_from,
+    ThreadQuery, WriteError, escape_like, readable_turn, run_position, thread_position, turns_from,
 };
 use crate::domain::{
-    Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
+    Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
 };
 
 /// One argument of a function call, typed so the wire protocol can bind it.
@@ -37,7 +37,7 @@ pub struct Call {
     pub args: Vec<(&'static str, Arg)>,
 }
 
-/// Why a call failed, before it is given its meaning as a [`StoreError`].
+/// Why a call failed, before it is given its meaning as a [`WriteError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
     /// The function raised an `EX…` SQLSTATE: a rejection the caller must see.
@@ -76,14 +76,14 @@ struct AppendResult {
 /// The rejections a call may raise, and what each means for this call.
 #[derive(Default)]
 struct Rejections {
-    not_found: Option<StoreError>,
-    parent_not_found: Option<StoreError>,
-    expired: Option<StoreError>,
-    turn_limit: Option<StoreError>,
+    not_found: Option<Rejection>,
+    parent_not_found: Option<Rejection>,
+    expired: Option<Rejection>,
+    turn_limit: Option<Rejection>,
 }
 
 impl Rejections {
-    fn meaning(self, sqlstate: &str) -> Option<StoreError> {
+    fn meaning(self, sqlstate: &str) -> Option<Rejection> {
         match sqlstate {
             "EX404" => self.not_found,
             "EX422" => self.parent_not_found,
@@ -99,20 +99,34 @@ impl<T: Transport> FunctionStore<T> {
         Self { transport, round_trips: AtomicU64::new(0) }
     }
 
-    /// Makes the call and decodes its JSON result.
-    async fn call<R: DeserializeOwned>(&self, call: Call, rejections: Rejections) -> Result<R, StoreError> {
+    /// Makes a call the rules may refuse and decodes its JSON result.
+    async fn refusable<R: DeserializeOwned>(
+        &self,
+        call: Call,
+        rejections: Rejections,
+    ) -> Result<R, WriteError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let function = call.function;
         let json = self.transport.call(&call).await.map_err(|error| match error {
-            CallError::Rejected { sqlstate } => rejections.meaning(&sqlstate).unwrap_or_else(|| {
-                StoreError::Internal(format!("{function} raised unexpected SQLSTATE {sqlstate}"))
-            }),
-            CallError::Unavailable(cause) => StoreError::Unavailable(cause),
-            CallError::Misconfigured(cause) => StoreError::Misconfigured(cause),
-            CallError::Failed(cause) => StoreError::Internal(format!("{function}: {cause}")),
+            CallError::Rejected { sqlstate } => rejections.meaning(&sqlstate).map_or_else(
+                || StoreError::Internal(format!("{function} raised unexpected SQLSTATE {sqlstate}")).into(),
+                WriteError::Refused,
+            ),
+            CallError::Unavailable(cause) => StoreError::Unavailable(cause).into(),
+            CallError::Misconfigured(cause) => StoreError::Misconfigured(cause).into(),
+            CallError::Failed(cause) => StoreError::Internal(format!("{function}: {cause}")).into(),
         })?;
-        serde_json::from_str(&json)
-            .map_err(|e| StoreError::Internal(format!("{function} returned unreadable JSON: {e}")))
+        Ok(serde_json::from_str(&json)
+            .map_err(|e| StoreError::Internal(format!("{function} returned unreadable JSON: {e}")))?)
+    }
+
+    /// Makes a call no rule refuses and decodes its JSON result.
+    async fn call<R: DeserializeOwned>(&self, call: Call, rejections: Rejections) -> Result<R, StoreError> {
+        let function = call.function;
+        self.refusable(call, rejections).await.map_err(|error| match error {
+            WriteError::Failed(failure) => failure,
+            WriteError::Refused(refusal) => StoreError::Internal(format!("{function} refused: {refusal}")),
+        })
     }
 }
 
@@ -174,7 +188,7 @@ impl<T: Transport> Store for FunctionStore<T> {
         id: Uuid,
         new: &NewThread,
         now: DateTime<Utc>,
-    ) -> Result<Thread, StoreError> {
+    ) -> Result<Thread, WriteError> {
         let call = Call {
             function: "exai_create_thread",
             args: vec![
@@ -186,8 +200,8 @@ impl<T: Transport> Store for FunctionStore<T> {
                 ("p_now", time(now)),
             ],
         };
-        let parent_not_found = new.parent_id.map(StoreError::ParentNotFound);
-        self.call(call, Rejections { parent_not_found, ..Rejections::default() }).await
+        let parent_not_found = new.parent_id.map(Rejection::ParentNotFound);
+        self.refusable(call, Rejections { parent_not_found, ..Rejections::default() }).await
     }
 
     async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
@@ -223,7 +237,7 @@ impl<T: Transport> Store for FunctionStore<T> {
         self.call(call, Rejections::default()).await
     }
 
-    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, StoreError> {
+    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, WriteError> {
         let id = append.thread_id;
         let call = Call {
             function: "exai_append_turns",
@@ -238,15 +252,15 @@ impl<T: Transport> Store for FunctionStore<T> {
             ],
         };
         let rejections = Rejections {
-            not_found: Some(StoreError::ThreadNotFound(id)),
-            expired: Some(StoreError::ThreadExpired(id)),
-            turn_limit: Some(StoreError::TurnLimitReached {
+            not_found: Some(Rejection::ThreadNotFound(id)),
+            expired: Some(Rejection::ThreadExpired(id)),
+            turn_limit: Some(Rejection::TurnLimitReached {
                 thread_id: id,
                 max_turns: append.policy.max_turns,
             }),
             ..Rejections::default()
         };
-        let result: AppendResult = self.call(call, rejections).await?;
+        let result: AppendResult = self.refusable(call, rejections).await?;
         let turns = turns_from(&result.turns, result.first_seq, append.turns.len() as u32);
         Ok(Appended {
             thread: ThreadWithTurns { thread: result.thread, turns: result.turns },
@@ -290,7 +304,7 @@ impl<T: Transport> Store for FunctionStore<T> {
         run: &ToolRun,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), WriteError> {
         let id = run.continuation_id;
         let call = Call {
             function: "exai_reserve_run",
@@ -303,12 +317,12 @@ impl<T: Transport> Store for FunctionStore<T> {
             ],
         };
         let rejections = Rejections {
-            not_found: Some(StoreError::ThreadNotFound(id)),
-            expired: Some(StoreError::ThreadExpired(id)),
-            turn_limit: Some(StoreError::TurnLimitReached { thread_id: id, max_turns: policy.max_turns }),
+            not_found: Some(Rejection::ThreadNotFound(id)),
+            expired: Some(Rejection::ThreadExpired(id)),
+            turn_limit: Some(Rejection::TurnLimitReached { thread_id: id, max_turns: policy.max_turns }),
             ..Rejections::default()
         };
-        self.call::<bool>(call, rejections).await.map(drop)
+        self.refusable::<bool>(call, rejections).await.map(drop)
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {

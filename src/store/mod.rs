@@ -22,8 +22,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::{
-    Chain, ConversationPolicy, HistoryLimits, NewThread, NewTurn, RunStatus, Thread, ThreadWithTurns,
-    ToolRun, Turn,
+    Chain, ConversationPolicy, HistoryLimits, NewThread, NewTurn, Rejection, RunStatus, Thread,
+    ThreadWithTurns, ToolRun, Turn,
 };
 use crate::telemetry::Throttle;
 
@@ -36,18 +36,9 @@ pub fn run_idempotency_key(run_id: Uuid) -> String {
     format!("run:{run_id}")
 }
 
-/// Why a store call failed. Rejections the store decides atomically (expiry, turn
-/// limit) are reported here so that no caller has to check them in a separate step.
+/// Why a store call failed: the backend, not the request, is at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("thread {0} not found")]
-    ThreadNotFound(Uuid),
-    #[error("parent thread {0} not found")]
-    ParentNotFound(Uuid),
-    #[error("thread {0} has expired")]
-    ThreadExpired(Uuid),
-    #[error("thread {thread_id} already holds {max_turns} turns")]
-    TurnLimitReached { thread_id: Uuid, max_turns: u32 },
     /// The backend could not be reached or is overloaded; retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -57,6 +48,31 @@ pub enum StoreError {
     /// Anything else: a bug, corrupt data, a full disk.
     #[error("store failure: {0}")]
     Internal(String),
+}
+
+/// Why a write the rules may refuse did not happen: refused, or the store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Refused(#[from] Rejection),
+    #[error(transparent)]
+    Failed(#[from] StoreError),
+}
+
+impl WriteError {
+    /// The refusal or the failure, as an error of a caller that keeps them apart.
+    pub fn into_either<E: From<Rejection> + From<StoreError>>(self) -> E {
+        match self {
+            WriteError::Refused(refusal) => refusal.into(),
+            WriteError::Failed(failure) => failure.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::from(error).into()
+    }
 }
 
 /// Turns to append atomically, with the checks that guard them.
@@ -229,7 +245,7 @@ pub trait Store: Send + Sync {
         id: Uuid,
         thread: &NewThread,
         now: DateTime<Utc>,
-    ) -> Result<Thread, StoreError>;
+    ) -> Result<Thread, WriteError>;
 
     async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError>;
 
@@ -241,7 +257,7 @@ pub trait Store: Send + Sync {
 
     /// Appends turns with contiguous `seq`s, serialized per thread, after checking
     /// idempotency, then expiry, then the turn limit.
-    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, StoreError>;
+    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, WriteError>;
 
     /// Turns with `seq > after_seq`, at most `limit`; `None` when the thread does not exist.
     async fn list_turns(
@@ -266,7 +282,7 @@ pub trait Store: Send + Sync {
         run: &ToolRun,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), WriteError>;
 
     /// Inserts a run, or replaces the stored state of one that has not ended: a final
     /// state is never overwritten.

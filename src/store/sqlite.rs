@@ -20,10 +20,10 @@ use self::rows::{
 };
 use super::{
     Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN, ThreadQuery,
-    escape_like, readable_turn, thread_position, turns_from,
+    WriteError, escape_like, readable_turn, thread_position, turns_from,
 };
 use crate::domain::{
-    Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
+    Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -159,11 +159,11 @@ impl SqliteStore {
         &self,
         conn: &mut SqliteConnection,
         append: &AppendTurns,
-    ) -> Result<Appended, StoreError> {
+    ) -> Result<Appended, WriteError> {
         let id = append.thread_id;
         self.trip();
         let row = sqlx::query(SELECT_THREAD).bind(id.to_string()).fetch_optional(&mut *conn).await?;
-        let thread = decode_thread(&row.ok_or(StoreError::ThreadNotFound(id))?)?;
+        let thread = decode_thread(&row.ok_or(Rejection::ThreadNotFound(id))?)?;
         let count = append.turns.len() as u32;
 
         if let Some(key) = &append.idempotency_key {
@@ -177,7 +177,7 @@ impl SqliteStore {
             .await?;
             if let Some(first) = first {
                 let current = self.load_thread_with_turns(conn, id).await?;
-                let current = current.ok_or(StoreError::ThreadNotFound(id))?;
+                let current = current.ok_or(Rejection::ThreadNotFound(id))?;
                 let turns = turns_from(&current.turns, first, count);
                 return Ok(Appended { thread: current, turns, replayed: true });
             }
@@ -188,12 +188,14 @@ impl SqliteStore {
         if append.policy.is_expired(thread.updated_at, append.now)
             && !self.run_under_way(conn, id, key).await?
         {
-            return Err(StoreError::ThreadExpired(id));
+            return Err(Rejection::ThreadExpired(id).into());
         }
         // Other runs' reserved room stays free for their answers.
         let reserved = TURNS_PER_RUN * self.open_runs(conn, id, append.idempotency_key.as_deref()).await?;
         if thread.turn_count + count + reserved > append.policy.max_turns {
-            return Err(StoreError::TurnLimitReached { thread_id: id, max_turns: append.policy.max_turns });
+            return Err(
+                Rejection::TurnLimitReached { thread_id: id, max_turns: append.policy.max_turns }.into()
+            );
         }
 
         // Clocks of concurrent callers differ slightly: never move a thread back in time.
@@ -228,7 +230,7 @@ impl SqliteStore {
         .await?;
 
         let current = self.load_thread_with_turns(conn, id).await?;
-        let current = current.ok_or(StoreError::ThreadNotFound(id))?;
+        let current = current.ok_or(Rejection::ThreadNotFound(id))?;
         let turns = turns_from(&current.turns, thread.turn_count + 1, count);
         Ok(Appended { thread: current, turns, replayed: false })
     }
@@ -245,7 +247,7 @@ impl Store for SqliteStore {
         id: Uuid,
         new: &NewThread,
         now: DateTime<Utc>,
-    ) -> Result<Thread, StoreError> {
+    ) -> Result<Thread, WriteError> {
         self.trip();
         let inserted = sqlx::query(
             "INSERT INTO conversations (id, parent_id, title, tool_name, metadata, created_at, \
@@ -262,8 +264,8 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         match (inserted.rows_affected(), new.parent_id) {
-            (0, Some(parent)) => Err(StoreError::ParentNotFound(parent)),
-            (0, None) => Err(StoreError::Internal(format!("thread {id} was not inserted"))),
+            (0, Some(parent)) => Err(Rejection::ParentNotFound(parent).into()),
+            (0, None) => Err(StoreError::Internal(format!("thread {id} was not inserted")).into()),
             _ => Ok(Thread {
                 id,
                 parent_id: new.parent_id,
@@ -314,7 +316,7 @@ impl Store for SqliteStore {
         Ok(deleted.rows_affected() > 0)
     }
 
-    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, StoreError> {
+    async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, WriteError> {
         self.trip();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let appended = self.append_in(&mut tx, append).await?;
@@ -372,7 +374,7 @@ impl Store for SqliteStore {
         run: &ToolRun,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), WriteError> {
         self.trip();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         self.reserve_in(&mut tx, run, policy, now).await?;

@@ -4,8 +4,8 @@ use tokio::task::JoinError;
 use uuid::Uuid;
 
 use crate::conversations::ConversationError;
-use crate::domain::{ToolRun, ValidationError};
-use crate::store::StoreError;
+use crate::domain::{Rejection, ToolRun, ValidationError};
+use crate::store::{StoreError, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -22,10 +22,26 @@ pub enum RunError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error(transparent)]
-    Conversation(#[from] ConversationError),
+    Refused(#[from] Rejection),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The task that accepted the run panicked or was cancelled.
     #[error("accepting the run stopped: {0}")]
     Interrupted(#[from] JoinError),
+}
+
+impl From<ConversationError> for RunError {
+    fn from(error: ConversationError) -> Self {
+        match error {
+            ConversationError::Invalid(invalid) => invalid.into(),
+            ConversationError::Refused(refusal) => refusal.into(),
+            ConversationError::Store(failure) => failure.into(),
+        }
+    }
+}
+
+impl From<WriteError> for RunError {
+    fn from(error: WriteError) -> Self {
+        error.into_either()
+    }
 }

@@ -100,9 +100,7 @@ impl Recorder {
         };
         match retrying(run, "appending a run's turns", transient_failure, append).await {
             Ok(appended) => Ok(appended.turns_remaining),
-            Err(ConversationError::Store(
-                error @ (StoreError::Unavailable(_) | StoreError::Internal(_) | StoreError::Misconfigured(_)),
-            )) => {
+            Err(ConversationError::Store(error)) => {
                 tracing::error!(run.id = %run.id, %error, "could not append a run's turns");
                 Err("the store failed; the server log has the cause".into())
             }

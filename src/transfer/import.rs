@@ -13,8 +13,8 @@ use futures_util::stream::FuturesUnordered;
 use uuid::Uuid;
 
 use super::format::{FORMAT, Line, VERSION};
-use crate::domain::{ConversationPolicy, NewThread, NewTurn, Thread, ToolRun, Turn};
-use crate::store::{AppendTurns, Store, StoreError};
+use crate::domain::{ConversationPolicy, NewThread, NewTurn, Rejection, Thread, ToolRun, Turn};
+use crate::store::{AppendTurns, Store, StoreError, WriteError};
 
 /// Imported turns keep their original times, so neither the configured expiry nor the
 /// turn limit of this deployment may refuse them.
@@ -37,7 +37,15 @@ pub enum ImportError {
     )]
     CountsDiffer { expected: u64, runs: u64, found_threads: u64, found_runs: u64 },
     #[error(transparent)]
+    Refused(#[from] Rejection),
+    #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<WriteError> for ImportError {
+    fn from(error: WriteError) -> Self {
+        error.into_either()
+    }
 }
 
 impl ImportError {
@@ -182,7 +190,7 @@ async fn import_waiting(
                 .map_err(|source| ImportError::Read { path: String::new(), source })?;
             let Line::Thread { thread, turns } = parse(&buffer, number)? else { continue };
             match import_thread(store, &thread, &turns).await {
-                Err(StoreError::ParentNotFound(_)) => still.push((offset, number)),
+                Err(WriteError::Refused(Rejection::ParentNotFound(_))) => still.push((offset, number)),
                 outcome => tally(imported, outcome?, &thread.id.to_string()),
             }
         }
@@ -203,12 +211,12 @@ async fn import_waiting(
 
 /// Counts a thread's outcome, or sets it aside to wait for its parent.
 fn settle(
-    ((offset, number), id, outcome): ((u64, u64), Uuid, Result<Outcome, StoreError>),
+    ((offset, number), id, outcome): ((u64, u64), Uuid, Result<Outcome, WriteError>),
     imported: &mut Imported,
     waiting: &mut Vec<(u64, u64)>,
 ) -> Result<(), ImportError> {
     match outcome {
-        Err(StoreError::ParentNotFound(_)) => waiting.push((offset, number)),
+        Err(WriteError::Refused(Rejection::ParentNotFound(_))) => waiting.push((offset, number)),
         outcome => tally(imported, outcome?, &id.to_string()),
     }
     Ok(())
@@ -244,7 +252,7 @@ fn tally(imported: &mut Imported, outcome: Outcome, id: &str) {
     }
 }
 
-async fn import_thread(store: &dyn Store, thread: &Thread, turns: &[Turn]) -> Result<Outcome, StoreError> {
+async fn import_thread(store: &dyn Store, thread: &Thread, turns: &[Turn]) -> Result<Outcome, WriteError> {
     let (held, outcome) = match store.get_thread(thread.id).await? {
         None => {
             let new = NewThread {
@@ -276,7 +284,7 @@ async fn import_thread(store: &dyn Store, thread: &Thread, turns: &[Turn]) -> Re
 }
 
 /// Appends turns as they were appended: those written at one instant together, at it.
-async fn append_from(store: &dyn Store, thread: &Thread, turns: &[Turn]) -> Result<(), StoreError> {
+async fn append_from(store: &dyn Store, thread: &Thread, turns: &[Turn]) -> Result<(), WriteError> {
     for batch in turns.chunk_by(|a, b| a.created_at == b.created_at) {
         let append = AppendTurns {
             thread_id: thread.id,
@@ -290,7 +298,8 @@ async fn append_from(store: &dyn Store, thread: &Thread, turns: &[Turn]) -> Resu
             return Err(StoreError::Internal(format!(
                 "thread {}: turn {} was stored with another seq",
                 thread.id, batch[0].seq
-            )));
+            ))
+            .into());
         }
     }
     Ok(())

@@ -12,10 +12,9 @@ use uuid::Uuid;
 use super::{json_bytes, page_size, page_start};
 use crate::app::AppState;
 use crate::conversations::StatusFilter;
-use crate::domain::{History, NewThread, ThreadView, check_text};
+use crate::domain::{History, NewThread, Rejection, ThreadView, check_text};
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::extract::{AppJson, AppQuery, PathId};
-use crate::store::StoreError;
 
 const MAX_SEARCH_CHARS: usize = 200;
 
@@ -50,7 +49,7 @@ pub struct ThreadPage<'a> {
 }
 
 fn thread_not_found(id: Uuid) -> ApiError {
-    StoreError::ThreadNotFound(id).into()
+    Rejection::ThreadNotFound(id).into()
 }
 
 /// Starts a thread. Its `id` is the `continuation_id` to pass around.

@@ -7,10 +7,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::page_size;
 use crate::app::AppState;
-use crate::domain::{NewTurn, Turn, check_client_idempotency_key};
+use crate::domain::{NewTurn, Rejection, Turn, check_client_idempotency_key};
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::extract::{AppJson, AppQuery, PathId};
-use crate::store::StoreError;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const X_TURNS_REMAINING: HeaderName = HeaderName::from_static("x-turns-remaining");
@@ -105,6 +104,6 @@ pub async fn list_turns(
         .conversations
         .list_turns(id, params.after_seq.unwrap_or(0), limit)
         .await?
-        .ok_or(StoreError::ThreadNotFound(id))?;
+        .ok_or(Rejection::ThreadNotFound(id))?;
     Ok(Json(TurnPage { data, next_cursor }))
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::rows::{decode_time, decode_uuid, encode_time, position};
-use crate::domain::{ConversationPolicy, RunStatus, ToolRun};
-use crate::store::{Listed, Page, RunQuery, StoreError, TURNS_PER_RUN, run_position};
+use crate::domain::{ConversationPolicy, Rejection, RunStatus, ToolRun};
+use crate::store::{Listed, Page, RunQuery, StoreError, TURNS_PER_RUN, WriteError, run_position};
 
 macro_rules! run_columns {
     () => {
@@ -131,21 +131,21 @@ impl SqliteStore {
         run: &ToolRun,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), WriteError> {
         let id = run.continuation_id;
         self.trip();
         let row = sqlx::query("SELECT updated_at, turn_count FROM conversations WHERE id = ?1")
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
             .await?
-            .ok_or(StoreError::ThreadNotFound(id))?;
+            .ok_or(Rejection::ThreadNotFound(id))?;
         if policy.is_expired(decode_time(&row, "updated_at")?, now) {
-            return Err(StoreError::ThreadExpired(id));
+            return Err(Rejection::ThreadExpired(id).into());
         }
         let turn_count: u32 = row.try_get("turn_count")?;
         let open_runs = self.open_runs(conn, id, None).await?;
         if turn_count + TURNS_PER_RUN * (open_runs + 1) > policy.max_turns {
-            return Err(StoreError::TurnLimitReached { thread_id: id, max_turns: policy.max_turns });
+            return Err(Rejection::TurnLimitReached { thread_id: id, max_turns: policy.max_turns }.into());
         }
         self.trip();
         upsert(run).execute(&mut *conn).await?;

@@ -1,8 +1,8 @@
 //! Runs: their records, listings, and the room they reserve on their threads.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use exai::domain::{RunStatus, ToolRun};
-use exai::store::{AppendTurns, Cursor, RunQuery, Store, StoreError};
+use exai::domain::{Rejection, RunStatus, ToolRun};
+use exai::store::{AppendTurns, Cursor, RunQuery, Store, WriteError};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -21,7 +21,10 @@ pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
     store.reserve_run(&second, support::policy(5), now()).await.unwrap();
     assert_eq!(store.get_run(first.id).await.unwrap(), Some(first.clone()), "the run is recorded");
     let full = store.reserve_run(&queued_run(thread), support::policy(5), now()).await;
-    assert_eq!(full, Err(StoreError::TurnLimitReached { thread_id: thread, max_turns: 5 }));
+    assert_eq!(
+        full,
+        Err(WriteError::Refused(Rejection::TurnLimitReached { thread_id: thread, max_turns: 5 }))
+    );
 
     // Once a run's turns are appended they count as turns, no longer as a reservation,
     // though the run has not recorded its end yet.
@@ -30,7 +33,7 @@ pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
     store.append_turns(&turns).await.unwrap();
     store.reserve_run(&queued_run(thread), support::policy(6), now()).await.unwrap();
     let refused = store.reserve_run(&queued_run(thread), support::policy(6), now()).await;
-    assert!(matches!(refused, Err(StoreError::TurnLimitReached { .. })), "{refused:?}");
+    assert!(matches!(refused, Err(WriteError::Refused(Rejection::TurnLimitReached { .. }))), "{refused:?}");
     // A run that ended without turns gives its room back.
     let ended = ToolRun { status: RunStatus::Failed, finished_at: Some(now()), ..second };
     store.save_run(&ended).await.unwrap();
@@ -38,11 +41,11 @@ pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
 
     let old = new_thread(store, titled("old"), now() - TimeDelta::days(2)).await;
     let expired = store.reserve_run(&queued_run(old), support::policy(20), now()).await;
-    assert_eq!(expired, Err(StoreError::ThreadExpired(old)));
+    assert_eq!(expired, Err(WriteError::Refused(Rejection::ThreadExpired(old))));
     let missing = Uuid::new_v4();
     let orphan = queued_run(missing);
     let unknown = store.reserve_run(&orphan, support::policy(20), now()).await;
-    assert_eq!(unknown, Err(StoreError::ThreadNotFound(missing)));
+    assert_eq!(unknown, Err(WriteError::Refused(Rejection::ThreadNotFound(missing))));
     assert_eq!(store.get_run(orphan.id).await.unwrap(), None, "a refused run is not recorded");
 }
 
@@ -51,7 +54,10 @@ pub async fn appends_leave_the_room_runs_reserved(store: &dyn Store) {
     let run = queued_run(thread);
     store.reserve_run(&run, support::policy(3), now()).await.unwrap();
     let crowding = store.append_turns(&append(thread, vec![user("a"), user("b")], support::policy(3))).await;
-    assert_eq!(crowding.unwrap_err(), StoreError::TurnLimitReached { thread_id: thread, max_turns: 3 });
+    assert_eq!(
+        crowding.unwrap_err(),
+        WriteError::Refused(Rejection::TurnLimitReached { thread_id: thread, max_turns: 3 })
+    );
     store.append_turns(&append(thread, vec![user("fits")], support::policy(3))).await.unwrap();
     // The run's own turns take the room it reserved.
     let mut answer = append(thread, vec![user("q"), user("a")], support::policy(3));
@@ -70,7 +76,10 @@ pub async fn a_reserved_run_records_its_answer_past_expiry(store: &dyn Store) {
     store.reserve_run(&run, policy, now()).await.unwrap();
     let later = now() + TimeDelta::minutes(2);
     let client = AppendTurns { now: later, ..append(thread, vec![user("late")], policy) };
-    assert_eq!(store.append_turns(&client).await.unwrap_err(), StoreError::ThreadExpired(thread));
+    assert_eq!(
+        store.append_turns(&client).await.unwrap_err(),
+        WriteError::Refused(Rejection::ThreadExpired(thread))
+    );
     let answer = AppendTurns {
         now: later,
         idempotency_key: Some(exai::store::run_idempotency_key(run.id)),
@@ -88,7 +97,10 @@ pub async fn reserves_room_atomically(store: Arc<dyn Store>) {
     let results: Vec<_> =
         futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
     let reserved = results.iter().filter(|r| r.is_ok()).count();
-    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::TurnLimitReached { .. }))).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(WriteError::Refused(Rejection::TurnLimitReached { .. }))))
+        .count();
     assert_eq!((reserved, refused), (10, 5), "{results:?}");
 }
 

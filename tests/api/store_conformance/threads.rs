@@ -1,8 +1,8 @@
 //! Creating, listing, paging and deleting threads.
 
 use chrono::TimeDelta;
-use exai::domain::{Metadata, NewThread};
-use exai::store::{Activity, Cursor, Page, Store, StoreError, ThreadQuery};
+use exai::domain::{Metadata, NewThread, Rejection};
+use exai::store::{Activity, Cursor, Page, Store, ThreadQuery, WriteError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -33,7 +33,7 @@ pub async fn refuses_a_missing_parent(store: &dyn Store) {
     let missing = Uuid::new_v4();
     let new = NewThread { parent_id: Some(missing), ..NewThread::default() };
     let refused = store.create_thread(Uuid::new_v4(), &new, now()).await;
-    assert_eq!(refused, Err(StoreError::ParentNotFound(missing)));
+    assert_eq!(refused, Err(WriteError::Refused(Rejection::ParentNotFound(missing))));
 }
 
 pub async fn lists_threads_by_activity_with_keyset_paging(store: &dyn Store) {

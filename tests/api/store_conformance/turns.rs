@@ -1,8 +1,8 @@
 //! Appending turns: their order, idempotency, the refusals, concurrency, paging.
 
 use chrono::TimeDelta;
-use exai::domain::{ConversationPolicy, Role};
-use exai::store::{Store, StoreError};
+use exai::domain::{ConversationPolicy, Rejection, Role};
+use exai::store::{Store, WriteError};
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -65,7 +65,7 @@ pub async fn refuses_appends_to_an_expired_thread(store: &dyn Store) {
     let policy = ConversationPolicy { timeout: TimeDelta::hours(1), max_turns: 20 };
     let id = new_thread(store, titled("old"), now() - TimeDelta::hours(2)).await;
     let refused = store.append_turns(&append(id, vec![user("late")], policy)).await;
-    assert_eq!(refused.unwrap_err(), StoreError::ThreadExpired(id));
+    assert_eq!(refused.unwrap_err(), WriteError::Refused(Rejection::ThreadExpired(id)));
     let still_there = store.get_thread(id).await.unwrap().unwrap();
     assert_eq!(still_there.thread.turn_count, 0);
 }
@@ -75,17 +75,20 @@ pub async fn refuses_appends_past_the_turn_limit(store: &dyn Store) {
     let id = new_thread(store, titled("limited"), now()).await;
     store.append_turns(&append(id, vec![user("1")], policy)).await.unwrap();
     let too_many = store.append_turns(&append(id, vec![user("2"), user("3")], policy)).await;
-    assert_eq!(too_many.unwrap_err(), StoreError::TurnLimitReached { thread_id: id, max_turns: 2 });
+    assert_eq!(
+        too_many.unwrap_err(),
+        WriteError::Refused(Rejection::TurnLimitReached { thread_id: id, max_turns: 2 })
+    );
     store.append_turns(&append(id, vec![user("2")], policy)).await.unwrap();
     let full = store.append_turns(&append(id, vec![user("3")], policy)).await;
-    assert!(matches!(full, Err(StoreError::TurnLimitReached { .. })));
+    assert!(matches!(full, Err(WriteError::Refused(Rejection::TurnLimitReached { .. }))));
     assert_eq!(store.get_thread(id).await.unwrap().unwrap().turns.len(), 2);
 }
 
 pub async fn refuses_appends_to_an_unknown_thread(store: &dyn Store) {
     let id = Uuid::new_v4();
     let refused = store.append_turns(&append(id, vec![user("?")], support::policy(20))).await;
-    assert_eq!(refused.unwrap_err(), StoreError::ThreadNotFound(id));
+    assert_eq!(refused.unwrap_err(), WriteError::Refused(Rejection::ThreadNotFound(id)));
 }
 
 pub async fn pages_through_turns(store: &dyn Store) {
