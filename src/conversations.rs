@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinError;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -30,6 +31,9 @@ pub enum ConversationError {
     Refused(#[from] Rejection),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The task carrying the write out panicked or was cancelled.
+    #[error("the write stopped before it ended: {0}")]
+    Interrupted(#[from] JoinError),
 }
 
 impl From<WriteError> for ConversationError {
@@ -156,12 +160,12 @@ impl Conversations {
     }
 
     /// Deletes a thread from the store, then from the cache; `false` when it did not exist.
-    pub async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
+    pub async fn delete_thread(&self, id: Uuid) -> Result<bool, ConversationError> {
         let this = self.clone();
         detached(async move {
             let deleted = match this.store.delete_thread(id).await {
                 Ok(deleted) => deleted,
-                Err(error) => return Err(this.distrust_after(id, error).await),
+                Err(error) => return Err(this.distrust_after(id, error).await.into()),
             };
             this.flights.forget(&id);
             let block_fills_for = this.policy.timeout.to_std().unwrap_or_default();
@@ -287,9 +291,7 @@ fn now() -> DateTime<Utc> {
 async fn detached<T, E>(work: impl Future<Output = Result<T, E>> + Send + 'static) -> Result<T, E>
 where
     T: Send + 'static,
-    E: From<StoreError> + Send + 'static,
+    E: From<JoinError> + Send + 'static,
 {
-    tokio::spawn(work.in_current_span())
-        .await
-        .unwrap_or_else(|failure| Err(StoreError::Internal(format!("write task failed: {failure}")).into()))
+    tokio::spawn(work.in_current_span()).await.unwrap_or_else(|failure| Err(failure.into()))
 }

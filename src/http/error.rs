@@ -260,6 +260,7 @@ impl From<ConversationError> for ApiError {
             ConversationError::Invalid(invalid) => invalid.into(),
             ConversationError::Refused(refusal) => refusal.into(),
             ConversationError::Store(store) => store.into(),
+            interrupted @ ConversationError::Interrupted(_) => Self::internal(interrupted),
         }
     }
 }

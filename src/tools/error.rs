@@ -25,8 +25,8 @@ pub enum RunError {
     Refused(#[from] Rejection),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The task that accepted the run panicked or was cancelled.
-    #[error("accepting the run stopped: {0}")]
+    /// A task carrying out part of the request panicked or was cancelled.
+    #[error("a task stopped before it ended: {0}")]
     Interrupted(#[from] JoinError),
 }
 
@@ -36,6 +36,7 @@ impl From<ConversationError> for RunError {
             ConversationError::Invalid(invalid) => invalid.into(),
             ConversationError::Refused(refusal) => refusal.into(),
             ConversationError::Store(failure) => failure.into(),
+            ConversationError::Interrupted(failure) => failure.into(),
         }
     }
 }

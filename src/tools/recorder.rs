@@ -100,9 +100,9 @@ impl Recorder {
         };
         match retrying(run, "appending a run's turns", transient_failure, append).await {
             Ok(appended) => Ok(appended.turns_remaining),
-            Err(ConversationError::Store(error)) => {
+            Err(error @ (ConversationError::Store(_) | ConversationError::Interrupted(_))) => {
                 tracing::error!(run.id = %run.id, %error, "could not append a run's turns");
-                Err("the store failed; the server log has the cause".into())
+                Err("the turns could not be written; the server log has the cause".into())
             }
             Err(refused) => Err(refused.to_string()),
         }
