@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # exai in a container: built in one stage, run from a slim one as a non-root user.
 
-FROM rust:1.88-slim-bookworm AS build
+FROM rust:1.89-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, with empty sources: this layer is reused until Cargo.toml or
 # Cargo.lock change, so a code change rebuilds exai alone.

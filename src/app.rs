@@ -1,7 +1,7 @@
 //! The application state, built once at start-up from the configuration.
 
 use std::ops::Deref;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,9 @@ use crate::health::Health;
 use crate::http::{ApiKeys, Sessions, Setting, TrustedProxies, effective_settings};
 use crate::metrics::Metrics;
 use crate::stats::StatsRing;
-use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
+use crate::store::{
+    LockError, MeteredStore, PostgresStore, ServingLock, SqliteStore, Store, StoreError, SupabaseStore,
+};
 use crate::tools::{Executor, fail_orphaned_runs};
 
 /// Bytes of thread documents the in-process cache may hold.
@@ -37,6 +39,8 @@ pub struct App {
     pub sessions: Sessions,
     /// The settings in effect, secrets redacted, for the dashboard.
     pub settings: Vec<Setting>,
+    /// Keeps a second process from serving the same SQLite database while this one lives.
+    _serving_lock: Option<ServingLock>,
 }
 
 /// What handlers receive: one shared, cheaply cloned handle.
@@ -65,6 +69,8 @@ pub enum StartupError {
     Store { backend: &'static str, source: StoreError },
     #[error("REDIS_URL: {0}")]
     Cache(CacheError),
+    #[error(transparent)]
+    Locked(#[from] LockError),
 }
 
 impl App {
@@ -72,10 +78,14 @@ impl App {
     /// a store or cache that is down is reported by requests and health, not here.
     pub async fn from_config(config: &Config) -> Result<App, StartupError> {
         let started_at = chrono::Utc::now();
+        let _serving_lock = match &config.store {
+            StoreConfig::Sqlite { data_dir } => Some(ServingLock::acquire(&sqlite_database(data_dir)?)?),
+            StoreConfig::Postgres { .. } | StoreConfig::Supabase { .. } => None,
+        };
         let store = open_store(&config.store).await?;
         let cache = open_cache(config)?;
         warm_up(store.clone(), started_at);
-        Ok(App::new(store, cache, config))
+        Ok(App { _serving_lock, ..App::new(store, cache, config) })
     }
 
     /// The service over a store and a cache, each call to either timed for metrics.
@@ -100,6 +110,7 @@ impl App {
             stats: StatsRing::default(),
             sessions: Sessions::new(config.session_secret.as_ref()),
             settings: effective_settings(config),
+            _serving_lock: None,
         }
     }
 }
@@ -120,13 +131,18 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartupE
     let failed = |source| StartupError::Store { backend: config.backend(), source };
     Ok(match config {
         StoreConfig::Sqlite { data_dir } => {
-            std::fs::create_dir_all(data_dir)
-                .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
-            Arc::new(SqliteStore::open(&data_dir.join("exai.db")).await.map_err(failed)?)
+            Arc::new(SqliteStore::open(&sqlite_database(data_dir)?).await.map_err(failed)?)
         }
         StoreConfig::Postgres { url } => Arc::new(PostgresStore::connect(url.expose()).map_err(failed)?),
         StoreConfig::Supabase { url, key, .. } => Arc::new(SupabaseStore::connect(url, key).map_err(failed)?),
     })
+}
+
+/// The SQLite database file in `data_dir`, which is created if missing.
+fn sqlite_database(data_dir: &Path) -> Result<PathBuf, StartupError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| StartupError::DataDir { path: data_dir.to_owned(), source })?;
+    Ok(data_dir.join("exai.db"))
 }
 
 /// Opens a first connection in the background, says whether the store answers, and

@@ -13,7 +13,7 @@ pub use functions::{Arg, Call, CallError, FunctionStore, Transport};
 pub use metered::MeteredStore;
 pub use postgres::{PgTransport, PostgresStore};
 pub use postgres_migrate::{MigrationReport, check_postgres_migration, migrate_postgres};
-pub use sqlite::SqliteStore;
+pub use sqlite::{LockError, ServingLock, SqliteStore};
 pub use supabase::{PostgrestTransport, SupabaseStore};
 
 use async_trait::async_trait;

@@ -1,7 +1,10 @@
 //! The embedded default: one SQLite file in WAL mode, every commit synced to disk.
 
+mod exclusive;
 mod rows;
 mod runs;
+
+pub use exclusive::{LockError, ServingLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -32,6 +32,22 @@ fn a_public_address_without_keys_is_refused() {
 }
 
 #[test]
+fn a_second_process_on_one_sqlite_database_is_refused_while_the_first_serves() {
+    let data = tempfile::tempdir().unwrap();
+    let first = ExaiProcess::start(data.path(), &[]);
+    let second = exai_command()
+        .env("EXAI_DATA_DIR", data.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another exai process is serving"), "{stderr}");
+    first.kill();
+    ExaiProcess::start(data.path(), &[]).terminate();
+}
+
+#[test]
 fn start_up_logs_no_credentials_of_any_url() {
     let data = tempfile::tempdir().unwrap();
     let server = ExaiProcess::start(
