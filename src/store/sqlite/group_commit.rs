@@ -134,10 +134,7 @@ impl Writer {
             return Ok(());
         }
         self.execute("BEGIN IMMEDIATE").await?;
-        let mut committed = self.run_each(batch).await;
-        if committed.is_ok() {
-            committed = self.execute("COMMIT").await;
-        }
+        let committed = self.run_and_commit(batch).await;
         if committed.is_err() {
             // SQLite may have rolled back already; either way nothing of the batch stays.
             let _ = self.execute("ROLLBACK").await;
@@ -145,15 +142,20 @@ impl Writer {
         committed
     }
 
-    async fn run_each(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    /// Each write in a savepoint of its own, left to COMMIT to release: `ROLLBACK TO`
+    /// undoes the newest savepoint of the name, the one of the write that failed.
+    /// Releasing `batch` fails if the transaction ended early (an I/O error rolls it
+    /// back, say) and the writes after that began another.
+    async fn run_and_commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+        self.execute("SAVEPOINT batch").await?;
         for job in batch {
             self.execute("SAVEPOINT write").await?;
             if !job.run(&mut self.conn).await {
                 self.execute("ROLLBACK TO write").await?;
             }
-            self.execute("RELEASE write").await?;
         }
-        Ok(())
+        self.execute("RELEASE batch").await?;
+        self.execute("COMMIT").await
     }
 
     async fn execute(&mut self, statement: &'static str) -> Result<(), StoreError> {
