@@ -1,23 +1,28 @@
 //! The embedded default: one SQLite file in WAL mode, every commit synced to disk.
 
 mod exclusive;
+mod group_commit;
 mod rows;
 mod runs;
+mod threads;
 
 pub use exclusive::{LockError, ServingLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, TryStreamExt};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Connection, Row, SqliteConnection};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
+use self::group_commit::GroupCommit;
 use self::rows::{
     decode_thread, decode_turn, decode_uuid, encode_json, encode_time, position, thread_with_turns,
 };
@@ -107,12 +112,15 @@ const INSERT_TURN: &str = "INSERT INTO messages (conversation_id, seq, role, con
      files, model_provider, model_name, metadata, idempotency_key, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
+/// Cheap to clone: a write takes a clone of the store along to the writer task.
+#[derive(Clone)]
 pub struct SqliteStore {
-    /// A single connection: SQLite admits one writer at a time, and queueing writers
-    /// here rather than in SQLite's lock keeps appends in order without busy errors.
-    writer: SqlitePool,
+    /// The single writer connection: SQLite admits one writer at a time, and queueing
+    /// writes here rather than in SQLite's lock keeps appends in order without busy
+    /// errors, and lets concurrent writes share one commit.
+    writer: GroupCommit,
     reader: SqlitePool,
-    round_trips: AtomicU64,
+    round_trips: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -120,19 +128,16 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let options =
             SqliteConnectOptions::new().filename(path).busy_timeout(BUSY_TIMEOUT).foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(
-                options
-                    .clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full),
-            )
-            .await?;
+        let mut writer = SqliteConnection::connect_with(
+            &options
+                .clone()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full),
+        )
+        .await?;
         sqlx::migrate!("migrations/sqlite")
-            .run(&writer)
+            .run(&mut writer)
             .await
             .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
         let reader = SqlitePoolOptions::new()
@@ -140,7 +145,20 @@ impl SqliteStore {
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader, round_trips: AtomicU64::new(0) })
+        let round_trips = Arc::new(AtomicU64::new(0));
+        Ok(Self { writer: GroupCommit::start(writer, round_trips.clone()), reader, round_trips })
+    }
+
+    /// Runs `write` on the writer connection, in a transaction shared with the writes
+    /// queued alongside it; its result once that transaction has committed.
+    async fn write<T, E, F>(&self, write: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'c> FnOnce(Self, &'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+    {
+        let store = self.clone();
+        self.writer.write(move |conn| write(store, conn)).await
     }
 
     /// Counts one statement sent to SQLite.
@@ -251,36 +269,9 @@ impl Store for SqliteStore {
         new: &NewThread,
         now: DateTime<Utc>,
     ) -> Result<Thread, WriteError> {
-        self.trip();
-        let inserted = sqlx::query(
-            "INSERT INTO conversations (id, parent_id, title, tool_name, metadata, created_at, \
-             updated_at, turn_count, version) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?6, 0, 1 \
-             WHERE ?2 IS NULL OR EXISTS (SELECT 1 FROM conversations WHERE id = ?2)",
-        )
-        .bind(id.to_string())
-        .bind(new.parent_id.map(|p| p.to_string()))
-        .bind(&new.title)
-        .bind(&new.tool_name)
-        .bind(encode_json(&new.metadata)?)
-        .bind(encode_time(now))
-        .execute(&self.writer)
-        .await?;
-        match (inserted.rows_affected(), new.parent_id) {
-            (0, Some(parent)) => Err(Rejection::ParentNotFound(parent).into()),
-            (0, None) => Err(StoreError::Internal(format!("thread {id} was not inserted")).into()),
-            _ => Ok(Thread {
-                id,
-                parent_id: new.parent_id,
-                title: new.title.clone(),
-                tool_name: new.tool_name.clone(),
-                metadata: new.metadata.clone(),
-                created_at: now,
-                updated_at: now,
-                turn_count: 0,
-                version: 1,
-            }),
-        }
+        let new = new.clone();
+        self.write(move |store, conn| async move { store.insert_thread(conn, id, new, now).await }.boxed())
+            .await
     }
 
     async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
@@ -311,21 +302,12 @@ impl Store for SqliteStore {
     }
 
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.trip();
-        let deleted = sqlx::query("DELETE FROM conversations WHERE id = ?1")
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await?;
-        Ok(deleted.rows_affected() > 0)
+        self.write(move |store, conn| async move { store.remove_thread(conn, id).await }.boxed()).await
     }
 
     async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, WriteError> {
-        self.trip();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let appended = self.append_in(&mut tx, append).await?;
-        self.trip();
-        tx.commit().await?;
-        Ok(appended)
+        let append = append.clone();
+        self.write(move |store, conn| async move { store.append_in(conn, &append).await }.boxed()).await
     }
 
     async fn list_turns(
@@ -378,16 +360,14 @@ impl Store for SqliteStore {
         policy: ConversationPolicy,
         now: DateTime<Utc>,
     ) -> Result<(), WriteError> {
-        self.trip();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        self.reserve_in(&mut tx, run, policy, now).await?;
-        self.trip();
-        tx.commit().await?;
-        Ok(())
+        let run = run.clone();
+        self.write(move |store, conn| async move { store.reserve_in(conn, &run, policy, now).await }.boxed())
+            .await
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
-        self.upsert_run(run).await
+        let run = run.clone();
+        self.write(move |store, conn| async move { store.upsert_run(conn, &run).await }.boxed()).await
     }
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
@@ -404,7 +384,11 @@ impl Store for SqliteStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.fail_unfinished(created_before, error, now).await
+        let error = error.to_owned();
+        self.write(move |store, conn| {
+            async move { store.fail_unfinished(conn, created_before, &error, now).await }.boxed()
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ mod deploy_files;
 mod dual_storage;
 mod errors;
 mod fuzz;
+mod group_commit;
 mod health;
 mod healthcheck;
 mod logging;

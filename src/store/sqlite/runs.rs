@@ -72,9 +72,13 @@ fn upsert(run: &ToolRun) -> Query<'_, Sqlite, SqliteArguments<'_>> {
 }
 
 impl SqliteStore {
-    pub(super) async fn upsert_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+    pub(super) async fn upsert_run(
+        &self,
+        conn: &mut SqliteConnection,
+        run: &ToolRun,
+    ) -> Result<(), StoreError> {
         self.trip();
-        upsert(run).execute(&self.writer).await?;
+        upsert(run).execute(conn).await?;
         Ok(())
     }
 
@@ -182,6 +186,7 @@ impl SqliteStore {
 
     pub(super) async fn fail_unfinished(
         &self,
+        conn: &mut SqliteConnection,
         created_before: DateTime<Utc>,
         error: &str,
         now: DateTime<Utc>,
@@ -194,7 +199,7 @@ impl SqliteStore {
         .bind(error)
         .bind(encode_time(now))
         .bind(encode_time(created_before))
-        .execute(&self.writer)
+        .execute(conn)
         .await?;
         Ok(failed.rows_affected())
     }

@@ -1,0 +1,145 @@
+//! SQLite's group commit: writes queued together share one transaction, each keeping
+//! its own outcome, and a crash in the middle of batches loses no acknowledged append.
+
+use chrono::{TimeDelta, Utc};
+use exai::domain::{NewThread, NewTurn, Rejection, Role, truncate_to_micros};
+use exai::store::{AppendTurns, Store, WriteError};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+use crate::support::process::ExaiProcess;
+use crate::support::{policy, sqlite_store};
+
+fn append(thread_id: Uuid, content: &str, key: Option<&str>) -> AppendTurns {
+    AppendTurns {
+        thread_id,
+        turns: vec![NewTurn::new(Role::User, content)],
+        idempotency_key: key.map(str::to_owned),
+        policy: policy(3),
+        now: truncate_to_micros(Utc::now()),
+    }
+}
+
+#[tokio::test]
+async fn refused_appends_leave_the_rest_of_their_batch_standing() {
+    let (store, _dir) = sqlite_store().await;
+    let mut threads = Vec::new();
+    for _ in 0..6 {
+        let id = Uuid::new_v4();
+        store.create_thread(id, &NewThread::default(), Utc::now()).await.unwrap();
+        threads.push(id);
+    }
+    let (open, [full, keyed]) = threads.split_at(4) else { unreachable!() };
+    let (full, keyed) = (*full, *keyed);
+    for content in ["1", "2", "3"] {
+        store.append_turns(&append(full, content, None)).await.unwrap();
+    }
+    store.append_turns(&append(keyed, "first", Some("k"))).await.unwrap();
+    let expired = AppendTurns { now: Utc::now() + TimeDelta::hours(25), ..append(open[0], "late", None) };
+
+    // The test runtime runs one task at a time: every append below is queued before
+    // the writer takes the first of them, so they share one transaction.
+    let mut appends = vec![
+        append(full, "over the limit", None),
+        expired,
+        append(keyed, "again", Some("k")),
+        append(Uuid::new_v4(), "nowhere", None),
+    ];
+    for round in 0..3 {
+        appends.extend(open.iter().map(|id| append(*id, &format!("turn {round}"), None)));
+    }
+    let outcomes = join_all(appends.iter().map(|a| store.append_turns(a))).await;
+
+    let (refused, landed) = outcomes.split_at(4);
+    assert_eq!(
+        refused[0].as_ref().unwrap_err(),
+        &WriteError::Refused(Rejection::TurnLimitReached { thread_id: full, max_turns: 3 })
+    );
+    assert_eq!(refused[1].as_ref().unwrap_err(), &WriteError::Refused(Rejection::ThreadExpired(open[0])));
+    let replay = refused[2].as_ref().unwrap();
+    assert!(replay.replayed && replay.turns[0].content == "first", "{replay:?}");
+    assert!(matches!(refused[3], Err(WriteError::Refused(Rejection::ThreadNotFound(_)))), "{:?}", refused[3]);
+    assert!(landed.iter().all(|a| a.as_ref().is_ok_and(|a| !a.replayed)), "{landed:?}");
+    for id in open {
+        let thread = store.get_thread(*id).await.unwrap().unwrap();
+        let turns: Vec<(u32, &str)> = thread.turns.iter().map(|t| (t.seq, t.content.as_str())).collect();
+        assert_eq!(turns, [(1, "turn 0"), (2, "turn 1"), (3, "turn 2")]);
+        assert_eq!(thread.thread.turn_count, 3);
+    }
+    assert_eq!(store.get_thread(full).await.unwrap().unwrap().turns.len(), 3);
+    assert_eq!(store.get_thread(keyed).await.unwrap().unwrap().turns.len(), 1);
+}
+
+const CLIENTS: usize = 16;
+const THREADS: usize = 64;
+
+/// Sixteen clients append to 64 threads until the server is killed; what each got
+/// a 201 for is returned as (thread, content).
+async fn append_until_killed(server: ExaiProcess, threads: &[String]) -> BTreeSet<(String, String)> {
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let clients = (0..CLIENTS).map(|client| {
+        let (http, acknowledged) = (reqwest::Client::new(), acknowledged.clone());
+        let urls: Vec<(String, String)> =
+            threads.iter().map(|id| (id.clone(), server.url(&format!("/v1/threads/{id}/turns")))).collect();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let (id, url) = &urls[(client + i * CLIENTS) % urls.len()];
+                let content = format!("client {client} append {i}");
+                let body = json!({"role": "user", "content": content});
+                match http.post(url).json(&body).send().await {
+                    Ok(response) if response.status() == 201 => {
+                        acknowledged.lock().unwrap().insert((id.clone(), content));
+                    }
+                    Ok(response) => panic!("append answered {}", response.status()),
+                    Err(_) => return,
+                }
+            }
+        })
+    });
+    let clients: Vec<_> = clients.collect();
+    // Kill once enough appends are acknowledged that batches are surely under way.
+    while acknowledged.lock().unwrap().len() < 400 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server.kill();
+    for client in join_all(clients).await {
+        client.unwrap();
+    }
+    Arc::try_unwrap(acknowledged).unwrap().into_inner().unwrap()
+}
+
+#[tokio::test]
+async fn sigkill_during_group_commits_loses_no_acknowledged_append() {
+    let data = tempfile::tempdir().unwrap();
+    let settings = [("MAX_CONVERSATION_TURNS", "100000")];
+    let server = ExaiProcess::start(data.path(), &settings);
+    let http = reqwest::Client::new();
+    let mut threads = Vec::new();
+    for _ in 0..THREADS {
+        let thread: Value =
+            http.post(server.url("/v1/threads")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+        threads.push(thread["id"].as_str().unwrap().to_owned());
+    }
+    let acknowledged = append_until_killed(server, &threads).await;
+
+    let restarted = ExaiProcess::start(data.path(), &settings);
+    let mut stored = BTreeSet::new();
+    for id in &threads {
+        let thread: Value =
+            http.get(restarted.url(&format!("/v1/threads/{id}"))).send().await.unwrap().json().await.unwrap();
+        let turns = thread["turns"].as_array().unwrap();
+        let seqs: Vec<u64> = turns.iter().map(|t| t["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=turns.len() as u64).collect::<Vec<_>>(), "contiguous seqs in {id}");
+        assert_eq!(thread["turn_count"], turns.len(), "the count matches the turns of {id}");
+        for turn in turns {
+            let content = turn["content"].as_str().unwrap().to_owned();
+            assert!(content.starts_with("client "), "{content}");
+            stored.insert((id.clone(), content));
+        }
+    }
+    let lost: Vec<_> = acknowledged.iter().filter(|a| !stored.contains(*a)).collect();
+    assert!(lost.is_empty(), "{} acknowledged appends lost: {lost:?}", lost.len());
+}
