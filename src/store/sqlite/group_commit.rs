@@ -10,6 +10,8 @@ use sqlx::{Connection, SqliteConnection};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span};
 
@@ -19,6 +21,9 @@ use crate::store::StoreError;
 const MAX_BATCH: usize = 64;
 /// Writes waiting for the writer before callers wait for room to queue theirs.
 const QUEUE: usize = 1024;
+/// How long a caller waits for room in a full queue before the store answers
+/// unavailable: a write not queued is certainly not written, so it can be retried.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// The sender side of the writer's queue; cheap to clone. The writer ends, closing its
 /// connection, once every clone is gone and the queue is drained.
@@ -47,7 +52,12 @@ impl GroupCommit {
     {
         let (reply, answer) = oneshot::channel();
         let job = Pending { write: Some(write), span: Span::current(), outcome: None, reply };
-        self.queue.send(Box::new(job)).await.map_err(|_| stopped())?;
+        self.queue.send_timeout(Box::new(job), QUEUE_WAIT).await.map_err(|error| match error {
+            SendTimeoutError::Timeout(_) => {
+                StoreError::Unavailable(format!("{QUEUE} SQLite writes are waiting; try again later"))
+            }
+            SendTimeoutError::Closed(_) => stopped(),
+        })?;
         answer.await.map_err(|_| stopped())?
     }
 }
