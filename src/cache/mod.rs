@@ -4,9 +4,9 @@
 //! eviction, a purge, another process sharing the server): **no document read from the
 //! store before a write lands after that write.** A miss hands out a lease (a random
 //! nonce kept on the entry); a fill stores only while the entry still holds that lease;
-//! every write-through or invalidation replaces the lease, and a purge or an eviction drops it with the
-//! entry. So a fill that read the store before a write either lands before the write's
-//! update (which then replaces it) or not at all.
+//! every write-through or invalidation replaces the lease, and a purge or an eviction
+//! drops it with the entry. So a fill that read the store before a write either lands
+//! before the write's update (which then replaces or empties it) or not at all.
 
 mod memory;
 mod metered;
