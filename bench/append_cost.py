@@ -64,7 +64,17 @@ def wrk(base, script, connections, seconds):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} failed appends: {out}")
+    if int(re.search(r"(\d+) requests in", out).group(1)) == 0:
+        return None, None  # not one append finished within the run
     return latency_ms(out, 50), latency_ms(out, 99)
+
+
+def ms(value):
+    return "none done" if value is None else f"{value:.2f}"
+
+
+def ratio(a, b):
+    return "—" if a is None or b is None else f"{a / b:.2f}"
 
 
 def measure(name, env):
@@ -107,8 +117,8 @@ def measure(name, env):
           "| small, 2 on 19 MiB p50 / p99 ms | p99 ratio to alone / to 2 on small |")
     print("|---|---|---|---|---|---|---|")
     for n, ((e50, e99), (f50, f99), (o50, o99), (b50, b99)) in enumerate(rows, 1):
-        print(f"| {n} | {e50:.2f} / {e99:.2f} | {f50:.2f} / {f99:.2f} | {f50 / e50:.2f} | {o50:.2f} / {o99:.2f} "
-              f"| {b50:.2f} / {b99:.2f} | {b99 / e99:.2f} / {b99 / o99:.2f} |")
+        print(f"| {n} | {ms(e50)} / {ms(e99)} | {ms(f50)} / {ms(f99)} | {ratio(f50, e50)} "
+              f"| {ms(o50)} / {ms(o99)} | {ms(b50)} / {ms(b99)} | {ratio(b99, e99)} / {ratio(b99, o99)} |")
 
 
 def main():
