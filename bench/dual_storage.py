@@ -169,7 +169,7 @@ end
 """)
     pgbench_script = WORK / "append.sql"
     pgbench_script.write_text(f"""\\set n random({THREADS + 1}, {2 * THREADS})
-SELECT exai_append_turns(('00000000-0000-0000-0000-' || lpad(:n::text, 12, '0'))::uuid, '[{body}]'::jsonb, NULL, 1000, 86400000, now());
+SELECT exai_append_turns(('00000000-0000-0000-0000-' || lpad(:n::text, 12, '0'))::uuid, '[{body}]'::jsonb, NULL, 1000, 86400000, now(), 2);
 """)
 
     reads, appends = [], []

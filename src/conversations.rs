@@ -1,5 +1,6 @@
-//! The dual-storage service: reads through the cache, writes through it after the
-//! store has committed, and coalesces concurrent misses for one thread.
+//! The dual-storage service: reads through the cache, updates it after the store has
+//! committed (a new thread's document is stored, an appended thread's entry emptied for
+//! the next read to fill), and coalesces concurrent misses for one thread.
 
 mod guarded_cache;
 mod single_flight;
@@ -200,9 +201,10 @@ impl Conversations {
                 }
             };
             this.flights.forget(&thread_id);
-            // A replay too: the first attempt may have committed without updating the cache.
-            let (document, ttl) = this.document(&appended.thread, now);
-            this.cache.write_through(thread_id, document, ttl).await;
+            // The next read fills the entry: writing the whole document here would cost
+            // every append the size of its thread. A replay too: the first attempt may
+            // have committed without updating the cache.
+            this.cache.invalidate(thread_id).await;
             let same_request = append.turns.len() == appended.turns.len()
                 && append.turns.iter().zip(&appended.turns).all(|(new, old)| new.is_recorded_as(old));
             if appended.replayed && !same_request {
@@ -210,7 +212,7 @@ impl Conversations {
             }
             Ok(TurnsAppended {
                 turns: appended.turns,
-                turns_remaining: this.policy.turns_remaining(appended.thread.thread.turn_count),
+                turns_remaining: this.policy.turns_remaining(appended.thread.turn_count),
                 replayed: appended.replayed,
             })
         })

@@ -164,6 +164,15 @@ impl Cache for MemoryCache {
         Ok(update)
     }
 
+    async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
+        self.compute(id, |current| match current {
+            Some(Slot::Held { thread, lease: None }) if thread.body.is_empty() => Op::Nop,
+            _ => Op::Put(Entry::leased(Lease::random())),
+        })
+        .await;
+        Ok(())
+    }
+
     // Removals go through `compute` too: moka serializes computations on a key only
     // with each other, so a plain insert or invalidate could land between a fill's read
     // and its write, and the fill would then overwrite it.

@@ -52,6 +52,10 @@ impl Cache for MeteredCache {
         self.timed("put", self.inner.put(id, entry, ttl)).await
     }
 
+    async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
+        self.timed("invalidate", self.inner.invalidate(id)).await
+    }
+
     async fn remove(&self, id: Uuid, block_fills_for: Duration) -> Result<(), CacheError> {
         self.timed("remove", self.inner.remove(id, block_fills_for)).await
     }

@@ -4,9 +4,9 @@
 //! eviction, a purge, another process sharing the server): **no document read from the
 //! store before a write lands after that write.** A miss hands out a lease (a random
 //! nonce kept on the entry); a fill stores only while the entry still holds that lease;
-//! every write-through replaces the lease, and a purge or an eviction drops it with the
-//! entry. So a fill that read the store before a write either lands before the write's
-//! update (which then replaces it) or not at all.
+//! every write-through or invalidation replaces the lease, and a purge or an eviction
+//! drops it with the entry. So a fill that read the store before a write either lands
+//! before the write's update (which then replaces or empties it) or not at all.
 
 mod memory;
 mod metered;
@@ -106,6 +106,12 @@ pub trait Cache: Send + Sync {
     /// empty entry with a new lease; either way any lease handed out before is void.
     /// One atomic step.
     async fn put(&self, id: Uuid, entry: CachedThread, ttl: Duration) -> Result<Update, CacheError>;
+
+    /// The update after a store commit that leaves the document to the next miss (an
+    /// append: re-encoding a whole thread per append would make its cost grow with the
+    /// thread): drops the document and leaves an empty entry under a new lease, so any
+    /// lease handed out before is void. A removal's entry stays as it is. One atomic step.
+    async fn invalidate(&self, id: Uuid) -> Result<(), CacheError>;
 
     /// Drops the entry and refuses every update for `block_fills_for`, so that neither a
     /// late fill nor a late write-through can bring a deleted thread back.

@@ -68,6 +68,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 2
 ";
 
+/// Leaves the entry empty under the new lease ARGV[1] for ARGV[2] ms, unless it holds a
+/// removal marker.
+const INVALIDATE: &str = r"
+if redis.call('HGET', KEYS[1], 'b') == '' then
+    return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'l', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
 /// Replaces the entry with an empty document of the newest version of all, for ARGV[1] ms.
 const REMOVE: &str = r"
 redis.call('DEL', KEYS[1])
@@ -85,6 +97,7 @@ pub struct RedisCache {
     get_or_lease: Script,
     fill_under_lease: Script,
     put_if_newer: Script,
+    invalidate: Script,
     remove: Script,
 }
 
@@ -115,6 +128,7 @@ impl RedisCache {
             get_or_lease: Script::new(GET_OR_LEASE),
             fill_under_lease: Script::new(FILL_UNDER_LEASE),
             put_if_newer: Script::new(PUT_IF_NEWER),
+            invalidate: Script::new(INVALIDATE),
             remove: Script::new(REMOVE),
         })
     }
@@ -185,6 +199,13 @@ impl Cache for RedisCache {
             2 => Update::Invalidated,
             _ => Update::Stale,
         })
+    }
+
+    async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.invalidate.key(self.key(id));
+        invocation.arg(Lease::random().0).arg(millis(LEASE_TTL));
+        self.bounded(invocation.invoke_async::<i64>(&mut connection)).await.map(drop)
     }
 
     async fn remove(&self, id: Uuid, block_fills_for: Duration) -> Result<(), CacheError> {

@@ -128,24 +128,18 @@ impl GuardedCache {
     /// Updates the entry after a store commit; if that cannot be done the old entry
     /// may still be there, so the id is purged before the cache serves it again.
     pub async fn write_through(self: &Arc<Self>, id: Uuid, document: CachedThread, ttl: Duration) {
-        if self.cooling_down() {
-            return self.mark_stale(id);
-        }
-        if let Err(error) = self.cache.put(id, document, ttl).await {
-            self.failed(error);
-            self.mark_stale(id);
-        }
+        self.update(id, self.cache.put(id, document, ttl)).await;
+    }
+
+    /// Empties the entry after a store commit, for the next miss to fill, with the same
+    /// fallback as `write_through`.
+    pub async fn invalidate(self: &Arc<Self>, id: Uuid) {
+        self.update(id, self.cache.invalidate(id)).await;
     }
 
     /// Removes the entry after a store delete, with the same fallback as `write_through`.
     pub async fn remove(self: &Arc<Self>, id: Uuid, block_fills_for: Duration) {
-        if self.cooling_down() {
-            return self.mark_stale(id);
-        }
-        if let Err(error) = self.cache.remove(id, block_fills_for).await {
-            self.failed(error);
-            self.mark_stale(id);
-        }
+        self.update(id, self.cache.remove(id, block_fills_for)).await;
     }
 
     /// A write to the thread failed without a clear answer and may have committed, or
@@ -154,6 +148,18 @@ impl GuardedCache {
     /// the entry is purged as soon as it can be.
     pub async fn distrust(self: &Arc<Self>, id: Uuid) {
         self.remove(id, IN_DOUBT).await;
+    }
+
+    /// Makes an update after a store write (not even started while cooling down); the
+    /// entry is marked stale when it may still hold what the write changed.
+    async fn update<T>(self: &Arc<Self>, id: Uuid, call: impl Future<Output = Result<T, CacheError>>) {
+        if self.cooling_down() {
+            return self.mark_stale(id);
+        }
+        if let Err(error) = call.await {
+            self.failed(error);
+            self.mark_stale(id);
+        }
     }
 
     fn now_ms(&self) -> u64 {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN,
-    ThreadQuery, WriteError, escape_like, readable_turn, run_position, thread_position, turns_from,
+    ThreadQuery, WriteError, escape_like, readable_turn, run_position, thread_position,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -64,7 +64,8 @@ pub struct FunctionStore<T> {
     round_trips: AtomicU64,
 }
 
-/// What `exai_append_turns` returns.
+/// What `exai_append_turns` returns: the thread's header and the turns from `first_seq`
+/// on (all of them, from a function older than migration 0010).
 #[derive(Deserialize)]
 struct AppendResult {
     thread: Thread,
@@ -261,12 +262,9 @@ impl<T: Transport> Store for FunctionStore<T> {
             ..Rejections::default()
         };
         let result: AppendResult = self.refusable(call, rejections).await?;
-        let turns = turns_from(&result.turns, result.first_seq, append.turns.len() as u32);
-        Ok(Appended {
-            thread: ThreadWithTurns { thread: result.thread, turns: result.turns },
-            turns,
-            replayed: result.replayed,
-        })
+        let produced = result.turns.into_iter().filter(|turn| turn.seq >= result.first_seq);
+        let turns = produced.take(append.turns.len()).collect();
+        Ok(Appended { thread: result.thread, turns, replayed: result.replayed })
     }
 
     async fn list_turns(

@@ -86,10 +86,12 @@ pub struct AppendTurns {
     pub now: DateTime<Utc>,
 }
 
-/// The thread after an append, and which of its turns the append produced.
+/// What an append answers, read at a cost independent of the thread's size: the
+/// thread's header after it, and the turns the append produced (on a replay, those the
+/// first attempt produced).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Appended {
-    pub thread: ThreadWithTurns,
+    pub thread: Thread,
     pub turns: Vec<Turn>,
     /// The idempotency key had been used: nothing was written.
     pub replayed: bool,
@@ -329,13 +331,6 @@ pub fn next_page<T>(items: &mut Vec<T>, limit: u32) -> Option<&T> {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
     if more { items.last() } else { None }
-}
-
-/// `count` turns starting at `first_seq`; seqs are contiguous from 1.
-fn turns_from(turns: &[Turn], first_seq: u32, count: u32) -> Vec<Turn> {
-    let start = (first_seq as usize).saturating_sub(1).min(turns.len());
-    let end = (start + count as usize).min(turns.len());
-    turns[start..end].to_vec()
 }
 
 /// Makes `%`, `_` and `\` in a search term match themselves in LIKE and ILIKE.

@@ -1,5 +1,6 @@
 //! The embedded default: one SQLite file in WAL mode, every commit synced to disk.
 
+mod append;
 mod exclusive;
 mod group_commit;
 mod rows;
@@ -23,15 +24,13 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use self::group_commit::GroupCommit;
-use self::rows::{
-    decode_thread, decode_turn, decode_uuid, encode_json, encode_time, position, thread_with_turns,
-};
+use self::rows::{decode_thread, decode_turn, decode_uuid, encode_time, position, thread_with_turns};
 use super::{
-    Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN, ThreadQuery,
-    WriteError, escape_like, readable_turn, thread_position, turns_from,
+    Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, ThreadQuery, WriteError,
+    escape_like, readable_turn, thread_position,
 };
 use crate::domain::{
-    Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
+    Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,6 +61,13 @@ const SELECT_THREAD_WITH_TURNS: &str = concat!(
     turn_columns!(),
     " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id",
     " WHERE c.id = ?1 ORDER BY m.seq"
+);
+
+/// `?3` turns from seq `?2` on: the ones an append wrote, read back without the rest.
+const SELECT_TURNS_FROM: &str = concat!(
+    "SELECT ",
+    turn_columns!(),
+    " FROM messages m WHERE m.conversation_id = ?1 AND m.seq >= ?2 ORDER BY m.seq LIMIT ?3"
 );
 
 const LIST_THREADS: &str = concat!(
@@ -174,86 +180,6 @@ impl SqliteStore {
         self.trip();
         let rows = sqlx::query(SELECT_THREAD_WITH_TURNS).bind(id.to_string()).fetch_all(conn).await?;
         thread_with_turns(&rows)
-    }
-
-    async fn append_in(
-        &self,
-        conn: &mut SqliteConnection,
-        append: &AppendTurns,
-    ) -> Result<Appended, WriteError> {
-        let id = append.thread_id;
-        self.trip();
-        let row = sqlx::query(SELECT_THREAD).bind(id.to_string()).fetch_optional(&mut *conn).await?;
-        let thread = decode_thread(&row.ok_or(Rejection::ThreadNotFound(id))?)?;
-        let count = append.turns.len() as u32;
-
-        if let Some(key) = &append.idempotency_key {
-            self.trip();
-            let first: Option<u32> = sqlx::query_scalar(
-                "SELECT seq FROM messages WHERE conversation_id = ?1 AND idempotency_key = ?2",
-            )
-            .bind(id.to_string())
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(first) = first {
-                let current = self.load_thread_with_turns(conn, id).await?;
-                let current = current.ok_or(Rejection::ThreadNotFound(id))?;
-                let turns = turns_from(&current.turns, first, count);
-                return Ok(Appended { thread: current, turns, replayed: true });
-            }
-        }
-        // A run that reserved its room while the thread was open records its answer even
-        // if the thread expired while it ran.
-        let key = append.idempotency_key.as_deref();
-        if append.policy.is_expired(thread.updated_at, append.now)
-            && !self.run_under_way(conn, id, key).await?
-        {
-            return Err(Rejection::ThreadExpired(id).into());
-        }
-        // Other runs' reserved room stays free for their answers.
-        let reserved = TURNS_PER_RUN * self.open_runs(conn, id, append.idempotency_key.as_deref()).await?;
-        if thread.turn_count + count + reserved > append.policy.max_turns {
-            return Err(
-                Rejection::TurnLimitReached { thread_id: id, max_turns: append.policy.max_turns }.into()
-            );
-        }
-
-        // Clocks of concurrent callers differ slightly: never move a thread back in time.
-        let now = encode_time(append.now.max(thread.updated_at));
-        for (offset, turn) in append.turns.iter().enumerate() {
-            let key = if offset == 0 { append.idempotency_key.as_deref() } else { None };
-            self.trip();
-            sqlx::query(INSERT_TURN)
-                .bind(id.to_string())
-                .bind(thread.turn_count + 1 + offset as u32)
-                .bind(turn.role.as_str())
-                .bind(&turn.content)
-                .bind(&turn.tool_name)
-                .bind(encode_json(&turn.files)?)
-                .bind(&turn.model_provider)
-                .bind(&turn.model_name)
-                .bind(encode_json(&turn.metadata)?)
-                .bind(key)
-                .bind(&now)
-                .execute(&mut *conn)
-                .await?;
-        }
-        self.trip();
-        sqlx::query(
-            "UPDATE conversations SET turn_count = turn_count + ?2, updated_at = ?3, \
-             version = version + 1 WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(count)
-        .bind(&now)
-        .execute(&mut *conn)
-        .await?;
-
-        let current = self.load_thread_with_turns(conn, id).await?;
-        let current = current.ok_or(Rejection::ThreadNotFound(id))?;
-        let turns = turns_from(&current.turns, thread.turn_count + 1, count);
-        Ok(Appended { thread: current, turns, replayed: false })
     }
 }
 

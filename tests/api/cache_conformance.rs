@@ -64,6 +64,30 @@ pub async fn a_write_voids_the_leases_handed_out_before(cache: &dyn Cache) {
     assert_eq!(cache.get(id, Lease::random()).await.unwrap(), hit(2));
 }
 
+pub async fn an_invalidation_empties_the_entry_and_voids_earlier_leases(cache: &dyn Cache) {
+    let id = Uuid::new_v4();
+    let held = filled(cache, id, 1, TTL).await;
+    let missing = Uuid::new_v4();
+    let before = lease(cache, missing).await;
+    cache.invalidate(id).await.unwrap();
+    cache.invalidate(missing).await.unwrap();
+    assert_eq!(cache.fill(id, held, doc(2), TTL).await.unwrap(), Fill::Rejected);
+    assert_eq!(cache.fill(missing, before, doc(2), TTL).await.unwrap(), Fill::Rejected);
+    let after = lease(cache, id).await;
+    assert_ne!(after, held);
+    assert_eq!(cache.fill(id, after, doc(2), TTL).await.unwrap(), Fill::Stored);
+    assert_eq!(cache.get(id, Lease::random()).await.unwrap(), hit(2));
+}
+
+pub async fn an_invalidation_keeps_a_removal(cache: &dyn Cache) {
+    let id = Uuid::new_v4();
+    filled(cache, id, 1, TTL).await;
+    cache.remove(id, TTL).await.unwrap();
+    cache.invalidate(id).await.unwrap();
+    let after = lease(cache, id).await;
+    assert_eq!(cache.fill(id, after, doc(2), TTL).await.unwrap(), Fill::Rejected, "the removal stays");
+}
+
 pub async fn a_purge_voids_the_leases_handed_out_before(cache: &dyn Cache) {
     let id = Uuid::new_v4();
     let before = lease(cache, id).await;
@@ -182,6 +206,8 @@ macro_rules! cache_conformance {
                 misses_then_hits,
                 a_miss_keeps_the_lease_already_handed_out,
                 a_write_voids_the_leases_handed_out_before,
+                an_invalidation_empties_the_entry_and_voids_earlier_leases,
+                an_invalidation_keeps_a_removal,
                 a_purge_voids_the_leases_handed_out_before,
                 a_write_replaces_only_an_older_document,
                 a_write_after_an_eviction_stores_no_document,

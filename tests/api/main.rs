@@ -8,6 +8,7 @@ mod support;
 mod adoption;
 mod backup;
 mod browser;
+mod cache_coherence;
 mod cache_conformance;
 mod cache_faults;
 mod cache_soak;

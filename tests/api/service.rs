@@ -1,4 +1,4 @@
-//! The conversations service over a real store: read-through, write-through, single-flight.
+//! The conversations service over a real store: read-through, updates after writes, single-flight.
 
 use exai::conversations::Conversations;
 use exai::domain::{NewThread, NewTurn, Role};
@@ -20,19 +20,21 @@ fn turn_count(body: &[u8]) -> u64 {
 }
 
 #[tokio::test]
-async fn writes_go_through_the_cache_and_hits_skip_the_store() {
+async fn an_append_empties_the_entry_and_the_next_read_fills_it() {
     let (store, _dir) = sqlite_store().await;
     let store: Arc<dyn Store> = store;
     let conversations = Conversations::new(store.clone(), memory_cache(), policy(20));
     let (id, _) = conversations.create_thread(NewThread::default()).await.unwrap();
-    // The first read fills the cache; the write then updates the cached document.
     conversations.get_thread(id).await.unwrap().unwrap();
     conversations.append_turns(id, vec![user("hi")], None).await.unwrap();
 
     let before = store.round_trips();
     let body = conversations.get_thread(id).await.unwrap().unwrap();
-    assert_eq!(turn_count(&body), 1, "the append updated the cached document");
-    assert_eq!(store.round_trips(), before, "served from the cache");
+    assert_eq!(turn_count(&body), 1, "the append emptied the cached document");
+    assert_eq!(store.round_trips(), before + 1, "read from the store once");
+    let body = conversations.get_thread(id).await.unwrap().unwrap();
+    assert_eq!(turn_count(&body), 1);
+    assert_eq!(store.round_trips(), before + 1, "then served from the cache");
     assert_eq!(conversations.cache_stats().since_start().hits, 1);
 }
 

@@ -63,7 +63,7 @@ pub async fn appends_leave_the_room_runs_reserved(store: &dyn Store) {
     let mut answer = append(thread, vec![user("q"), user("a")], support::policy(3));
     answer.idempotency_key = Some(exai::store::run_idempotency_key(run.id));
     let appended = store.append_turns(&answer).await.unwrap();
-    assert_eq!(appended.thread.thread.turn_count, 3);
+    assert_eq!(appended.thread.turn_count, 3);
 }
 
 /// The reservation is the promise: a run accepted while its thread was open records its
@@ -85,7 +85,7 @@ pub async fn a_reserved_run_records_its_answer_past_expiry(store: &dyn Store) {
         idempotency_key: Some(exai::store::run_idempotency_key(run.id)),
         ..append(thread, vec![user("q"), user("a")], policy)
     };
-    assert_eq!(store.append_turns(&answer).await.unwrap().thread.thread.turn_count, 2);
+    assert_eq!(store.append_turns(&answer).await.unwrap().thread.turn_count, 2);
 }
 
 pub async fn reserves_room_atomically(store: Arc<dyn Store>) {

@@ -27,13 +27,13 @@ pub async fn appends_with_contiguous_seqs(store: &dyn Store) {
     let batch = append(id, vec![user("two"), rich.clone()], support::policy(20));
     let second = store.append_turns(&batch).await.unwrap();
     assert_eq!(second.turns.iter().map(|t| t.seq).collect::<Vec<_>>(), [2, 3]);
-    assert_eq!(second.thread.thread.turn_count, 3);
-    assert_eq!(second.thread.thread.version, 3);
-    assert_eq!(second.thread.thread.updated_at, batch.now);
-    assert_eq!(second.thread.turns.len(), 3);
+    assert_eq!(second.thread.turn_count, 3);
+    assert_eq!(second.thread.version, 3);
+    assert_eq!(second.thread.updated_at, batch.now);
 
     let stored = store.get_thread(id).await.unwrap().unwrap();
-    assert_eq!(stored.turns, second.thread.turns);
+    assert_eq!(stored.thread, second.thread, "the header the append answered is the one stored");
+    assert_eq!(stored.turns[1..], second.turns, "the append answered the turns it wrote");
     let last = &stored.turns[2];
     assert_eq!((last.role, last.content.as_str(), last.thread_id), (Role::Assistant, "three", id));
     assert_eq!(last.files, rich.files);
@@ -53,12 +53,16 @@ pub async fn replays_an_idempotent_append(store: &dyn Store) {
     let replay = store.append_turns(&keyed).await.unwrap();
     assert!(replay.replayed);
     assert_eq!(replay.turns, original.turns);
-    assert_eq!(replay.thread.thread.turn_count, 1);
-    assert_eq!(replay.thread.thread.version, original.thread.thread.version);
+    assert_eq!(replay.thread, original.thread);
 
     keyed.idempotency_key = Some("key-2".into());
     let next = store.append_turns(&keyed).await.unwrap();
     assert_eq!((next.replayed, next.turns[0].seq), (false, 2));
+    // A replay of an earlier append answers its turns, not the newest ones.
+    keyed.idempotency_key = Some("key-1".into());
+    let late = store.append_turns(&keyed).await.unwrap();
+    assert_eq!(late.turns, original.turns);
+    assert_eq!(late.thread, store.get_thread(id).await.unwrap().unwrap().thread);
 }
 
 pub async fn refuses_appends_to_an_expired_thread(store: &dyn Store) {
