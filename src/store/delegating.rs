@@ -54,6 +54,7 @@ forward_through_hook! {
     create_thread(id: Uuid, new: &NewThread, now: DateTime<Utc>) -> Thread;
     get_thread(id: Uuid) -> Option<ThreadWithTurns>;
     list_threads(query: &ThreadQuery) -> Page<Thread>;
+    list_children(parent_id: Uuid, limit: u32) -> Page<Thread>;
     delete_thread(id: Uuid) -> bool;
     append_turns(append: &AppendTurns) -> Appended;
     list_turns(id: Uuid, after_seq: u32, limit: u32) -> Option<Vec<Turn>>;
