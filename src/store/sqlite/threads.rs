@@ -9,30 +9,67 @@ use crate::store::{
     Activity, Listed, Page, StoreError, ThreadQuery, child_position, escape_like, thread_position,
 };
 
-/// Every filter of a listing, written so that an absent one is a range that holds every
-/// row (text timestamps sort between `''` and `'~'`): the activity index then serves the
-/// keyset and the activity bounds, where `?n IS NULL OR …` would make SQLite scan it.
-macro_rules! thread_filters {
+/// The rows a listing may return. The activity index serves one range: rows before an
+/// upper position, the nearer of the cursor and an expiry cutoff, and after a lower
+/// instant. Both are always bound, an absent one as the end of the range (text timestamps
+/// sort between `''` and `'~'`), where `?n IS NULL OR …` would make SQLite scan the index.
+macro_rules! thread_range {
     () => {
-        " (c.updated_at, c.id) < (coalesce(?1, '~'), coalesce(?2, ''))\
-         AND c.updated_at > coalesce(?3, '') AND c.updated_at <= coalesce(?4, '~')\
-         AND (?5 IS NULL OR c.title LIKE '%' || ?5 || '%' ESCAPE '\\')\
-         AND (?7 IS NULL OR c.id = ?7)\
-         ORDER BY c.updated_at DESC, c.id DESC LIMIT ?6"
+        " (c.updated_at, c.id) < (?1, ?2) AND c.updated_at > ?3 AND (?6 IS NULL OR c.id = ?6)"
     };
 }
 
-const LIST_THREADS: &str =
-    concat!("SELECT ", thread_columns!(), " FROM conversations c WHERE", thread_filters!());
+/// The search term (`?4`, `LIKE`-escaped) as a part of the title, any case.
+macro_rules! title_matches {
+    () => {
+        " AND (?4 IS NULL OR c.title LIKE '%' || ?4 || '%' ESCAPE '\\')"
+    };
+}
 
-/// Reads only the threads whose title holds every trigram of the term, found in the
-/// trigram index, then checks them with the same `LIKE` as any other listing.
+macro_rules! newest_first {
+    () => {
+        " ORDER BY c.updated_at DESC, c.id DESC"
+    };
+}
+
+const LIST_THREADS: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    " FROM conversations c WHERE",
+    thread_range!(),
+    title_matches!(),
+    newest_first!(),
+    " LIMIT ?5"
+);
+
+/// A search among the `?7` most recent threads of the range only: when a term is common
+/// these already hold a whole page of matches, found in order without the index.
+const SEARCH_RECENT: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    " FROM (SELECT * FROM conversations c WHERE",
+    thread_range!(),
+    newest_first!(),
+    " LIMIT ?7) c WHERE true",
+    title_matches!(),
+    newest_first!(),
+    " LIMIT ?5"
+);
+
+/// How many of the most recent threads `SEARCH_RECENT` reads.
+const RECENT: u32 = 2000;
+
+/// Reads only the threads whose title holds every trigram of the term (`?7`), found in
+/// the trigram index, then checks them with the same `LIKE` as any other listing.
 const SEARCH_THREADS: &str = concat!(
     "SELECT ",
     thread_columns!(),
     " FROM conversations_title f CROSS JOIN conversations c ON c.rowid = f.rowid",
-    " WHERE f.conversations_title MATCH ?8 AND",
-    thread_filters!()
+    " WHERE f.conversations_title MATCH ?7 AND",
+    thread_range!(),
+    title_matches!(),
+    newest_first!(),
+    " LIMIT ?5"
 );
 
 const LIST_CHILDREN: &str = concat!(
@@ -52,26 +89,42 @@ fn phrase(term: &str) -> String {
 
 impl SqliteStore {
     pub(super) async fn select_threads(&self, query: &ThreadQuery) -> Result<Page<Thread>, StoreError> {
-        let (changed_after, changed_at_or_before) = match query.activity {
-            Activity::Any => (None, None),
-            Activity::ChangedAfter(t) => (Some(encode_time(t)), None),
-            Activity::ChangedAtOrBefore(t) => (None, Some(encode_time(t))),
+        // `(updated_at, id) < (t, '~')` holds exactly when `updated_at <= t`.
+        let cutoff = |t| (encode_time(t), "~".to_owned());
+        let cursor = query.after.map(|c| (encode_time(c.at), c.id.to_string()));
+        let (upper, lower) = match query.activity {
+            Activity::Any => (cursor, None),
+            Activity::ChangedAfter(t) => (cursor, Some(encode_time(t))),
+            Activity::ChangedAtOrBefore(t) => {
+                let bound = cutoff(t);
+                (Some(cursor.map_or(bound.clone(), |at| at.min(bound))), None)
+            }
         };
+        let (upper_at, upper_id) = upper.unwrap_or_else(|| ("~".to_owned(), String::new()));
         let indexed = query.search.as_deref().filter(|term| term.chars().count() >= TRIGRAM);
-        let sql = if indexed.is_some() { SEARCH_THREADS } else { LIST_THREADS };
-        self.trip();
-        let mut select = sqlx::query(sql)
-            .bind(query.after.map(|c| encode_time(c.at)))
-            .bind(query.after.map(|c| c.id.to_string()))
-            .bind(changed_after)
-            .bind(changed_at_or_before)
-            .bind(query.search.as_deref().map(escape_like))
-            .bind(query.limit + 1)
-            .bind(query.continuation_id.as_deref());
-        if let Some(term) = indexed {
-            select = select.bind(phrase(term));
-        }
-        let rows = select.fetch_all(&self.reader).await?;
+        let select = |sql, last| {
+            self.trip();
+            sqlx::query(sql)
+                .bind(upper_at.clone())
+                .bind(upper_id.clone())
+                .bind(lower.clone().unwrap_or_default())
+                .bind(query.search.as_deref().map(escape_like))
+                .bind(query.limit + 1)
+                .bind(query.continuation_id.as_deref())
+                .bind(last)
+                .fetch_all(&self.reader)
+        };
+        let rows = match indexed {
+            None => select(LIST_THREADS, None).await?,
+            Some(term) => {
+                let recent = select(SEARCH_RECENT, Some(RECENT.to_string())).await?;
+                if recent.len() > query.limit as usize {
+                    recent
+                } else {
+                    select(SEARCH_THREADS, Some(phrase(term))).await?
+                }
+            }
+        };
         Ok(page_of(&rows, query.limit, thread_position, "updated_at"))
     }
 
