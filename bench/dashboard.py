@@ -12,6 +12,7 @@ whole answer (loopback, so nearly all of it is the server's).
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -104,7 +105,9 @@ with tempfile.TemporaryDirectory() as data_dir:
         proc.terminate()
         proc.wait()
         if backend != "sqlite":
-            from dual_storage import children
+            from dual_storage import WORK, children
 
             for child in children:
                 child.kill()
+                child.wait()
+            shutil.rmtree(WORK, ignore_errors=True)
