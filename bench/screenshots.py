@@ -64,6 +64,8 @@ def seed(port):
     ]
     for turn in turns:
         call(port, "POST", f"/v1/threads/{child}/turns", turn)
+    call(port, "POST", "/v1/threads", {"title": "Fix what the review found", "tool_name": "chat",
+                                       "parent_id": child})
     for n in range(8):
         call(port, "POST", "/v1/threads", {"title": f"Conversation {n + 1}", "tool_name": "chat"})
     for n in range(3):

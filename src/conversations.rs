@@ -20,7 +20,9 @@ use crate::domain::{
     ConversationPolicy, History, HistoryLimits, NewThread, NewTurn, Rejection, Thread, ThreadWithTurns, Turn,
     ValidationError, check_idempotency_key, truncate_to_micros,
 };
-use crate::store::{Activity, AppendTurns, Cursor, Store, StoreError, ThreadQuery, WriteError, next_page};
+use crate::store::{
+    Activity, AppendTurns, Cursor, Page, Store, StoreError, ThreadQuery, WriteError, next_page,
+};
 
 /// Why a conversation's request was not carried out: invalid, refused by its rules, or
 /// the store failed.
@@ -158,6 +160,12 @@ impl Conversations {
         let query = ThreadQuery { limit, after, search, activity, continuation_id };
         let page = self.store.list_threads(&query).await?;
         Ok(ThreadList { threads: page.items, next_cursor: page.next.map(|next| next.encode()), now })
+    }
+
+    /// The threads that continue `parent_id`, newest first, at most `limit`; `next` is
+    /// set when there are more.
+    pub async fn list_children(&self, parent_id: Uuid, limit: u32) -> Result<Page<Thread>, StoreError> {
+        self.store.list_children(parent_id, limit).await
     }
 
     /// Deletes a thread from the store, then from the cache; `false` when it did not exist.

@@ -54,6 +54,7 @@ forward_through_hook! {
     create_thread(id: Uuid, new: &NewThread, now: DateTime<Utc>) -> Result<Thread, WriteError>;
     get_thread(id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError>;
     list_threads(query: &ThreadQuery) -> Result<Page<Thread>, StoreError>;
+    list_children(parent_id: Uuid, limit: u32) -> Result<Page<Thread>, StoreError>;
     delete_thread(id: Uuid) -> Result<bool, StoreError>;
     append_turns(append: &AppendTurns) -> Result<Appended, WriteError>;
     list_turns(id: Uuid, after_seq: u32, limit: u32) -> Result<Option<Vec<Turn>>, StoreError>;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN,
-    ThreadQuery, WriteError, escape_like, readable_turn, run_position, thread_position,
+    ThreadQuery, WriteError, child_position, escape_like, readable_turn, run_position, thread_position,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -231,6 +231,16 @@ impl<T: Transport> Store for FunctionStore<T> {
         let rows = self.call(call, Rejections::default()).await?;
         let at_keys = |keys: Keys| Cursor::new(keys.updated_at.unwrap_or(keys.created_at), keys.id);
         Ok(page_of(rows, query.limit, thread_position, at_keys, "thread"))
+    }
+
+    async fn list_children(&self, parent_id: Uuid, limit: u32) -> Result<Page<Thread>, StoreError> {
+        let call = Call {
+            function: "exai_list_children",
+            args: vec![("p_parent_id", Arg::Uuid(Some(parent_id))), ("p_limit", int(limit + 1))],
+        };
+        let rows = self.call(call, Rejections::default()).await?;
+        let at_keys = |keys: Keys| Cursor::new(keys.created_at, keys.id);
+        Ok(page_of(rows, limit, child_position, at_keys, "thread"))
     }
 
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {

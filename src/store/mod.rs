@@ -209,6 +209,11 @@ pub fn thread_position(thread: &Thread) -> Cursor {
     Cursor::new(thread.updated_at, thread.id)
 }
 
+/// Where a thread stands among its parent's children, newest first.
+pub fn child_position(thread: &Thread) -> Cursor {
+    Cursor::new(thread.created_at, thread.id)
+}
+
 /// Where a run stands in a listing.
 pub fn run_position(run: &ToolRun) -> Cursor {
     Cursor::new(run.created_at, run.id)
@@ -253,6 +258,10 @@ pub trait Store: Send + Sync {
 
     /// A page of threads by most recent activity first, at most `query.limit` of them.
     async fn list_threads(&self, query: &ThreadQuery) -> Result<Page<Thread>, StoreError>;
+
+    /// The threads whose parent is `parent_id`, newest first, at most `limit` of them
+    /// (`next` is set when there are more).
+    async fn list_children(&self, parent_id: Uuid, limit: u32) -> Result<Page<Thread>, StoreError>;
 
     /// Removes a thread and its turns; `false` when there was none.
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError>;

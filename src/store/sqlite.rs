@@ -24,10 +24,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use self::group_commit::GroupCommit;
-use self::rows::{decode_thread, decode_turn, decode_uuid, encode_time, position, thread_with_turns};
+use self::rows::{decode_turn, decode_uuid, thread_with_turns};
 use super::{
-    Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, ThreadQuery, WriteError,
-    escape_like, readable_turn, thread_position,
+    AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery, WriteError, readable_turn,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -52,6 +51,9 @@ macro_rules! turn_columns {
     };
 }
 
+// After the column macros, which its queries use.
+mod listings;
+
 const SELECT_THREAD: &str = concat!("SELECT ", thread_columns!(), " FROM conversations c WHERE c.id = ?1");
 
 const SELECT_THREAD_WITH_TURNS: &str = concat!(
@@ -68,19 +70,6 @@ const SELECT_TURNS_FROM: &str = concat!(
     "SELECT ",
     turn_columns!(),
     " FROM messages m WHERE m.conversation_id = ?1 AND m.seq >= ?2 ORDER BY m.seq LIMIT ?3"
-);
-
-const LIST_THREADS: &str = concat!(
-    "SELECT ",
-    thread_columns!(),
-    " FROM conversations c",
-    " WHERE (?1 IS NULL OR (c.updated_at, c.id) < (?1, ?2))",
-    " AND (?3 IS NULL OR c.updated_at > ?3)",
-    " AND (?4 IS NULL OR c.updated_at <= ?4)",
-    " AND (?5 IS NULL OR c.title LIKE '%' || ?5 || '%' ESCAPE '\\')",
-    // A thread's continuation_id is its id here.
-    " AND (?7 IS NULL OR c.id = ?7)",
-    " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?6"
 );
 
 const LIST_TURNS: &str = concat!(
@@ -206,25 +195,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_threads(&self, query: &ThreadQuery) -> Result<Page<Thread>, StoreError> {
-        let (changed_after, changed_at_or_before) = match query.activity {
-            Activity::Any => (None, None),
-            Activity::ChangedAfter(t) => (Some(encode_time(t)), None),
-            Activity::ChangedAtOrBefore(t) => (None, Some(encode_time(t))),
-        };
-        let pattern = query.search.as_deref().map(escape_like);
-        self.trip();
-        let rows = sqlx::query(LIST_THREADS)
-            .bind(query.after.map(|c| encode_time(c.at)))
-            .bind(query.after.map(|c| c.id.to_string()))
-            .bind(changed_after)
-            .bind(changed_at_or_before)
-            .bind(pattern)
-            .bind(query.limit + 1)
-            .bind(query.continuation_id.as_deref())
-            .fetch_all(&self.reader)
-            .await?;
-        let rows = rows.iter().map(|row| Listed::decode(decode_thread(row), || position(row, "updated_at")));
-        Ok(Page::of(rows.collect(), query.limit, thread_position, "thread"))
+        self.select_threads(query).await
+    }
+
+    async fn list_children(&self, parent_id: Uuid, limit: u32) -> Result<Page<Thread>, StoreError> {
+        self.select_children(parent_id, limit).await
     }
 
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {

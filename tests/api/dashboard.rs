@@ -259,7 +259,7 @@ async fn threads_are_searched_filtered_and_paged() {
 }
 
 #[tokio::test]
-async fn a_thread_page_shows_turns_metadata_and_parent_as_text() {
+async fn a_thread_page_shows_turns_metadata_parent_and_children_as_text() {
     let app = TestApp::new().await;
     let parent = app.create_thread(json!({"title": "parent"})).await;
     let child = app
@@ -281,6 +281,13 @@ async fn a_thread_page_shows_turns_metadata_and_parent_as_text() {
     );
     assert!(html.contains(&format!("href=\"/dashboard/threads/{parent}\"")), "parent link");
     assert!(html.contains("1 of 20"));
+
+    let parent_page = app.get(&format!("/dashboard/threads/{parent}")).await.text();
+    assert!(parent_page.contains("Continued by"), "{parent_page}");
+    assert!(parent_page.contains(&format!("href=\"/dashboard/threads/{child}\"")), "child link");
+    assert!(parent_page.contains("&#60;script&#62;") && !parent_page.contains("<script>alert"));
+    let child_page = app.get(&format!("/dashboard/threads/{child}")).await.text();
+    assert!(!child_page.contains("Continued by"), "a thread without children lists none");
 
     let missing = app.get(&format!("/dashboard/threads/{}", uuid::Uuid::new_v4())).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);

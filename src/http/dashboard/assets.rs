@@ -1,4 +1,4 @@
-//! The stylesheet and script, compiled into the binary and served with a content hash
+//! The stylesheet, script and icon, compiled into the binary and served with a content hash
 //! in their URL, so browsers may keep them for a year.
 
 use axum::extract::Path;
@@ -41,8 +41,16 @@ pub static SCRIPT: Asset = Asset {
     hash: LazyLock::new(|| short_hash(include_str!("../../../static/dashboard.js"))),
 };
 
+/// Named by every page, so that browsers do not ask for a `/favicon.ico` there is not.
+pub static ICON: Asset = Asset {
+    name: "favicon.svg",
+    content_type: "image/svg+xml",
+    body: include_str!("../../../static/favicon.svg"),
+    hash: LazyLock::new(|| short_hash(include_str!("../../../static/favicon.svg"))),
+};
+
 pub async fn serve_asset(Path(name): Path<String>) -> Response {
-    let Some(asset) = [&STYLESHEET, &SCRIPT].into_iter().find(|asset| asset.name == name) else {
+    let Some(asset) = [&STYLESHEET, &SCRIPT, &ICON].into_iter().find(|asset| asset.name == name) else {
         return (StatusCode::NOT_FOUND, "no such file").into_response();
     };
     let headers = [

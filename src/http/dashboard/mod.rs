@@ -36,6 +36,7 @@ pub struct Page {
     pub current: &'static str,
     pub css: String,
     pub js: String,
+    pub icon: String,
     pub csrf: String,
     /// Whether a session is open, so the page offers to end it.
     pub signed_in: bool,
@@ -48,6 +49,7 @@ impl Page {
             current,
             css: assets::STYLESHEET.url(),
             js: assets::SCRIPT.url(),
+            icon: assets::ICON.url(),
             csrf: access.csrf.clone(),
             signed_in: access.session.is_some(),
         }

@@ -149,13 +149,19 @@ async fn build(state: &AppState) -> Overview {
             "—".to_owned()
         })
     };
-    let active_threads = note(count_threads(state, StatusFilter::Active).await);
-    let expired_threads = note(count_threads(state, StatusFilter::Expired).await);
     let queued = RunQuery { limit: COUNT_LIMIT, after: None, tool: None, status: Some(RunStatus::Queued) };
-    let runs_queued = note(state.executor.list(&queued).await.map_err(|e| e.to_string()).map(|page| {
+    // Independent reads, so the page waits for the slowest of them rather than their sum.
+    let (active, expired, queued, latest) = tokio::join!(
+        count_threads(state, StatusFilter::Active),
+        count_threads(state, StatusFilter::Expired),
+        state.executor.list(&queued),
+        state.conversations.list_threads(LATEST_THREADS, None, None, StatusFilter::All, None),
+    );
+    let active_threads = note(active);
+    let expired_threads = note(expired);
+    let runs_queued = note(queued.map_err(|e| e.to_string()).map(|page| {
         if page.next.is_some() { format!("{COUNT_LIMIT}+") } else { page.items.len().to_string() }
     }));
-    let latest = state.conversations.list_threads(LATEST_THREADS, None, None, StatusFilter::All, None).await;
     let latest_threads = match latest {
         Ok(list) => list
             .threads

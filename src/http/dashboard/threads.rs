@@ -19,6 +19,8 @@ use crate::domain::{Metadata, Turn};
 use crate::store::Cursor;
 
 const PAGE_SIZE: u32 = 50;
+/// Children linked from a thread's page; past it the page says there are more.
+const CHILDREN_SHOWN: u32 = 20;
 
 #[derive(Deserialize)]
 pub struct ThreadsParams {
@@ -123,6 +125,12 @@ struct ThreadDocument {
     turns: Vec<Turn>,
 }
 
+pub struct ChildLink {
+    pub id: String,
+    pub title: String,
+    pub created: String,
+}
+
 pub struct TurnRow {
     pub seq: u32,
     pub role: &'static str,
@@ -142,6 +150,9 @@ struct ThreadPage {
     title: String,
     tool: String,
     parent: Option<String>,
+    children: Vec<ChildLink>,
+    /// More children than `children` holds, or why they could not be read.
+    children_note: Option<String>,
     created: String,
     updated: String,
     expiry: String,
@@ -184,6 +195,20 @@ pub async fn show_thread(
         Err(response) => return response,
     };
     let now = Utc::now();
+    let (children, children_note) = match state.conversations.list_children(id, CHILDREN_SHOWN).await {
+        Ok(page) => {
+            let more = page.next.map(|_| format!("Only the newest {CHILDREN_SHOWN} are listed."));
+            let links = page.items.into_iter().map(|child| ChildLink {
+                id: child.id.to_string(),
+                title: child.title.unwrap_or_default(),
+                created: relative(child.created_at, now),
+            });
+            (links.collect(), more)
+        }
+        Err(error) => {
+            (Vec::new(), Some(format!("The threads continuing this one could not be read: {error}")))
+        }
+    };
     let turns = thread
         .turns
         .iter()
@@ -204,6 +229,8 @@ pub async fn show_thread(
         title: thread.title.unwrap_or_default(),
         tool: thread.tool_name.unwrap_or_default(),
         parent: thread.parent_id.map(|parent| parent.to_string()),
+        children,
+        children_note,
         created: relative(thread.created_at, now),
         updated: relative(thread.updated_at, now),
         expiry: relative(thread.expires_at, now),

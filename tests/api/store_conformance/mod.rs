@@ -28,6 +28,7 @@ use self::runs::{
 };
 use self::threads::{
     creates_and_reads_threads, deletes_threads_with_their_turns,
+    finds_titles_by_substring_through_their_index, lists_children_newest_first,
     lists_threads_by_activity_with_keyset_paging, pages_through_threads_changed_at_the_same_instant,
     refuses_a_missing_parent,
 };
@@ -80,6 +81,8 @@ macro_rules! store_conformance {
                 refuses_appends_to_an_unknown_thread,
                 lists_threads_by_activity_with_keyset_paging,
                 pages_through_threads_changed_at_the_same_instant,
+                finds_titles_by_substring_through_their_index,
+                lists_children_newest_first,
                 deletes_threads_with_their_turns,
                 pages_through_turns,
                 reads_history_along_parents_in_one_round_trip,

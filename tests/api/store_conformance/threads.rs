@@ -109,6 +109,55 @@ pub async fn pages_through_threads_changed_at_the_same_instant(store: &dyn Store
     assert_eq!(seen, ids, "ties are broken by id, each thread listed once");
 }
 
+pub async fn finds_titles_by_substring_through_their_index(store: &dyn Store) {
+    let marker = Uuid::new_v4().simple().to_string();
+    let titles = [format!("Report {marker} ÉTÉ"), format!("draft {marker}"), "unrelated".to_owned()];
+    let mut ids = Vec::new();
+    for title in &titles {
+        ids.push(new_thread(store, titled(title), now()).await);
+    }
+    let search = |term: String| ThreadQuery {
+        limit: 10,
+        after: None,
+        search: Some(term),
+        activity: Activity::Any,
+        continuation_id: None,
+    };
+    let found = |page: Page<exai::domain::Thread>| -> Vec<Uuid> { page.items.iter().map(|t| t.id).collect() };
+    let both = store.list_threads(&search(marker.to_uppercase())).await.unwrap();
+    assert_eq!(found(both), [ids[1], ids[0]], "case-insensitive, newest first");
+    let one = store.list_threads(&search(format!("ReporT {}", &marker[..8]))).await.unwrap();
+    assert_eq!(found(one), [ids[0]]);
+    let paged = store.list_threads(&ThreadQuery { limit: 1, ..search(marker.clone()) }).await.unwrap();
+    let next = paged.next.expect("a second match follows");
+    let rest = ThreadQuery { limit: 1, after: Some(next), ..search(marker.clone()) };
+    assert_eq!(found(store.list_threads(&rest).await.unwrap()), [ids[0]]);
+    assert!(store.delete_thread(ids[0]).await.unwrap());
+    assert_eq!(found(store.list_threads(&search(marker)).await.unwrap()), [ids[1]]);
+}
+
+pub async fn lists_children_newest_first(store: &dyn Store) {
+    let base = now() - TimeDelta::hours(1);
+    let parent = new_thread(store, titled("parent"), base).await;
+    let mut children = Vec::new();
+    for minutes in 1..=3 {
+        let new = NewThread { parent_id: Some(parent), ..titled("child") };
+        children.push(new_thread(store, new, base + TimeDelta::minutes(minutes)).await);
+    }
+    let grandchild = NewThread { parent_id: Some(children[0]), ..titled("grandchild") };
+    new_thread(store, grandchild, base + TimeDelta::minutes(4)).await;
+    let ids = |page: &Page<exai::domain::Thread>| -> Vec<Uuid> { page.items.iter().map(|t| t.id).collect() };
+
+    let all = store.list_children(parent, 10).await.unwrap();
+    assert_eq!(ids(&all), [children[2], children[1], children[0]]);
+    assert_eq!(all.next, None);
+    let first_two = store.list_children(parent, 2).await.unwrap();
+    assert_eq!(ids(&first_two), [children[2], children[1]]);
+    assert!(first_two.next.is_some(), "more children follow");
+    assert!(store.list_children(children[2], 10).await.unwrap().items.is_empty());
+    assert!(store.list_children(Uuid::new_v4(), 10).await.unwrap().items.is_empty());
+}
+
 pub async fn deletes_threads_with_their_turns(store: &dyn Store) {
     let id = new_thread(store, titled("doomed"), now()).await;
     store.append_turns(&append(id, vec![user("bye")], support::policy(20))).await.unwrap();

@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod caddy;
+pub mod cdp;
 pub mod ex_ai;
 pub mod postgrest;
 pub mod process;
