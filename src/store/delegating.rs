@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use super::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery};
+use super::{
+    AppendTurns, Appended, ExportSink, ImportedThread, Page, RunQuery, Store, StoreError, ThreadQuery,
+    ThreadRecord,
+};
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
 };
@@ -63,5 +66,7 @@ forward_through_hook! {
     get_run(id: Uuid) -> Option<ToolRun>;
     list_runs(query: &RunQuery) -> Page<ToolRun>;
     fail_unfinished_runs(created_before: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> u64;
+    export(sink: &mut dyn ExportSink) -> ();
+    import_threads(threads: &[ThreadRecord]) -> Vec<ImportedThread>;
     ping() -> ();
 }
