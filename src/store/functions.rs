@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use serde_json::value::RawValue;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
@@ -74,6 +75,12 @@ pub trait Transport: Send + Sync {
 #[async_trait]
 pub trait Session: Send {
     async fn call(&mut self, call: &Call) -> Result<String, CallError>;
+
+    /// Delivers every thread record to `sink`: page after page of `exai_export_threads`,
+    /// unless the transport can stream them in one query.
+    async fn export_threads(&mut self, sink: &mut dyn ExportSink) -> Result<ControlFlow<()>, StoreError> {
+        transfer::threads_page_by_page(self, sink).await
+    }
 }
 
 pub struct FunctionStore<T> {

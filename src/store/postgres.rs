@@ -1,13 +1,16 @@
 //! Postgres over its wire protocol: the store's SQL functions called through a pool.
 
+mod export;
+
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
-use super::StoreError;
 use super::functions::{Arg, Call, CallError, FunctionStore, Session, Transport};
+use super::{ExportSink, StoreError};
 
 const MAX_CONNECTIONS: u32 = 16;
 /// How long a request waits for a connection, including connecting: a stopped
@@ -65,6 +68,10 @@ struct Snapshot {
 impl Session for Snapshot {
     async fn call(&mut self, call: &Call) -> Result<String, CallError> {
         run(call, &mut *self.tx).await
+    }
+
+    async fn export_threads(&mut self, sink: &mut dyn ExportSink) -> Result<ControlFlow<()>, StoreError> {
+        export::stream_threads(&mut self.tx, sink).await
     }
 }
 

@@ -1,11 +1,13 @@
 //! Export page by page in thread id order, from one snapshot where the transport holds
 //! one; import of a batch of whole threads in one function call, one transaction.
 
+use std::ops::ControlFlow;
+
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::answers::{Rejections, transport_error};
-use super::{Arg, Call, FunctionStore, Transport};
+use super::answers::{Rejections, decode, transport_error};
+use super::{Arg, Call, FunctionStore, Session, Transport};
 use crate::domain::ToolRun;
 use crate::store::{Counts, Cursor, ExportSink, ImportedThread, StoreError, ThreadRecord, run_position};
 
@@ -26,6 +28,29 @@ fn threads_after(after: Option<Uuid>) -> Call {
     Call { function: "exai_export_threads", args }
 }
 
+/// Delivers every thread record to `sink`, a page per call, in thread id order.
+pub(super) async fn threads_page_by_page<S: Session + ?Sized>(
+    session: &mut S,
+    sink: &mut dyn ExportSink,
+) -> Result<ControlFlow<()>, StoreError> {
+    let mut after = None;
+    loop {
+        let call = threads_after(after);
+        let records: Vec<ThreadRecord> =
+            decode(call.function, session.call(&call).await, Rejections::default())?;
+        let full = records.len() == PAGE;
+        for record in records {
+            after = Some(record.thread.id);
+            if sink.thread(record).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        if !full {
+            return Ok(ControlFlow::Continue(()));
+        }
+    }
+}
+
 impl<T: Transport> FunctionStore<T> {
     pub(super) async fn export_pages(&self, sink: &mut dyn ExportSink) -> Result<(), StoreError> {
         let mut session =
@@ -36,19 +61,8 @@ impl<T: Transport> FunctionStore<T> {
         if sink.counts(counts).is_break() {
             return Ok(());
         }
-        let mut after = None;
-        loop {
-            let records: Vec<ThreadRecord> = self.call_in(session, threads_after(after)).await?;
-            let full = records.len() == PAGE;
-            for record in records {
-                after = Some(record.thread.id);
-                if sink.thread(record).is_break() {
-                    return Ok(());
-                }
-            }
-            if !full {
-                break;
-            }
+        if session.export_threads(sink).await?.is_break() {
+            return Ok(());
         }
         let mut after: Option<Cursor> = None;
         loop {
