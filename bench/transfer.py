@@ -83,6 +83,10 @@ def main():
     tables = [arg for table in TABLES for arg in ("-t", table)]
     with open(dump_file, "w") as dump:
         dump_s, dump_mib = timed([bin_dir / "pg_dump", "--data-only", *tables, "-d", source], stdout=dump)
+    # pg_dump empties search_path; the store's triggers call its functions unqualified.
+    text = dump_file.read_text().replace("set_config('search_path', '', false)",
+                                         "set_config('search_path', 'public', false)")
+    dump_file.write_text(text)
     target, _ = migrated(bin_dir, port, "psql_load")
     load_s, load_mib = timed([bin_dir / "psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-f", dump_file])
     loaded = psql(bin_dir, target, "SELECT (SELECT count(*) FROM conversations) + (SELECT count(*) FROM messages)")

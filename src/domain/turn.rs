@@ -82,21 +82,6 @@ pub struct NewTurn {
     pub metadata: Metadata,
 }
 
-impl Turn {
-    /// The turn as it was appended, without what the store gave it.
-    pub fn as_new(&self) -> NewTurn {
-        NewTurn {
-            role: self.role,
-            content: self.content.clone(),
-            tool_name: self.tool_name.clone(),
-            files: self.files.clone(),
-            model_provider: self.model_provider.clone(),
-            model_name: self.model_name.clone(),
-            metadata: self.metadata.clone(),
-        }
-    }
-}
-
 /// The `files` of a new turn, with the limits `NewTurn::validate` enforces. A length in
 /// characters can only bound one in bytes from above; the description says bytes.
 fn file_refs() -> ArrayBuilder {

@@ -4,12 +4,13 @@ use std::ops::ControlFlow;
 
 use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
+use super::SqliteStore;
 use super::rows::{decode_thread, decode_turn, encode_json, encode_time};
 use super::runs::{RUN_COLUMNS, decode_run};
-use super::{SqliteStore, insert_turn};
+use crate::domain::Turn;
 use crate::store::{Counts, ExportSink, ImportedThread, StoreError, ThreadRecord};
 
 const THREAD_RECORDS: &str = concat!(
@@ -29,6 +30,38 @@ const INSERT_THREAD: &str = "INSERT INTO conversations (id, parent_id, title, to
      created_at, updated_at, turn_count, version) \
      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
      WHERE ?2 IS NULL OR EXISTS (SELECT 1 FROM conversations WHERE id = ?2)";
+
+/// Turns stored by one statement: 11 variables each, well under SQLite's limit.
+const TURNS_PER_INSERT: usize = 500;
+
+/// One multi-row insert of turns, each with its thread's key for it.
+fn insert_turns<'a>(
+    rows: &'a [(&'a ThreadRecord, &'a Turn)],
+) -> Result<QueryBuilder<'a, Sqlite>, StoreError> {
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO messages (conversation_id, seq, role, content, tool_name, files, model_provider, \
+         model_name, metadata, idempotency_key, created_at) ",
+    );
+    let encoded = rows
+        .iter()
+        .map(|(record, turn)| Ok((encode_json(&turn.files)?, encode_json(&turn.metadata)?, record, turn)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    insert.push_values(encoded, |mut values, (files, metadata, record, turn)| {
+        values
+            .push_bind(record.thread.id.to_string())
+            .push_bind(turn.seq)
+            .push_bind(turn.role.as_str())
+            .push_bind(&turn.content)
+            .push_bind(&turn.tool_name)
+            .push_bind(files)
+            .push_bind(&turn.model_provider)
+            .push_bind(&turn.model_name)
+            .push_bind(metadata)
+            .push_bind(record.keys.get(&turn.seq))
+            .push_bind(encode_time(turn.created_at));
+    });
+    Ok(insert)
+}
 
 /// Adds a row of a `THREAD_RECORDS` query to the record it belongs to, or starts the
 /// next record (returning the finished one) when the row is of another thread.
@@ -105,6 +138,14 @@ impl SqliteStore {
         for record in threads {
             outcomes.push(self.import_in(&mut tx, record).await?);
         }
+        let created =
+            threads.iter().zip(&outcomes).filter(|(_, outcome)| **outcome == ImportedThread::Created);
+        let turns: Vec<(&ThreadRecord, &Turn)> =
+            created.flat_map(|(record, _)| record.turns.iter().map(move |turn| (record, turn))).collect();
+        for rows in turns.chunks(TURNS_PER_INSERT) {
+            self.trip();
+            insert_turns(rows)?.build().execute(&mut *tx).await?;
+        }
         self.trip();
         tx.commit().await?;
         Ok(outcomes)
@@ -142,11 +183,6 @@ impl SqliteStore {
             .await?;
         if inserted.rows_affected() == 0 {
             return Ok(ImportedThread::ParentMissing);
-        }
-        for turn in &record.turns {
-            self.trip();
-            let key = record.keys.get(&turn.seq).map(String::as_str);
-            insert_turn(conn, &id, turn.seq, &turn.as_new(), key, &encode_time(turn.created_at)).await?;
         }
         Ok(ImportedThread::Created)
     }
