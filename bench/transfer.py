@@ -3,11 +3,12 @@
 
 Usage: bench/transfer.py [path/to/exai] [threads] [turns per thread]
 Writes an export of THREADS threads with TURNS turns each (every turn at its own
-instant, the worst case for import: one append per turn), imports it into a freshly
-migrated database with `exai import`, exports it again with `exai export`, then dumps
-the same three tables with `pg_dump --data-only` and loads the dump into another freshly
-migrated database with `psql`. Rows are threads + turns; peak RSS from GNU time.
-Needs PostgreSQL (initdb, postgres, psql, pg_dump) and /usr/bin/time.
+instant, every other one with an idempotency key), imports it into a freshly migrated
+database with `exai import`, exports it again with `exai export`, then dumps the same
+three tables with `pg_dump --data-only` and loads the dump into another freshly migrated
+database with `psql`; then imports and exports the same file on SQLite. Rows are
+threads + turns; peak RSS from GNU time. Needs PostgreSQL (initdb, postgres, psql,
+pg_dump) and /usr/bin/time.
 """
 import json
 import os
@@ -44,7 +45,8 @@ def write_export(path):
                       "metadata": {"n": n}, "created_at": stamp(n * 100),
                       "updated_at": turns[-1]["created_at"] if turns else stamp(n * 100),
                       "turn_count": TURNS, "version": TURNS}
-            out.write(json.dumps({"kind": "thread", "thread": thread, "turns": turns}) + "\n")
+            keys = {str(s): f"key-{n}-{s}" for s in range(1, TURNS + 1, 2)}
+            out.write(json.dumps({"kind": "thread", "thread": thread, "turns": turns, "keys": keys}) + "\n")
         out.write(json.dumps({"kind": "end", "threads": THREADS, "turns": THREADS * TURNS, "runs": 0}) + "\n")
 
 
@@ -81,18 +83,30 @@ def main():
     tables = [arg for table in TABLES for arg in ("-t", table)]
     with open(dump_file, "w") as dump:
         dump_s, dump_mib = timed([bin_dir / "pg_dump", "--data-only", *tables, "-d", source], stdout=dump)
+    # pg_dump empties search_path; the store's triggers call its functions unqualified.
+    text = dump_file.read_text().replace("set_config('search_path', '', false)",
+                                         "set_config('search_path', 'public', false)")
+    dump_file.write_text(text)
     target, _ = migrated(bin_dir, port, "psql_load")
     load_s, load_mib = timed([bin_dir / "psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-f", dump_file])
     loaded = psql(bin_dir, target, "SELECT (SELECT count(*) FROM conversations) + (SELECT count(*) FROM messages)")
     assert int(loaded) == rows, (loaded, rows)
 
+    sqlite_dir = WORK / "sqlite"
+    sqlite_env = dict(os.environ, EXAI_DATA_DIR=str(sqlite_dir), RUST_LOG="warn")
+    sqlite_import = timed([EXAI, "import", str(export_file)], sqlite_env)
+    sqlite_export = timed([EXAI, "export", "--output", str(WORK / "sqlite.jsonl")], sqlite_env)
+
     print(f"{THREADS} threads, {THREADS * TURNS} turns ({rows} rows)\n")
-    print("| step | exai s | exai rows/s | exai peak RSS MiB | peer | peer s | peer rows/s | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
-    for step, (s, mib), peer, (ps, _) in [("import", (import_s, import_mib), "psql -f dump", (load_s, load_mib)),
-                                           ("export", (export_s, export_mib), "pg_dump", (dump_s, dump_mib))]:
-        print(f"| {step} | {s:.1f} | {rows / s:.0f} | {mib:.0f} | {peer} | {ps:.1f} | {rows / ps:.0f} "
-              f"| {ps / s:.2f} |")
+    print("| store | step | exai s | exai rows/s | exai peak RSS MiB | peer | peer s | peer rows/s "
+          "| peer peak RSS MiB | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for step, (s, mib), peer, (ps, pmib) in [("import", (import_s, import_mib), "psql -f dump", (load_s, load_mib)),
+                                             ("export", (export_s, export_mib), "pg_dump", (dump_s, dump_mib))]:
+        print(f"| postgres | {step} | {s:.1f} | {rows / s:.0f} | {mib:.0f} | {peer} | {ps:.1f} | {rows / ps:.0f} "
+              f"| {pmib:.0f} | {ps / s:.2f} |")
+    for step, (s, mib) in [("import", sqlite_import), ("export", sqlite_export)]:
+        print(f"| sqlite | {step} | {s:.1f} | {rows / s:.0f} | {mib:.0f} | | | | | |")
 
 
 if __name__ == "__main__":

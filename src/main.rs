@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 
 use exai::app::{App, AppState, open_store};
@@ -33,7 +34,8 @@ enum Command {
     Openapi,
     /// Copy the SQLite store to PATH while a server keeps serving it.
     Backup(BackupArgs),
-    /// Write every thread and run of the configured store as JSON Lines.
+    /// Write every thread and run of the configured store as JSON Lines, from one snapshot
+    /// on SQLite and Postgres (on Supabase page after page, not a snapshot).
     Export(ExportArgs),
     /// Read an export into the configured store; importing again changes nothing.
     Import(ImportArgs),
@@ -237,15 +239,17 @@ async fn back_up(config: &Config, target: &Path) -> Result<(), BoxError> {
 
 async fn export(config: &Config, output: Option<&Path>) -> Result<(), BoxError> {
     let store = open_store(&config.store).await?;
+    let bar = progress_bar("{spinner} exporting {human_pos}/{human_len} threads [{bar:30}] {per_sec} {eta}");
     let exported = match output {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|error| format!("{}: {error}", path.display()))?;
-            transfer::export(store.as_ref(), &mut std::io::BufWriter::new(file)).await?
+            transfer::export(store.as_ref(), &mut std::io::BufWriter::new(file), &bar).await?
         }
         None => {
-            transfer::export(store.as_ref(), &mut std::io::BufWriter::new(std::io::stdout().lock())).await?
+            transfer::export(store.as_ref(), &mut std::io::BufWriter::new(std::io::stdout()), &bar).await?
         }
     };
+    bar.finish_and_clear();
     eprintln!(
         "exported {} threads, {} turns, {} runs from {}",
         exported.threads,
@@ -256,6 +260,15 @@ async fn export(config: &Config, output: Option<&Path>) -> Result<(), BoxError> 
     Ok(())
 }
 
+/// A progress bar on a terminal; nothing where standard error is a log or a pipe.
+fn progress_bar(template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(0).with_style(style.progress_chars("=> "))
+}
+
 async fn import(config: &Config, file: &Path) -> ExitCode {
     let store = match open_store(&config.store).await {
         Ok(store) => store,
@@ -264,23 +277,14 @@ async fn import(config: &Config, file: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // On a terminal, a line that counts up; in a log, nothing until the summary.
-    let on_terminal = std::io::stderr().is_terminal();
-    let mut progress = |line: u64| {
-        if on_terminal && line.is_multiple_of(1000) {
-            eprint!("\rimporting: line {line}");
-        }
-    };
-    let outcome = transfer::import(store.as_ref(), file, &mut progress).await;
-    if on_terminal {
-        eprintln!();
-    }
+    let bar = progress_bar("{spinner} importing {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} {eta}");
+    let outcome = transfer::import(store.as_ref(), file, &bar).await;
+    bar.finish_and_clear();
     match outcome {
         Ok(done) => {
             println!(
-                "{} threads created, {} completed, {} unchanged; {} runs created, {} unchanged; {} conflicts{}",
+                "{} threads created, {} unchanged; {} runs created, {} unchanged; {} conflicts{}",
                 done.threads_created,
-                done.threads_completed,
                 done.threads_unchanged,
                 done.runs_created,
                 done.runs_unchanged,

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use super::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery, WriteError};
+use super::{
+    AppendTurns, Appended, ExportSink, ImportedThread, Page, RunQuery, Store, StoreError, ThreadQuery,
+    ThreadRecord, WriteError,
+};
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
 };
@@ -64,5 +67,7 @@ forward_through_hook! {
     get_run(id: Uuid) -> Result<Option<ToolRun>, StoreError>;
     list_runs(query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
     fail_unfinished_runs(created_before: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    export(sink: &mut dyn ExportSink) -> Result<(), StoreError>;
+    import_threads(threads: &[ThreadRecord]) -> Result<Vec<ImportedThread>, StoreError>;
     ping() -> Result<(), StoreError>;
 }

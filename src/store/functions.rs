@@ -2,18 +2,25 @@
 //! function call, one round trip; a [`Transport`] carries it — the Postgres wire
 //! protocol or PostgREST — so the Postgres and Supabase stores share every line here.
 
+mod answers;
+mod transfer;
+
+use self::answers::{Rejections, decode, decode_unrefused, unrefused};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use serde_json::value::RawValue;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 use super::{
-    Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN,
-    ThreadQuery, WriteError, child_position, escape_like, readable_turn, run_position, thread_position,
+    Activity, AppendTurns, Appended, Cursor, ExportSink, ImportedThread, Listed, Page, RunQuery, Store,
+    StoreError, TURNS_PER_RUN, ThreadQuery, ThreadRecord, WriteError, child_position, escape_like,
+    readable_turn, run_position, thread_position,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -57,6 +64,23 @@ pub trait Transport: Send + Sync {
     fn backend(&self) -> &'static str;
 
     async fn call(&self, call: &Call) -> Result<String, CallError>;
+
+    /// A session whose calls all read one snapshot, where the transport can hold one
+    /// open (a read-only repeatable-read transaction); otherwise each call reads the
+    /// database as it is then.
+    async fn snapshot(&self) -> Result<Box<dyn Session + '_>, CallError>;
+}
+
+/// Calls made one after another, see [`Transport::snapshot`].
+#[async_trait]
+pub trait Session: Send {
+    async fn call(&mut self, call: &Call) -> Result<String, CallError>;
+
+    /// Delivers every thread record to `sink`: page after page of `exai_export_threads`,
+    /// unless the transport can stream them in one query.
+    async fn export_threads(&mut self, sink: &mut dyn ExportSink) -> Result<ControlFlow<()>, StoreError> {
+        transfer::threads_page_by_page(self, sink).await
+    }
 }
 
 pub struct FunctionStore<T> {
@@ -74,27 +98,6 @@ struct AppendResult {
     replayed: bool,
 }
 
-/// The rejections a call may raise, and what each means for this call.
-#[derive(Default)]
-struct Rejections {
-    not_found: Option<Rejection>,
-    parent_not_found: Option<Rejection>,
-    expired: Option<Rejection>,
-    turn_limit: Option<Rejection>,
-}
-
-impl Rejections {
-    fn meaning(self, sqlstate: &str) -> Option<Rejection> {
-        match sqlstate {
-            "EX404" => self.not_found,
-            "EX422" => self.parent_not_found,
-            "EX410" => self.expired,
-            "EX409" => self.turn_limit,
-            _ => None,
-        }
-    }
-}
-
 impl<T: Transport> FunctionStore<T> {
     pub fn new(transport: T) -> Self {
         Self { transport, round_trips: AtomicU64::new(0) }
@@ -107,27 +110,23 @@ impl<T: Transport> FunctionStore<T> {
         rejections: Rejections,
     ) -> Result<R, WriteError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let function = call.function;
-        let json = self.transport.call(&call).await.map_err(|error| match error {
-            CallError::Rejected { sqlstate } => rejections.meaning(&sqlstate).map_or_else(
-                || StoreError::Internal(format!("{function} raised unexpected SQLSTATE {sqlstate}")).into(),
-                WriteError::Refused,
-            ),
-            CallError::Unavailable(cause) => StoreError::Unavailable(cause).into(),
-            CallError::Misconfigured(cause) => StoreError::Misconfigured(cause).into(),
-            CallError::Failed(cause) => StoreError::Internal(format!("{function}: {cause}")).into(),
-        })?;
-        Ok(serde_json::from_str(&json)
-            .map_err(|e| StoreError::Internal(format!("{function} returned unreadable JSON: {e}")))?)
+        decode(call.function, self.transport.call(&call).await, rejections)
     }
 
     /// Makes a call no rule refuses and decodes its JSON result.
     async fn call<R: DeserializeOwned>(&self, call: Call, rejections: Rejections) -> Result<R, StoreError> {
         let function = call.function;
-        self.refusable(call, rejections).await.map_err(|error| match error {
-            WriteError::Failed(failure) => failure,
-            WriteError::Refused(refusal) => StoreError::Internal(format!("{function} refused: {refusal}")),
-        })
+        self.refusable(call, rejections).await.map_err(|error| unrefused(function, error))
+    }
+
+    /// Makes the call in `session` and decodes its JSON result.
+    async fn call_in<R: DeserializeOwned>(
+        &self,
+        session: &mut dyn Session,
+        call: Call,
+    ) -> Result<R, StoreError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        decode_unrefused(call.function, session.call(&call).await)
     }
 }
 
@@ -374,6 +373,14 @@ impl<T: Transport> Store for FunctionStore<T> {
             ],
         };
         self.call(call, Rejections::default()).await
+    }
+
+    async fn export(&self, sink: &mut dyn ExportSink) -> Result<(), StoreError> {
+        self.export_pages(sink).await
+    }
+
+    async fn import_threads(&self, threads: &[ThreadRecord]) -> Result<Vec<ImportedThread>, StoreError> {
+        self.import_records(threads).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

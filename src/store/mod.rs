@@ -7,14 +7,16 @@ mod postgres;
 mod postgres_migrate;
 mod sqlite;
 mod supabase;
+mod transfer;
 
 pub use delegating::{DelegatingStore, StoreHook};
-pub use functions::{Arg, Call, CallError, FunctionStore, Transport};
+pub use functions::{Arg, Call, CallError, FunctionStore, Session, Transport};
 pub use metered::MeteredStore;
 pub use postgres::{PgTransport, PostgresStore};
 pub use postgres_migrate::{MigrationReport, check_postgres_migration, migrate_postgres};
 pub use sqlite::{LockError, ServingLock, SqliteStore};
 pub use supabase::{PostgrestTransport, SupabaseStore};
+pub use transfer::{Counts, ExportSink, ImportedThread, ThreadRecord};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -312,6 +314,17 @@ pub trait Store: Send + Sync {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+
+    /// Delivers every thread (with its turns and keys) and then every run to `sink`,
+    /// streamed in constant memory and read from one snapshot where the backend has one
+    /// (SQLite, Postgres; not Supabase, whose pages are read one after another).
+    async fn export(&self, sink: &mut dyn ExportSink) -> Result<(), StoreError>;
+
+    /// Stores `threads` exactly as they are — ids, `seq`s, times, versions and keys —
+    /// all in one transaction, with one outcome per thread in order: a thread the store
+    /// holds under its id already is left alone and returned as held, and one whose
+    /// parent is neither stored nor created earlier in the batch is not written.
+    async fn import_threads(&self, threads: &[ThreadRecord]) -> Result<Vec<ImportedThread>, StoreError>;
 
     /// Checks that the backend answers (and warms a connection).
     async fn ping(&self) -> Result<(), StoreError>;

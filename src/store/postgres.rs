@@ -1,12 +1,16 @@
 //! Postgres over its wire protocol: the store's SQL functions called through a pool.
 
+mod export;
+
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions};
 use sqlx::types::Json;
+use sqlx::{Postgres, Transaction};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
-use super::StoreError;
-use super::functions::{Arg, Call, CallError, FunctionStore, Transport};
+use super::functions::{Arg, Call, CallError, FunctionStore, Session, Transport};
+use super::{ExportSink, StoreError};
 
 const MAX_CONNECTIONS: u32 = 16;
 /// How long a request waits for a connection, including connecting: a stopped
@@ -45,25 +49,52 @@ impl Transport for PgTransport {
     }
 
     async fn call(&self, call: &Call) -> Result<String, CallError> {
-        let named: Vec<String> =
-            call.args.iter().enumerate().map(|(i, (name, _))| format!("{name} => ${}", i + 1)).collect();
-        let sql = format!("SELECT to_jsonb({}({}))::text", call.function, named.join(", "));
-        let mut query = sqlx::query_scalar::<_, Option<String>>(&sql);
-        for (_, arg) in &call.args {
-            query = match arg {
-                Arg::Uuid(value) => query.bind(*value),
-                Arg::Text(value) => query.bind(value.clone()),
-                Arg::Int(value) => query.bind(*value),
-                Arg::BigInt(value) => query.bind(*value),
-                Arg::Json(value) => query.bind(Json(value.clone())),
-                Arg::Time(value) => query.bind(*value),
-            };
-        }
-        match tokio::time::timeout(CALL_TIMEOUT, query.fetch_one(&self.pool)).await {
-            Err(_) => Err(CallError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}"))),
-            Ok(Ok(json)) => Ok(json.unwrap_or_else(|| "null".into())),
-            Ok(Err(error)) => Err(classify(error)),
-        }
+        run(call, &self.pool).await
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn Session + '_>, CallError> {
+        let begin = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        let tx = begin.await.map_err(classify)?;
+        Ok(Box::new(Snapshot { tx }))
+    }
+}
+
+/// One read-only repeatable-read transaction: every call reads the same snapshot.
+struct Snapshot {
+    tx: Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl Session for Snapshot {
+    async fn call(&mut self, call: &Call) -> Result<String, CallError> {
+        run(call, &mut *self.tx).await
+    }
+
+    async fn export_threads(&mut self, sink: &mut dyn ExportSink) -> Result<ControlFlow<()>, StoreError> {
+        export::stream_threads(&mut self.tx, sink).await
+    }
+}
+
+/// Calls the function with named arguments and brings back its result as JSON text.
+async fn run<'c>(call: &Call, executor: impl PgExecutor<'c>) -> Result<String, CallError> {
+    let named: Vec<String> =
+        call.args.iter().enumerate().map(|(i, (name, _))| format!("{name} => ${}", i + 1)).collect();
+    let sql = format!("SELECT to_jsonb({}({}))::text", call.function, named.join(", "));
+    let mut query = sqlx::query_scalar::<_, Option<String>>(&sql);
+    for (_, arg) in &call.args {
+        query = match arg {
+            Arg::Uuid(value) => query.bind(*value),
+            Arg::Text(value) => query.bind(value.clone()),
+            Arg::Int(value) => query.bind(*value),
+            Arg::BigInt(value) => query.bind(*value),
+            Arg::Json(value) => query.bind(Json(value.clone())),
+            Arg::Time(value) => query.bind(*value),
+        };
+    }
+    match tokio::time::timeout(CALL_TIMEOUT, query.fetch_one(executor)).await {
+        Err(_) => Err(CallError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}"))),
+        Ok(Ok(json)) => Ok(json.unwrap_or_else(|| "null".into())),
+        Ok(Err(error)) => Err(classify(error)),
     }
 }
 

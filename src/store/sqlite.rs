@@ -26,7 +26,8 @@ use uuid::Uuid;
 use self::group_commit::GroupCommit;
 use self::rows::{decode_turn, decode_uuid, thread_with_turns};
 use super::{
-    AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery, WriteError, readable_turn,
+    AppendTurns, Appended, ExportSink, ImportedThread, Page, RunQuery, Store, StoreError, ThreadQuery,
+    ThreadRecord, WriteError, readable_turn,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -51,8 +52,9 @@ macro_rules! turn_columns {
     };
 }
 
-// After the column macros, which its queries use.
+// After the column macros, which their queries use.
 mod listings;
+mod transfer;
 
 const SELECT_THREAD: &str = concat!("SELECT ", thread_columns!(), " FROM conversations c WHERE c.id = ?1");
 
@@ -290,6 +292,15 @@ impl Store for SqliteStore {
             async move { store.fail_unfinished(conn, created_before, &error, now).await }.boxed()
         })
         .await
+    }
+
+    async fn export(&self, sink: &mut dyn ExportSink) -> Result<(), StoreError> {
+        self.export_snapshot(sink).await
+    }
+
+    async fn import_threads(&self, threads: &[ThreadRecord]) -> Result<Vec<ImportedThread>, StoreError> {
+        let threads = threads.to_vec();
+        self.write(move |store, conn| async move { store.import_batch(conn, &threads).await }.boxed()).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

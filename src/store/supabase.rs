@@ -10,7 +10,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::StoreError;
-use super::functions::{Arg, Call, CallError, FunctionStore, Transport};
+use super::functions::{Arg, Call, CallError, FunctionStore, Session, Transport};
 use crate::secret::Secret;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,6 +118,21 @@ impl Transport for PostgrestTransport {
         }
         let error: PostgrestError = serde_json::from_str(&text).unwrap_or_default();
         Err(classify(status, error))
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn Session + '_>, CallError> {
+        Ok(Box::new(EachOnItsOwn(self)))
+    }
+}
+
+/// PostgREST runs each call in a transaction of its own: a session's calls read the
+/// database as it is when each is made.
+struct EachOnItsOwn<'a>(&'a PostgrestTransport);
+
+#[async_trait]
+impl Session for EachOnItsOwn<'_> {
+    async fn call(&mut self, call: &Call) -> Result<String, CallError> {
+        self.0.call(call).await
     }
 }
 

@@ -1,14 +1,15 @@
-//! Writes a store out page by page, so memory stays the same whatever its size.
+//! Writes what a store delivers from its snapshot as it arrives, so memory stays the
+//! same whatever the store's size.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 
 use chrono::Utc;
+use indicatif::ProgressBar;
 
 use super::format::{FORMAT, Line, VERSION};
-use crate::store::{Activity, RunQuery, Store, StoreError, ThreadQuery};
-
-/// Threads or runs read per store call.
-const PAGE: u32 = 200;
+use crate::domain::ToolRun;
+use crate::store::{Counts, ExportSink, Store, StoreError, ThreadRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -26,84 +27,71 @@ pub struct Exported {
     pub runs: u64,
 }
 
-/// Writes every thread and run of `store` to `out`. Threads are read one at a time
-/// while paging, so a thread changed during the export is written as it was when read;
-/// export a stopped server (or an `exai backup` copy) for one consistent instant.
-pub async fn export(store: &dyn Store, out: &mut impl Write) -> Result<Exported, ExportError> {
-    let exported_at = Utc::now();
-    let before = count(store).await?;
-    let header = Line::Header {
-        format: FORMAT.into(),
-        version: VERSION,
-        backend: store.backend().into(),
-        exported_at,
-        threads: before.threads,
-        turns: before.turns,
-        runs: before.runs,
-    };
-    let mut counts = Exported::default();
-    write_line(out, &header)?;
-    let mut query = all_threads();
-    loop {
-        let page = store.list_threads(&query).await?;
-        for listed in &page.items {
-            // A thread deleted since the listing is simply not exported.
-            let Some(read) = store.get_thread(listed.id).await? else { continue };
-            counts.threads += 1;
-            counts.turns += read.turns.len() as u64;
-            write_line(out, &Line::Thread { thread: read.thread, turns: read.turns })?;
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
+/// Writes every thread and run of `store` to `out`, from one snapshot where the
+/// backend has one. `bar` counts threads written, out of those the snapshot holds.
+pub async fn export(
+    store: &dyn Store,
+    out: &mut (impl Write + Send),
+    bar: &ProgressBar,
+) -> Result<Exported, ExportError> {
+    let mut lines = Lines { out, backend: store.backend(), written: Exported::default(), failed: None, bar };
+    store.export(&mut lines).await?;
+    if let Some(error) = lines.failed {
+        return Err(error.into());
     }
-    let mut query = all_runs();
-    loop {
-        let page = store.list_runs(&query).await?;
-        for run in page.items {
-            counts.runs += 1;
-            write_line(out, &Line::Run { run })?;
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
-    }
-    write_line(out, &Line::End { threads: counts.threads, turns: counts.turns, runs: counts.runs })?;
-    out.flush()?;
-    Ok(counts)
+    let Exported { threads, turns, runs } = lines.written;
+    write_line(lines.out, &Line::End { threads, turns, runs })?;
+    lines.out.flush()?;
+    Ok(lines.written)
 }
 
-/// What the store holds, from its listings alone: a quick pass for the header.
-async fn count(store: &dyn Store) -> Result<Exported, StoreError> {
-    let mut counts = Exported::default();
-    let mut query = all_threads();
-    loop {
-        let page = store.list_threads(&query).await?;
-        counts.threads += page.items.len() as u64;
-        counts.turns += page.items.iter().map(|thread| u64::from(thread.turn_count)).sum::<u64>();
-        let Some(next) = page.next else { break };
-        query.after = Some(next);
-    }
-    let mut query = all_runs();
-    loop {
-        let page = store.list_runs(&query).await?;
-        counts.runs += page.items.len() as u64;
-        let Some(next) = page.next else { break };
-        query.after = Some(next);
-    }
-    Ok(counts)
+/// The export file as a store's export sink: a line per thing delivered.
+struct Lines<'a, W> {
+    out: &'a mut W,
+    backend: &'static str,
+    written: Exported,
+    /// Why writing stopped.
+    failed: Option<std::io::Error>,
+    bar: &'a ProgressBar,
 }
 
-/// The first page of a listing of every thread.
-fn all_threads() -> ThreadQuery {
-    ThreadQuery { limit: PAGE, after: None, search: None, continuation_id: None, activity: Activity::Any }
+impl<W: Write + Send> Lines<'_, W> {
+    fn write(&mut self, line: &Line) -> ControlFlow<()> {
+        match write_line(self.out, line) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => {
+                self.failed = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    }
 }
 
-/// The first page of a listing of every run.
-fn all_runs() -> RunQuery {
-    RunQuery { limit: PAGE, after: None, tool: None, status: None }
+impl<W: Write + Send> ExportSink for Lines<'_, W> {
+    fn counts(&mut self, counts: Counts) -> ControlFlow<()> {
+        self.bar.set_length(counts.threads);
+        self.write(&Line::Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            backend: self.backend.into(),
+            exported_at: Utc::now(),
+            threads: counts.threads,
+            turns: counts.turns,
+            runs: counts.runs,
+        })
+    }
+
+    fn thread(&mut self, record: ThreadRecord) -> ControlFlow<()> {
+        self.written.threads += 1;
+        self.written.turns += record.turns.len() as u64;
+        self.bar.inc(1);
+        self.write(&Line::Thread(record))
+    }
+
+    fn run(&mut self, run: ToolRun) -> ControlFlow<()> {
+        self.written.runs += 1;
+        self.write(&Line::Run { run })
+    }
 }
 
 fn write_line(out: &mut impl Write, line: &Line) -> std::io::Result<()> {

@@ -1,12 +1,13 @@
 //! The export file: one JSON object per line. A header first (with the counts the
-//! store held when the export began), then a line per thread with its turns and a line
-//! per run, then an end line with the counts written, whose absence tells a truncated
-//! file.
+//! store held when the export began), then a line per thread with its turns (and the
+//! idempotency keys its appends used) and a line per run, then an end line with the
+//! counts written, whose absence tells a truncated file.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Thread, ToolRun, Turn};
+use crate::domain::ToolRun;
+use crate::store::ThreadRecord;
 
 pub const FORMAT: &str = "exai-export";
 pub const VERSION: u32 = 1;
@@ -23,10 +24,8 @@ pub enum Line {
         turns: u64,
         runs: u64,
     },
-    Thread {
-        thread: Thread,
-        turns: Vec<Turn>,
-    },
+    /// A thread with its turns and the idempotency keys of its appends.
+    Thread(ThreadRecord),
     Run {
         run: ToolRun,
     },

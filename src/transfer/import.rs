@@ -1,28 +1,26 @@
-//! Reads an export into a store, line by line. Ids, `seq`s and timestamps are kept, so
-//! the API shows every thread as it was. Importing again changes nothing: a thread or
-//! run already there as in the file is left alone, one that differs is reported as a
-//! conflict and never overwritten, and a thread whose import was cut short is finished.
+//! Reads an export into a store, whole threads a batch at a time. Ids, `seq`s, times
+//! and idempotency keys are kept, so the API shows every thread as it was and a retried
+//! append is still recognised. Importing again changes nothing: a thread or run already
+//! there as in the file is left alone, one that differs is reported as a conflict and
+//! never overwritten. A batch is one transaction, so no thread is ever half-written.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
-use chrono::TimeDelta;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use uuid::Uuid;
+use indicatif::ProgressBar;
 
 use super::format::{FORMAT, Line, VERSION};
-use crate::domain::{ConversationPolicy, NewThread, NewTurn, Rejection, Thread, ToolRun, Turn};
-use crate::store::{AppendTurns, Store, StoreError, WriteError};
+use crate::domain::ToolRun;
+use crate::store::{ImportedThread, Store, StoreError, ThreadRecord};
 
-/// Imported turns keep their original times, so neither the configured expiry nor the
-/// turn limit of this deployment may refuse them.
-const IMPORT_POLICY: ConversationPolicy =
-    ConversationPolicy { timeout: TimeDelta::days(36_500), max_turns: u32::MAX };
-
-/// Threads imported at once: each mostly waits for its store to commit.
-const CONCURRENT_THREADS: usize = 8;
+/// A batch is sent once it holds this many threads or turns.
+const BATCH_THREADS: usize = 500;
+const BATCH_TURNS: usize = 5_000;
+/// Batches under way at once: the next is read while the store writes one.
+const CONCURRENT_BATCHES: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -37,15 +35,7 @@ pub enum ImportError {
     )]
     CountsDiffer { expected: u64, runs: u64, found_threads: u64, found_runs: u64 },
     #[error(transparent)]
-    Refused(#[from] Rejection),
-    #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<WriteError> for ImportError {
-    fn from(error: WriteError) -> Self {
-        error.into_either()
-    }
 }
 
 impl ImportError {
@@ -62,8 +52,6 @@ impl ImportError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Imported {
     pub threads_created: u64,
-    /// Threads found with only some of their turns, then completed.
-    pub threads_completed: u64,
     pub threads_unchanged: u64,
     pub runs_created: u64,
     pub runs_unchanged: u64,
@@ -73,33 +61,95 @@ pub struct Imported {
 
 impl Imported {
     pub fn changed_nothing(&self) -> bool {
-        self.threads_created + self.threads_completed + self.runs_created == 0
+        self.threads_created + self.runs_created == 0
     }
 }
 
-enum Outcome {
-    Created,
-    /// Only for threads.
-    Completed,
-    Unchanged,
-    Conflict(String),
+/// Where a thread line is in the file: its byte offset and line number.
+type Place = (u64, u64);
+
+/// Threads read and not yet sent to the store.
+#[derive(Default)]
+struct Batch {
+    records: Vec<ThreadRecord>,
+    places: Vec<Place>,
+    turns: usize,
 }
 
-/// Reads the export at `path` into `store`, telling `progress` each line number read.
-pub async fn import(
-    store: &dyn Store,
-    path: &Path,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Imported, ImportError> {
+impl Batch {
+    fn push(&mut self, record: ThreadRecord, place: Place) {
+        self.turns += record.turns.len();
+        self.records.push(record);
+        self.places.push(place);
+    }
+
+    fn is_full(&self) -> bool {
+        self.records.len() >= BATCH_THREADS || self.turns >= BATCH_TURNS
+    }
+}
+
+/// Sends batches to the store, a few at once, and counts what became of their threads.
+struct Importer<'a> {
+    store: &'a dyn Store,
+    imported: Imported,
+    /// Threads whose parent was not stored yet, tried again at the end.
+    waiting: Vec<Place>,
+}
+
+impl Importer<'_> {
+    /// Counts a batch's outcomes, or sets threads aside to wait for their parent.
+    fn settle(
+        &mut self,
+        batch: Batch,
+        outcome: Result<Vec<ImportedThread>, StoreError>,
+    ) -> Result<(), StoreError> {
+        for ((record, place), outcome) in batch.records.iter().zip(batch.places).zip(outcome?) {
+            match outcome {
+                ImportedThread::Created => self.imported.threads_created += 1,
+                ImportedThread::Held(held) if held.same_as(record) => self.imported.threads_unchanged += 1,
+                ImportedThread::Held(_) => {
+                    let id = record.thread.id.to_string();
+                    tracing::warn!(
+                        id,
+                        "conflict: the store holds a different thread under this id; left as it is"
+                    );
+                    self.imported.conflicts += 1;
+                }
+                ImportedThread::ParentMissing => self.waiting.push(place),
+            }
+        }
+        Ok(())
+    }
+
+    async fn import_run(&mut self, run: &ToolRun) -> Result<(), StoreError> {
+        match self.store.get_run(run.id).await? {
+            None => {
+                self.store.save_run(run).await?;
+                self.imported.runs_created += 1;
+            }
+            Some(stored) if stored == *run => self.imported.runs_unchanged += 1,
+            Some(_) => {
+                let id = run.id.to_string();
+                tracing::warn!(id, "conflict: the store holds a different run under this id; left as it is");
+                self.imported.conflicts += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the export at `path` into `store`; `bar` follows the bytes read.
+pub async fn import(store: &dyn Store, path: &Path, bar: &ProgressBar) -> Result<Imported, ImportError> {
     let read_error = |source| ImportError::Read { path: path.display().to_string(), source };
-    let mut reader = BufReader::new(File::open(path).map_err(read_error)?);
-    let mut imported = Imported::default();
-    // Children can come before their parents; they wait, by their place in the file.
-    let mut waiting: Vec<(u64, u64)> = Vec::new();
+    let file = File::open(path).map_err(read_error)?;
+    bar.set_length(file.metadata().map_err(read_error)?.len());
+    let mut reader = BufReader::new(file);
+    let mut importer = Importer { store, imported: Imported::default(), waiting: Vec::new() };
+    let mut in_flight = FuturesUnordered::new();
+    let mut batch = Batch::default();
     let (mut number, mut offset, mut buffer) = (0u64, 0u64, String::new());
     let (mut threads, mut runs) = (0u64, 0u64);
     let mut end = None;
-    let mut in_flight = FuturesUnordered::new();
     let read: Result<(), ImportError> = async {
         loop {
             buffer.clear();
@@ -108,7 +158,6 @@ pub async fn import(
                 return Ok(());
             }
             number += 1;
-            progress(number);
             match parse(&buffer, number)? {
                 Line::Header { format, version, .. } if number == 1 => check_header(&format, version)?,
                 _ if number == 1 => {
@@ -116,39 +165,46 @@ pub async fn import(
                 }
                 Line::Header { .. } => return Err(malformed(number, "a second header")),
                 _ if end.is_some() => return Err(malformed(number, "a line after the end line")),
-                Line::Thread { thread, turns } => {
+                Line::Thread(record) => {
                     threads += 1;
-                    if in_flight.len() >= CONCURRENT_THREADS
-                        && let Some(done) = in_flight.next().await
-                    {
-                        settle(done, &mut imported, &mut waiting)?;
+                    batch.push(record, (offset, number));
+                    if batch.is_full() {
+                        if in_flight.len() >= CONCURRENT_BATCHES
+                            && let Some((done, outcome)) = in_flight.next().await
+                        {
+                            importer.settle(done, outcome)?;
+                        }
+                        let full = std::mem::take(&mut batch);
+                        in_flight.push(async move {
+                            let outcome = store_batch(store, &full.records).await;
+                            (full, outcome)
+                        });
                     }
-                    let at = (offset, number);
-                    in_flight
-                        .push(async move { (at, thread.id, import_thread(store, &thread, &turns).await) });
                 }
                 Line::Run { run } => {
                     // A run's thread must be in before the run.
-                    while let Some(done) = in_flight.next().await {
-                        settle(done, &mut imported, &mut waiting)?;
+                    let pending = std::mem::take(&mut batch);
+                    let outcome = store_batch(store, &pending.records).await;
+                    while let Some((done, outcome)) = in_flight.next().await {
+                        importer.settle(done, outcome)?;
                     }
+                    importer.settle(pending, outcome)?;
                     runs += 1;
-                    match import_run(store, &run).await? {
-                        Outcome::Created => imported.runs_created += 1,
-                        Outcome::Unchanged => imported.runs_unchanged += 1,
-                        conflict => tally(&mut imported, conflict, &run.id.to_string()),
-                    }
+                    importer.import_run(&run).await?;
                 }
                 Line::End { threads, turns: _, runs } => end = Some((threads, runs)),
             }
             offset += read as u64;
+            bar.set_position(offset);
         }
     }
     .await;
-    // Threads under way finish whatever stopped the reading, so none is left half-written.
-    while let Some(done) = in_flight.next().await {
-        settle(done, &mut imported, &mut waiting)?;
+    // The whole threads read before whatever stopped the reading are stored.
+    let outcome = store_batch(store, &batch.records).await;
+    while let Some((done, outcome)) = in_flight.next().await {
+        importer.settle(done, outcome)?;
     }
+    importer.settle(batch, outcome)?;
     read?;
     let Some((expected, expected_runs)) = end else {
         return Err(ImportError::Truncated { line: number });
@@ -161,69 +217,70 @@ pub async fn import(
             found_runs: runs,
         });
     }
-    import_waiting(store, &mut reader, waiting, &mut imported).await.map_err(|error| match error {
+    import_waiting(&mut importer, &mut reader).await.map_err(|error| match error {
         ImportError::Read { source, .. } => read_error(source),
         other => other,
     })?;
-    Ok(imported)
+    Ok(importer.imported)
 }
 
 /// Imports the threads that waited for a parent, round after round, until none can
 /// be: those have a parent neither the file nor the store holds.
 async fn import_waiting(
-    store: &dyn Store,
+    importer: &mut Importer<'_>,
     reader: &mut BufReader<File>,
-    mut waiting: Vec<(u64, u64)>,
-    imported: &mut Imported,
 ) -> Result<(), ImportError> {
     let mut buffer = String::new();
-    while !waiting.is_empty() {
+    while !importer.waiting.is_empty() {
+        let waiting = std::mem::take(&mut importer.waiting);
         let before = waiting.len();
-        let mut still = Vec::new();
-        for (offset, number) in waiting {
-            reader
-                .seek(SeekFrom::Start(offset))
-                .map_err(|source| ImportError::Read { path: String::new(), source })?;
-            buffer.clear();
-            reader
-                .read_line(&mut buffer)
-                .map_err(|source| ImportError::Read { path: String::new(), source })?;
-            let Line::Thread { thread, turns } = parse(&buffer, number)? else { continue };
-            match import_thread(store, &thread, &turns).await {
-                Err(WriteError::Refused(Rejection::ParentNotFound(_))) => still.push((offset, number)),
-                outcome => tally(imported, outcome?, &thread.id.to_string()),
+        for places in waiting.chunks(BATCH_THREADS) {
+            let mut batch = Batch::default();
+            for &(offset, number) in places {
+                let read_error = |source| ImportError::Read { path: String::new(), source };
+                reader.seek(SeekFrom::Start(offset)).map_err(read_error)?;
+                buffer.clear();
+                reader.read_line(&mut buffer).map_err(read_error)?;
+                if let Line::Thread(record) = parse(&buffer, number)? {
+                    batch.push(record, (offset, number));
+                }
             }
+            let outcome = store_batch(importer.store, &batch.records).await;
+            importer.settle(batch, outcome)?;
         }
-        if still.len() == before {
-            for (_, number) in &still {
-                tracing::warn!(
-                    line = number,
-                    "conflict: the thread's parent is in neither the file nor the store"
-                );
+        if importer.waiting.len() == before {
+            for (_, line) in &importer.waiting {
+                tracing::warn!(line, "conflict: the thread's parent is in neither the file nor the store");
             }
-            imported.conflicts += still.len() as u64;
+            importer.imported.conflicts += before as u64;
             break;
         }
-        waiting = still;
     }
     Ok(())
 }
 
-/// Counts a thread's outcome, or sets it aside to wait for its parent.
-fn settle(
-    ((offset, number), id, outcome): ((u64, u64), Uuid, Result<Outcome, WriteError>),
-    imported: &mut Imported,
-    waiting: &mut Vec<(u64, u64)>,
-) -> Result<(), ImportError> {
-    match outcome {
-        Err(WriteError::Refused(Rejection::ParentNotFound(_))) => waiting.push((offset, number)),
-        outcome => tally(imported, outcome?, &id.to_string()),
+async fn store_batch(store: &dyn Store, records: &[ThreadRecord]) -> Result<Vec<ImportedThread>, StoreError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    store.import_threads(records).await
 }
 
+/// A line, with a thread's turns checked to be numbered 1, 2, … as the store keeps them.
 fn parse(text: &str, number: u64) -> Result<Line, ImportError> {
-    serde_json::from_str(text).map_err(|error| malformed(number, error.to_string()))
+    let line: Line = serde_json::from_str(text).map_err(|error| malformed(number, error.to_string()))?;
+    if let Line::Thread(record) = &line {
+        let thread = &record.thread;
+        let numbered =
+            record.turns.iter().zip(1..).all(|(turn, seq)| turn.seq == seq && turn.thread_id == thread.id);
+        if !numbered || record.turns.len() != thread.turn_count as usize {
+            return Err(malformed(number, "the thread's turns are not numbered 1 to its turn_count"));
+        }
+        if let Some(seq) = record.keys.keys().find(|seq| **seq == 0 || **seq > thread.turn_count) {
+            return Err(malformed(number, format!("an idempotency key for turn {seq}, which is not there")));
+        }
+    }
+    Ok(line)
 }
 
 fn malformed(line: u64, message: impl Into<String>) -> ImportError {
@@ -238,92 +295,4 @@ fn check_header(format: &str, version: u32) -> Result<(), ImportError> {
         ));
     }
     Ok(())
-}
-
-fn tally(imported: &mut Imported, outcome: Outcome, id: &str) {
-    match outcome {
-        Outcome::Created => imported.threads_created += 1,
-        Outcome::Completed => imported.threads_completed += 1,
-        Outcome::Unchanged => imported.threads_unchanged += 1,
-        Outcome::Conflict(why) => {
-            tracing::warn!(id, why, "conflict: left as the store holds it");
-            imported.conflicts += 1;
-        }
-    }
-}
-
-async fn import_thread(store: &dyn Store, thread: &Thread, turns: &[Turn]) -> Result<Outcome, WriteError> {
-    let (held, outcome) = match store.get_thread(thread.id).await? {
-        None => {
-            let new = NewThread {
-                title: thread.title.clone(),
-                tool_name: thread.tool_name.clone(),
-                parent_id: thread.parent_id,
-                metadata: thread.metadata.clone(),
-            };
-            store.create_thread(thread.id, &new, thread.created_at).await?;
-            (0, Outcome::Created)
-        }
-        Some(stored) => {
-            let same = stored.thread.parent_id == thread.parent_id
-                && stored.thread.title == thread.title
-                && stored.thread.tool_name == thread.tool_name
-                && stored.thread.metadata == thread.metadata
-                && stored.thread.created_at == thread.created_at;
-            if !same || stored.turns.len() > turns.len() || stored.turns[..] != turns[..stored.turns.len()] {
-                return Ok(Outcome::Conflict("the store holds a different thread under this id".into()));
-            }
-            if stored.turns.len() == turns.len() {
-                return Ok(Outcome::Unchanged);
-            }
-            (stored.turns.len(), Outcome::Completed)
-        }
-    };
-    append_from(store, thread, &turns[held..]).await?;
-    Ok(outcome)
-}
-
-/// Appends turns as they were appended: those written at one instant together, at it.
-async fn append_from(store: &dyn Store, thread: &Thread, turns: &[Turn]) -> Result<(), WriteError> {
-    for batch in turns.chunk_by(|a, b| a.created_at == b.created_at) {
-        let append = AppendTurns {
-            thread_id: thread.id,
-            turns: batch.iter().map(new_turn).collect(),
-            idempotency_key: None,
-            policy: IMPORT_POLICY,
-            now: batch[0].created_at,
-        };
-        let appended = store.append_turns(&append).await?;
-        if appended.turns.first().map(|turn| turn.seq) != Some(batch[0].seq) {
-            return Err(StoreError::Internal(format!(
-                "thread {}: turn {} was stored with another seq",
-                thread.id, batch[0].seq
-            ))
-            .into());
-        }
-    }
-    Ok(())
-}
-
-fn new_turn(turn: &Turn) -> NewTurn {
-    NewTurn {
-        role: turn.role,
-        content: turn.content.clone(),
-        tool_name: turn.tool_name.clone(),
-        files: turn.files.clone(),
-        model_provider: turn.model_provider.clone(),
-        model_name: turn.model_name.clone(),
-        metadata: turn.metadata.clone(),
-    }
-}
-
-async fn import_run(store: &dyn Store, run: &ToolRun) -> Result<Outcome, StoreError> {
-    Ok(match store.get_run(run.id).await? {
-        None => {
-            store.save_run(run).await?;
-            Outcome::Created
-        }
-        Some(stored) if stored == *run => Outcome::Unchanged,
-        Some(_) => Outcome::Conflict("the store holds a different run under this id".into()),
-    })
 }

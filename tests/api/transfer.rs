@@ -207,3 +207,115 @@ async fn a_thread_the_store_holds_differently_is_a_conflict_left_alone() {
     );
     assert_eq!(served(&env, &source.paths).await, changed);
 }
+
+/// Checks that an export holds one instant: the end line counts what the header (read
+/// at the start) counted, every thread holds as many turns as it counts, numbered from
+/// 1, and every completed run's thread holds the turns that run appended.
+fn check_one_instant(file: &Path) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let (header, end) = (&lines[0], lines.last().unwrap());
+    for count in ["threads", "turns", "runs"] {
+        assert_eq!(header[count], end[count], "{count}: {header} {end}");
+    }
+    let mut keys = std::collections::HashMap::new();
+    for thread in lines.iter().filter(|line| line["kind"] == "thread") {
+        let turns = thread["turns"].as_array().unwrap();
+        assert_eq!(thread["thread"]["turn_count"], json!(turns.len()), "{thread}");
+        assert!(turns.iter().zip(1..).all(|(turn, seq)| turn["seq"] == json!(seq)), "{thread}");
+        keys.insert(thread["thread"]["id"].clone(), thread["keys"].clone());
+    }
+    for run in lines.iter().filter(|line| line["kind"] == "run").map(|line| &line["run"]) {
+        let held = &keys[&run["continuation_id"]];
+        if run["status"] == "completed" {
+            let key = format!("run:{}", run["id"].as_str().unwrap());
+            assert!(held.as_object().unwrap().values().any(|value| *value == json!(key)), "{run} {held}");
+        }
+    }
+}
+
+/// Exports the store `env` names a few times while a client keeps creating threads,
+/// appending and running tools on `server`, which serves the same store.
+async fn export_under_writes(server: &ExaiProcess, env: &[(&str, &str)]) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = stop.clone();
+    let (client, base) = (reqwest::Client::new(), server.url(""));
+    let writer = tokio::spawn(async move {
+        while !writing.load(std::sync::atomic::Ordering::Relaxed) {
+            let created = client.post(format!("{base}/v1/threads")).json(&json!({})).send().await.unwrap();
+            let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+            for content in ["one", "two"] {
+                let turn = json!({"role": "user", "content": content});
+                let appended = client.post(format!("{base}/v1/threads/{id}/turns")).json(&turn);
+                assert_eq!(appended.send().await.unwrap().status(), 201);
+            }
+            let run = json!({"input": "hello", "continuation_id": id});
+            let ran = client.post(format!("{base}/v1/tools/echo/runs")).json(&run).send().await.unwrap();
+            assert!(ran.status().is_success());
+        }
+    });
+    let files = TempDir::new().unwrap();
+    for round in 0..4 {
+        let file = files.path().join(format!("{round}.jsonl"));
+        let exported = exai(&["export", "--output", file.to_str().unwrap()], env).await;
+        assert!(exported.status.success(), "{}", said(&exported));
+        check_one_instant(&file);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_sqlite_export_under_writes_holds_one_instant() {
+    let data = TempDir::new().unwrap();
+    let server = ExaiProcess::start(data.path(), &[]);
+    export_under_writes(&server, &[("EXAI_DATA_DIR", data.path().to_str().unwrap())]).await;
+}
+
+#[tokio::test]
+async fn a_postgres_export_under_writes_holds_one_instant() {
+    let Some(postgres) = postgres_database() else { return };
+    let (data, env) = (TempDir::new().unwrap(), [("DATABASE_URL", postgres.as_str())]);
+    let server = ExaiProcess::start(data.path(), &env);
+    export_under_writes(&server, &env).await;
+}
+
+/// A client that retries an append with its idempotency key after a move gets the turn
+/// it made, not a second one.
+#[tokio::test]
+async fn idempotency_keys_move_with_their_turns() {
+    let Some(postgres) = postgres_database() else { return };
+    let source = TempDir::new().unwrap();
+    let server = ExaiProcess::start(source.path(), &[]);
+    let client = reqwest::Client::new();
+    let created = client.post(server.url("/v1/threads")).json(&json!({})).send().await.unwrap();
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let append = async |server: &ExaiProcess| {
+        let turn = json!({"role": "user", "content": "once"});
+        let request = client.post(server.url(&format!("/v1/threads/{id}/turns"))).json(&turn);
+        let answer = request.header("Idempotency-Key", "retry-me").send().await.unwrap();
+        (answer.status(), answer.json::<Value>().await.unwrap())
+    };
+    let (status, first) = append(&server).await;
+    assert_eq!(status, 201);
+    drop(server);
+
+    let files = TempDir::new().unwrap();
+    let file = files.path().join("keys.jsonl");
+    let sqlite_env = [("EXAI_DATA_DIR", source.path().to_str().unwrap())];
+    let exported = exai(&["export", "--output", file.to_str().unwrap()], &sqlite_env).await;
+    assert!(exported.status.success(), "{}", said(&exported));
+    let target = TempDir::new().unwrap();
+    for env in
+        [vec![("DATABASE_URL", postgres.as_str())], vec![("EXAI_DATA_DIR", target.path().to_str().unwrap())]]
+    {
+        let imported = exai(&["import", file.to_str().unwrap()], &env).await;
+        assert!(imported.status.success(), "{}", said(&imported));
+        let scratch = TempDir::new().unwrap();
+        let moved = ExaiProcess::start(scratch.path(), &env);
+        assert_eq!(append(&moved).await, (reqwest::StatusCode::OK, first.clone()), "{env:?}");
+        let thread: Value =
+            reqwest::get(moved.url(&format!("/v1/threads/{id}"))).await.unwrap().json().await.unwrap();
+        assert_eq!(thread["turn_count"], 1, "{env:?}");
+    }
+}

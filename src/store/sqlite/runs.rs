@@ -17,7 +17,7 @@ macro_rules! run_columns {
          finished_at, timeout_secs, turns_remaining"
     };
 }
-const RUN_COLUMNS: &str = run_columns!();
+pub(super) const RUN_COLUMNS: &str = run_columns!();
 
 const UPSERT_RUN: &str = concat!(
     "INSERT INTO tool_runs (",
@@ -29,7 +29,7 @@ const UPSERT_RUN: &str = concat!(
      WHERE tool_runs.status IN ('queued', 'running')"
 );
 
-fn decode_run(row: &SqliteRow) -> Result<ToolRun, StoreError> {
+pub(super) fn decode_run(row: &SqliteRow) -> Result<ToolRun, StoreError> {
     let status: String = row.try_get("status")?;
     let optional_time = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
         match row.try_get::<Option<String>, _>(column)? {
