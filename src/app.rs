@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::access::{ApiKeys, Sessions, TrustedProxies};
 use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, Setting, StoreConfig, effective_settings};
 use crate::conversations::Conversations;
 use crate::health::Health;
-use crate::http::{ApiKeys, Sessions, Setting, TrustedProxies, effective_settings};
 use crate::metrics::Metrics;
-use crate::stats::StatsRing;
+use crate::stats::{self, Sources, StatsRing};
 use crate::store::{
     LockError, MeteredStore, PostgresStore, ServingLock, SqliteStore, Store, StoreError, SupabaseStore,
 };
@@ -41,6 +41,32 @@ pub struct App {
     pub settings: Vec<Setting>,
     /// Keeps a second process from serving the same SQLite database while this one lives.
     _serving_lock: Option<ServingLock>,
+}
+
+impl App {
+    /// The parts the dashboard's and `/v1/stats`' figures are read from.
+    pub fn stats_sources(&self) -> Sources<'_> {
+        Sources {
+            metrics: &self.metrics,
+            cache: self.conversations.cache_stats(),
+            health: &self.health,
+            ring: &self.stats,
+        }
+    }
+}
+
+/// Samples the service every [`stats::INTERVAL`] for as long as the process runs. Each
+/// sample asks for a health report (reused while fresh, as for `/healthz`), so that
+/// every dependency's latency has a point in every sample.
+pub fn spawn_sampler(state: AppState) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(stats::INTERVAL);
+        loop {
+            ticks.tick().await;
+            state.health.report().await;
+            state.stats.record(stats::read_counters(&state.stats_sources()));
+        }
+    });
 }
 
 /// What handlers receive: one shared, cheaply cloned handle.

@@ -1,5 +1,6 @@
 //! Every setting, read once from the environment and validated before anything starts.
 
+mod effective;
 mod store;
 
 use std::fmt;
@@ -10,12 +11,13 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use url::Url;
 
+pub use self::effective::{Setting, effective as effective_settings};
 pub use self::store::{StoreConfig, without_password};
 
 use self::store::store_config;
+use crate::access::TrustedProxies;
 use crate::domain::ConversationPolicy;
 use crate::health::HealthSettings;
-use crate::http::TrustedProxies;
 use crate::secret::Secret;
 use crate::telemetry::LogFormat;
 use crate::tools::registry::{self, ToolSettings};

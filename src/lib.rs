@@ -1,5 +1,6 @@
 //! exai: conversation memory and tool execution for AI tool chains.
 
+pub mod access;
 pub mod app;
 pub mod backup;
 pub mod cache;

@@ -185,7 +185,7 @@ async fn serve(config: &Config) -> Result<(), BoxError> {
         "listening"
     );
     let state = AppState::new(app);
-    exai::stats::spawn_sampler(state.clone());
+    exai::app::spawn_sampler(state.clone());
     server::serve(listener, state, connections, server::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

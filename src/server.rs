@@ -2,8 +2,6 @@
 //! finish. Idle and slow clients are bounded: a connection cap, a deadline for each
 //! request's headers (which also ends idle kept-alive connections) and one for its body.
 
-mod deadline_body;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +16,7 @@ use tower::ServiceExt;
 
 use crate::app::AppState;
 use crate::config::ConnectionSettings;
-use crate::http::{Peer, router};
-pub use deadline_body::BodyTimedOut;
-use deadline_body::DeadlineBody;
+use crate::http::{DeadlineBody, Peer, router};
 
 /// Pause after a failed accept (out of file descriptors, say) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);

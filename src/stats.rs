@@ -9,9 +9,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use utoipa::ToSchema;
 
-use crate::app::{App, AppState};
-use crate::cache::HitRate;
-use crate::health::Status;
+use crate::cache::{CacheStats, HitRate};
+use crate::health::{Health, Status};
+use crate::metrics::Metrics;
 
 /// How often a sample is taken.
 pub const INTERVAL: Duration = Duration::from_secs(10);
@@ -156,8 +156,16 @@ pub struct StatsReport {
     pub samples: Vec<Sample>,
 }
 
+/// What the figures are read from: the parts of a running service that count.
+pub struct Sources<'a> {
+    pub metrics: &'a Metrics,
+    pub cache: &'a CacheStats,
+    pub health: &'a Health,
+    pub ring: &'a StatsRing,
+}
+
 impl StatsReport {
-    pub fn of(app: &App) -> StatsReport {
+    pub fn of(app: &Sources) -> StatsReport {
         let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         let store_latency = app
             .metrics
@@ -173,20 +181,19 @@ impl StatsReport {
                 p99_ms: millis(histogram.quantile(0.99)),
             })
             .collect();
-        let cache = app.conversations.cache_stats();
         StatsReport {
             interval_seconds: INTERVAL.as_secs(),
-            capacity: app.stats.capacity,
-            cache_last_five_minutes: cache.last_five_minutes(),
-            cache_since_start: cache.since_start(),
+            capacity: app.ring.capacity,
+            cache_last_five_minutes: app.cache.last_five_minutes(),
+            cache_since_start: app.cache.since_start(),
             store_latency,
-            samples: app.stats.samples(),
+            samples: app.ring.samples(),
         }
     }
 }
 
 /// Reads the counters of a running service, with its last health check.
-pub fn read_counters(app: &App) -> Counters {
+pub fn read_counters(app: &Sources) -> Counters {
     let mut requests = 0;
     let mut server_errors = 0;
     for ((_, _, status), histogram) in app.metrics.http.snapshot() {
@@ -199,7 +206,7 @@ pub fn read_counters(app: &App) -> Counters {
     for ((_, status), histogram) in app.metrics.runs.snapshot() {
         *runs_finished.entry(status.to_owned()).or_default() += histogram.count();
     }
-    let cache = app.conversations.cache_stats().since_start();
+    let cache = app.cache.since_start();
     let dependencies = app
         .health
         .last()
@@ -225,20 +232,6 @@ pub fn read_counters(app: &App) -> Counters {
         runs_in_flight: app.metrics.runs_in_flight.load(Ordering::Relaxed),
         dependencies,
     }
-}
-
-/// Samples the service every `INTERVAL` for as long as the process runs. Each sample
-/// asks for a health report (reused while fresh, as for `/healthz`), so that every
-/// dependency's latency has a point in every sample.
-pub fn spawn_sampler(state: AppState) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(INTERVAL);
-        loop {
-            ticks.tick().await;
-            state.health.report().await;
-            state.stats.record(read_counters(&state));
-        }
-    });
 }
 
 #[cfg(test)]

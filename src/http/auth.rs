@@ -1,54 +1,12 @@
-//! Bearer API keys for `/v1` and `/metrics`, and for the details of the probes.
+//! Bearer API keys required for `/v1` and `/metrics`.
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
 
 use super::error::{ApiError, ErrorCode};
+use crate::access::bearer_token;
 use crate::app::AppState;
-use crate::secret::Secret;
-
-/// Accepted keys, kept as SHA-256 digests so that comparing a presented key takes the
-/// same time whatever its length or how much of it matches.
-pub struct ApiKeys {
-    digests: Vec<[u8; 32]>,
-}
-
-impl ApiKeys {
-    pub fn new(keys: &[Secret]) -> Self {
-        Self { digests: keys.iter().map(|key| digest(key.expose())).collect() }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.digests.is_empty()
-    }
-
-    pub fn accepts(&self, presented: &str) -> bool {
-        let presented = digest(presented);
-        let matched = self.digests.iter().fold(Choice::from(0), |found, key| found | key.ct_eq(&presented));
-        matched.into()
-    }
-
-    /// Whether a request may see what is kept from the public: always when no keys are
-    /// configured, else only with a valid key.
-    pub fn admit(&self, headers: &HeaderMap) -> bool {
-        self.is_empty() || bearer_token(headers).is_some_and(|token| self.accepts(token))
-    }
-}
-
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
 
 pub async fn require_api_key(
     State(state): State<AppState>,
@@ -62,18 +20,5 @@ pub async fn require_api_key(
         Some(token) if state.api_keys.accepts(token) => Ok(next.run(request).await),
         Some(_) => Err(ApiError::new(ErrorCode::Unauthorized, "the API key is not valid")),
         None => Err(ApiError::new(ErrorCode::Unauthorized, "send an API key as Authorization: Bearer <key>")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_configured_keys_are_accepted() {
-        let keys = ApiKeys::new(&[Secret::new("alpha-key"), Secret::new("beta-key")]);
-        assert!(keys.accepts("alpha-key") && keys.accepts("beta-key"));
-        assert!(!keys.accepts("alpha") && !keys.accepts("") && !keys.accepts("alpha-key "));
-        assert!(ApiKeys::new(&[]).is_empty());
     }
 }

@@ -6,10 +6,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::deadline_body::BodyTimedOut;
 use super::request_context;
 use crate::conversations::ConversationError;
 use crate::domain::{Rejection, ValidationError};
-use crate::server::BodyTimedOut;
 use crate::store::StoreError;
 use crate::telemetry::Throttle;
 use crate::tools::RunError;

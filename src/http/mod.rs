@@ -3,14 +3,14 @@
 mod api;
 mod auth;
 mod dashboard;
+mod deadline_body;
 mod error;
 mod extract;
 mod forwarded;
 mod request_context;
 mod router;
 
-pub use auth::ApiKeys;
-pub use dashboard::{Sessions, Setting, effective_settings};
+pub use deadline_body::{BodyTimedOut, DeadlineBody};
 pub use error::{ApiError, ErrorCode, Problem};
-pub use forwarded::{Client, Peer, TrustedProxies};
+pub use forwarded::{Client, Peer};
 pub use router::{openapi, router};

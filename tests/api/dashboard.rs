@@ -5,8 +5,9 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::json;
 
 use chrono::{TimeDelta, Utc};
+use exai::access::Sessions;
 use exai::config::Config;
-use exai::http::{Peer, Sessions};
+use exai::http::Peer;
 use exai::secret::Secret;
 
 use crate::support::{TestApp, TestResponse, memory_cache, policy, sqlite_store};

@@ -10,12 +10,12 @@ use crate::support::{TestApp, policy};
 #[tokio::test]
 async fn stats_sample_requests_cache_reads_and_store_latency() {
     let app = TestApp::new().await;
-    app.state.stats.record(read_counters(&app.state));
+    app.state.stats.record(read_counters(&app.state.stats_sources()));
     let thread = app.create_thread(json!({"title": "sampled"})).await;
     app.get(&format!("/v1/threads/{thread}")).await;
     app.get(&format!("/v1/threads/{thread}")).await;
     app.get("/v1/no-such-route").await;
-    app.state.stats.record(read_counters(&app.state));
+    app.state.stats.record(read_counters(&app.state.stats_sources()));
 
     let stats = app.get("/v1/stats").await;
     assert_eq!(stats.status, StatusCode::OK);

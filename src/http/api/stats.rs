@@ -11,5 +11,5 @@ use crate::stats::StatsReport;
 #[utoipa::path(get, path = "/v1/stats", tag = "stats",
     responses((status = OK, body = StatsReport)))]
 pub async fn get_stats(State(state): State<AppState>) -> Json<StatsReport> {
-    Json(StatsReport::of(&state))
+    Json(StatsReport::of(&state.stats_sources()))
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::login::Access;
-use super::session::Session;
+use crate::access::sessions::Session;
 use crate::app::AppState;
 
 /// Why a form that changes something was refused.

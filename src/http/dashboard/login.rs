@@ -11,8 +11,8 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::forms::{ChangeForm, NoFields};
-use super::session::{self, COOKIE as SESSION_COOKIE, LIFETIME, Session};
 use super::{Page, render};
+use crate::access::sessions::{self, COOKIE as SESSION_COOKIE, LIFETIME, Session};
 use crate::app::AppState;
 use crate::http::Client;
 
@@ -31,7 +31,7 @@ pub async fn require_access(State(state): State<AppState>, mut request: Request,
         .headers()
         .get(COOKIE)
         .and_then(|value| value.to_str().ok())
-        .and_then(|header| session::cookie(header, SESSION_COOKIE))
+        .and_then(|header| sessions::cookie(header, SESSION_COOKIE))
         .and_then(|token| state.sessions.verify(token, Utc::now()));
     if session.is_none() && !state.api_keys.admit(request.headers()) {
         return if request.method() == axum::http::Method::GET {

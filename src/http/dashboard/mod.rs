@@ -7,12 +7,8 @@ mod forms;
 mod login;
 mod overview;
 mod runs;
-mod session;
 mod settings;
 mod threads;
-
-pub use session::Sessions;
-pub use settings::{Setting, effective as effective_settings};
 
 use askama::Template;
 use axum::Router;

@@ -109,7 +109,7 @@ async fn count_threads(state: &AppState, status: StatusFilter) -> Result<String,
 
 async fn build(state: &AppState) -> Overview {
     let report = state.health.report().await;
-    let stats = StatsReport::of(state);
+    let stats = StatsReport::of(&state.stats_sources());
     let samples = &stats.samples;
     let last = samples.last();
     let dependencies = report
