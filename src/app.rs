@@ -3,9 +3,9 @@
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
 use crate::config::{Config, StoreConfig};
@@ -15,12 +15,10 @@ use crate::http::{ApiKeys, Sessions, Setting, TrustedProxies, effective_settings
 use crate::metrics::Metrics;
 use crate::stats::StatsRing;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
-use crate::tools::{Executor, fail_orphaned_runs};
+use crate::tools::Executor;
 
 /// Bytes of thread documents the in-process cache may hold.
 const MEMORY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// How often to retry marking orphaned runs while the store is unreachable.
-const ORPHAN_RETRY: Duration = Duration::from_secs(5);
 /// Prefix of every Redis key exai writes.
 const REDIS_NAMESPACE: &str = "exai";
 
@@ -71,15 +69,25 @@ impl App {
     /// Builds every part from the configuration. Nothing here waits for a server:
     /// a store or cache that is down is reported by requests and health, not here.
     pub async fn from_config(config: &Config) -> Result<App, StartupError> {
-        let started_at = chrono::Utc::now();
         let store = open_store(&config.store).await?;
         let cache = open_cache(config)?;
-        warm_up(store.clone(), started_at);
-        Ok(App::new(store, cache, config))
+        warm_up(store.clone());
+        let app = App::new(store, cache, config);
+        tracing::info!(instance = app.executor.instance(), "this process's instance id");
+        // Only one process opens a SQLite file: there, every other instance's run is abandoned.
+        let exclusive = matches!(config.store, StoreConfig::Sqlite { .. });
+        let executor = app.executor.clone();
+        let span = tracing::info_span!("run_leases", instance = executor.instance());
+        tokio::spawn(async move { executor.keep_leases(exclusive).await }.instrument(span));
+        Ok(app)
     }
 
-    /// The service over a store and a cache, each call to either timed for metrics.
+    /// The service over a store and a cache, each call to either timed for metrics, as a
+    /// new instance with an id of its own.
     pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, config: &Config) -> App {
+        let instance = Uuid::new_v4().simple().to_string();
+        let mut settings = effective_settings(config);
+        settings.insert(0, Setting { name: "instance", value: instance.clone() });
         let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone(), config.slow_op));
         let cache: Arc<dyn Cache> = Arc::new(MeteredCache::new(cache, metrics.clone(), config.slow_op));
@@ -91,15 +99,16 @@ impl App {
                 store.clone(),
                 conversations.clone(),
                 metrics.clone(),
+                instance.clone(),
             ),
             conversations,
-            health: Health::new(store, cache, config.health),
+            health: Health::new(store, cache, config.health).with_instance(instance),
             metrics,
             api_keys: ApiKeys::new(&config.api_keys),
             trusted_proxies: config.trusted_proxies.clone(),
             stats: StatsRing::default(),
             sessions: Sessions::new(config.session_secret.as_ref()),
-            settings: effective_settings(config),
+            settings,
         }
     }
 }
@@ -129,10 +138,8 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StartupE
     })
 }
 
-/// Opens a first connection in the background, says whether the store answers, and
-/// fails the runs a previous process left unfinished (those created before this one
-/// started, so none of its own).
-fn warm_up(store: Arc<dyn Store>, started_at: DateTime<Utc>) {
+/// Opens a first connection in the background and says whether the store answers.
+fn warm_up(store: Arc<dyn Store>) {
     tokio::spawn(async move {
         match store.ping().await {
             Ok(()) => tracing::info!(store = store.backend(), "store reachable"),
@@ -141,18 +148,6 @@ fn warm_up(store: Arc<dyn Store>, started_at: DateTime<Utc>) {
                 %error,
                 "store not reachable yet; requests answer 503 until it is"
             ),
-        }
-        loop {
-            match fail_orphaned_runs(&*store, started_at).await {
-                Ok(0) => return,
-                Ok(failed) => {
-                    return tracing::warn!(failed, "marked runs cut short by a restart as failed");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot mark runs cut short by a restart yet; retrying")
-                }
-            }
-            tokio::time::sleep(ORPHAN_RETRY).await;
         }
     });
 }

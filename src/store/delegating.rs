@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use super::{AppendTurns, Appended, Page, RunQuery, Store, StoreError, ThreadQuery, WriteError};
+use super::{
+    AppendTurns, Appended, Page, RunLease, RunQuery, Store, StoreError, Sweep, ThreadQuery, WriteError,
+};
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
 };
@@ -58,10 +60,11 @@ forward_through_hook! {
     append_turns(append: &AppendTurns) -> Result<Appended, WriteError>;
     list_turns(id: Uuid, after_seq: u32, limit: u32) -> Result<Option<Vec<Turn>>, StoreError>;
     history(id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError>;
-    reserve_run(run: &ToolRun, policy: ConversationPolicy, now: DateTime<Utc>) -> Result<(), WriteError>;
+    reserve_run(run: &ToolRun, lease: &RunLease, policy: ConversationPolicy, now: DateTime<Utc>) -> Result<(), WriteError>;
     save_run(run: &ToolRun) -> Result<(), StoreError>;
     get_run(id: Uuid) -> Result<Option<ToolRun>, StoreError>;
     list_runs(query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
-    fail_unfinished_runs(created_before: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    renew_run_leases(lease: &RunLease, runs: &[Uuid]) -> Result<u64, StoreError>;
+    fail_abandoned_runs(sweep: &Sweep<'_>) -> Result<u64, StoreError>;
     ping() -> Result<(), StoreError>;
 }

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 use super::{
-    Activity, AppendTurns, Appended, Cursor, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN,
-    ThreadQuery, WriteError, escape_like, readable_turn, run_position, thread_position, turns_from,
+    Activity, AppendTurns, Appended, Cursor, Listed, Page, RunLease, RunQuery, Store, StoreError, Sweep,
+    TURNS_PER_RUN, ThreadQuery, WriteError, escape_like, readable_turn, run_position, thread_position,
+    turns_from,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -26,6 +27,7 @@ pub enum Arg {
     Text(Option<String>),
     Int(i32),
     BigInt(i64),
+    Bool(bool),
     Json(serde_json::Value),
     Time(Option<DateTime<Utc>>),
 }
@@ -302,14 +304,19 @@ impl<T: Transport> Store for FunctionStore<T> {
     async fn reserve_run(
         &self,
         run: &ToolRun,
+        lease: &RunLease,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
     ) -> Result<(), WriteError> {
         let id = run.continuation_id;
+        // The row is the run's document with its owner's columns.
+        let mut row = json!(run);
+        row["owner"] = json!(lease.owner);
+        row["lease_expires_at"] = json!(lease.expires_at);
         let call = Call {
             function: "exai_reserve_run",
             args: vec![
-                ("p_run", Arg::Json(json!(run))),
+                ("p_run", Arg::Json(row)),
                 ("p_turns_per_run", int(TURNS_PER_RUN)),
                 ("p_max_turns", int(policy.max_turns)),
                 ("p_timeout_ms", Arg::BigInt(policy.timeout.num_milliseconds())),
@@ -351,18 +358,31 @@ impl<T: Transport> Store for FunctionStore<T> {
         Ok(page_of(rows, query.limit, run_position, at_keys, "run"))
     }
 
-    async fn fail_unfinished_runs(
-        &self,
-        created_before: DateTime<Utc>,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
+    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<u64, StoreError> {
         let call = Call {
-            function: "exai_fail_unfinished_runs",
+            function: "exai_renew_run_leases",
             args: vec![
-                ("p_created_before", time(created_before)),
-                ("p_error", Arg::Text(Some(error.to_owned()))),
-                ("p_now", time(now)),
+                ("p_owner", Arg::Text(Some(lease.owner.clone()))),
+                ("p_runs", Arg::Json(json!(runs))),
+                ("p_expires_at", time(lease.expires_at)),
+            ],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn fail_abandoned_runs(&self, sweep: &Sweep<'_>) -> Result<u64, StoreError> {
+        let (every_one, legacy_grace) = sweep.scope();
+        let call = Call {
+            function: "exai_fail_abandoned_runs",
+            args: vec![
+                ("p_owner", Arg::Text(Some(sweep.owner.to_owned()))),
+                ("p_every_one", Arg::Bool(every_one)),
+                (
+                    "p_legacy_grace_ms",
+                    Arg::BigInt(i64::try_from(legacy_grace.as_millis()).unwrap_or(i64::MAX)),
+                ),
+                ("p_error", Arg::Text(Some(sweep.error.to_owned()))),
+                ("p_now", time(sweep.now)),
             ],
         };
         self.call(call, Rejections::default()).await

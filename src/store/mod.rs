@@ -2,6 +2,7 @@
 
 mod delegating;
 mod functions;
+mod leases;
 mod metered;
 mod postgres;
 mod postgres_migrate;
@@ -10,6 +11,7 @@ mod supabase;
 
 pub use delegating::{DelegatingStore, StoreHook};
 pub use functions::{Arg, Call, CallError, FunctionStore, Transport};
+pub use leases::{Abandoned, RunLease, Sweep};
 pub use metered::MeteredStore;
 pub use postgres::{PgTransport, PostgresStore};
 pub use postgres_migrate::{MigrationReport, check_postgres_migration, migrate_postgres};
@@ -277,9 +279,11 @@ pub trait Store: Send + Sync {
     /// every other unfinished run on it has reserved (a run whose turns are appended no
     /// longer holds a reservation). So no run calls its upstream for an answer that
     /// cannot be recorded, however many processes share the store.
+    /// The run is recorded as `lease`'s owner's, for as long as the lease lasts.
     async fn reserve_run(
         &self,
         run: &ToolRun,
+        lease: &RunLease,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
     ) -> Result<(), WriteError>;
@@ -293,14 +297,12 @@ pub trait Store: Send + Sync {
     /// A page of runs by creation, newest first, at most `query.limit`.
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
 
-    /// Marks runs created before `created_before` and still queued or running as failed
-    /// with `error`: their process is gone. Returns how many there were.
-    async fn fail_unfinished_runs(
-        &self,
-        created_before: DateTime<Utc>,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    /// Moves the lease of each of `runs` that `lease.owner` owns and that has not ended
+    /// to `lease.expires_at`, in one round trip. Returns how many moved.
+    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<u64, StoreError>;
+
+    /// Marks the abandoned runs of `sweep` as failed with its error. Returns how many.
+    async fn fail_abandoned_runs(&self, sweep: &Sweep<'_>) -> Result<u64, StoreError>;
 
     /// Checks that the backend answers (and warms a connection).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -55,6 +55,7 @@ impl Transport for PgTransport {
                 Arg::Text(value) => query.bind(value.clone()),
                 Arg::Int(value) => query.bind(*value),
                 Arg::BigInt(value) => query.bind(*value),
+                Arg::Bool(value) => query.bind(*value),
                 Arg::Json(value) => query.bind(Json(value.clone())),
                 Arg::Time(value) => query.bind(*value),
             };

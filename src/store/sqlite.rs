@@ -19,8 +19,8 @@ use self::rows::{
     decode_thread, decode_turn, decode_uuid, encode_json, encode_time, position, thread_with_turns,
 };
 use super::{
-    Activity, AppendTurns, Appended, Listed, Page, RunQuery, Store, StoreError, TURNS_PER_RUN, ThreadQuery,
-    WriteError, escape_like, readable_turn, thread_position, turns_from,
+    Activity, AppendTurns, Appended, Listed, Page, RunLease, RunQuery, Store, StoreError, Sweep,
+    TURNS_PER_RUN, ThreadQuery, WriteError, escape_like, readable_turn, thread_position, turns_from,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -372,12 +372,13 @@ impl Store for SqliteStore {
     async fn reserve_run(
         &self,
         run: &ToolRun,
+        lease: &RunLease,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
     ) -> Result<(), WriteError> {
         self.trip();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        self.reserve_in(&mut tx, run, policy, now).await?;
+        self.reserve_in(&mut tx, run, lease, policy, now).await?;
         self.trip();
         tx.commit().await?;
         Ok(())
@@ -395,13 +396,12 @@ impl Store for SqliteStore {
         self.select_runs(query).await
     }
 
-    async fn fail_unfinished_runs(
-        &self,
-        created_before: DateTime<Utc>,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        self.fail_unfinished(created_before, error, now).await
+    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<u64, StoreError> {
+        self.renew_leases(lease, runs).await
+    }
+
+    async fn fail_abandoned_runs(&self, sweep: &Sweep<'_>) -> Result<u64, StoreError> {
+        self.fail_abandoned(sweep).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -17,6 +17,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+mod leases;
+
 use super::error::RunError;
 use super::live::{LiveRun, RunEvent, Started, Subscription};
 use super::recorder::{Recorder, now};
@@ -58,6 +60,8 @@ struct Inner {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     settings: ToolSettings,
+    /// This process's instance id: the owner of the runs it starts.
+    instance: String,
     live: Mutex<HashMap<Uuid, Arc<LiveRun>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -89,6 +93,7 @@ impl Executor {
         store: Arc<dyn Store>,
         conversations: Conversations,
         metrics: Arc<Metrics>,
+        instance: String,
     ) -> Self {
         let client = super::runners::client();
         let tools = settings
@@ -103,6 +108,7 @@ impl Executor {
             conversations,
             metrics,
             settings,
+            instance,
             live: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -181,7 +187,7 @@ impl Executor {
         // Refused here (409, 410) unless the thread has room for this run's turns besides
         // those of the runs already under way on it: no upstream call is spent on an
         // answer that could not be recorded.
-        inner.store.reserve_run(&run, *conversations.policy(), run.created_at).await?;
+        inner.store.reserve_run(&run, &self.lease(), *conversations.policy(), run.created_at).await?;
 
         let live = Arc::new(LiveRun::new());
         let outcome = live.outcome.subscribe();

@@ -12,5 +12,4 @@ mod tool;
 pub use error::RunError;
 pub use executor::{Executor, RunRequest};
 pub use live::{RunEvent, Started, Subscription};
-pub use recorder::fail_orphaned_runs;
 pub use registry::{ToolDefinition, ToolKind, ToolSettings};

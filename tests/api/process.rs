@@ -1,6 +1,7 @@
 //! The binary itself: configuration errors, durability across a crash, clean shutdown.
 
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 use crate::support::process::{ExaiProcess, exai_command};
 
@@ -93,7 +94,7 @@ fn the_openapi_command_prints_the_document() {
 }
 
 /// A registry with one tool whose upstream never answers.
-fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
+pub(crate) fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
     let path = dir.join("tools.toml");
     let registry =
         format!("[[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{upstream}\"\ntimeout_secs = 120\n");
@@ -101,12 +102,8 @@ fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn a_run_cut_by_a_crash_reads_failed_after_the_restart() {
-    let upstream = crate::support::upstream::hanging();
-    let data = tempfile::tempdir().unwrap();
-    let tools = stalling_tools(data.path(), &upstream.url);
-    let server = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
+/// Starts a run of the `stall` tool without waiting for it; the run's path.
+pub(crate) async fn start_stalled_run(server: &ExaiProcess) -> String {
     let accepted: Value = client()
         .post(server.url("/v1/tools/stall/runs"))
         .json(&json!({"input": "long job", "wait": false}))
@@ -116,18 +113,32 @@ async fn a_run_cut_by_a_crash_reads_failed_after_the_restart() {
         .json()
         .await
         .unwrap();
-    let run_url = format!("/v1/runs/{}", accepted["id"].as_str().unwrap());
+    format!("/v1/runs/{}", accepted["id"].as_str().unwrap())
+}
+
+/// The run at `run_path` once `server` reports it ended, or as it is after `patience`.
+pub(crate) async fn run_once_ended(server: &ExaiProcess, run_path: &str, patience: Duration) -> Value {
+    let deadline = Instant::now() + patience;
+    loop {
+        let run: Value = client().get(server.url(run_path)).send().await.unwrap().json().await.unwrap();
+        if run["status"] != "queued" && run["status"] != "running" || Instant::now() > deadline {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_cut_by_a_crash_reads_failed_after_the_restart() {
+    let upstream = crate::support::upstream::hanging();
+    let data = tempfile::tempdir().unwrap();
+    let tools = stalling_tools(data.path(), &upstream.url);
+    let server = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
+    let run_path = start_stalled_run(&server).await;
     server.kill();
 
     let restarted = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let run = loop {
-        let run: Value = client().get(restarted.url(&run_url)).send().await.unwrap().json().await.unwrap();
-        if run["status"] != "queued" && run["status"] != "running" || std::time::Instant::now() > deadline {
-            break run;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let run = run_once_ended(&restarted, &run_path, Duration::from_secs(10)).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap().contains("restarted"), "{run}");
 }
