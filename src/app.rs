@@ -15,7 +15,7 @@ use crate::http::{ApiKeys, Sessions, Setting, TrustedProxies, effective_settings
 use crate::metrics::Metrics;
 use crate::stats::StatsRing;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
-use crate::tools::Executor;
+use crate::tools::{Executor, RedisRelay, Relay, RelayError};
 
 /// Bytes of thread documents the in-process cache may hold.
 const MEMORY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -63,6 +63,8 @@ pub enum StartupError {
     Store { backend: &'static str, source: StoreError },
     #[error("REDIS_URL: {0}")]
     Cache(CacheError),
+    #[error("REDIS_URL: {0}")]
+    Relay(RelayError),
 }
 
 impl App {
@@ -72,19 +74,33 @@ impl App {
         let store = open_store(&config.store).await?;
         let cache = open_cache(config)?;
         warm_up(store.clone());
-        let app = App::new(store, cache, config);
+        let relay = open_relay(config)?;
+        let app = App::assemble(store, cache, relay, config);
         tracing::info!(instance = app.executor.instance(), "this process's instance id");
         // Only one process opens a SQLite file: there, every other instance's run is abandoned.
         let exclusive = matches!(config.store, StoreConfig::Sqlite { .. });
         let executor = app.executor.clone();
-        let span = tracing::info_span!("run_leases", instance = executor.instance());
-        tokio::spawn(async move { executor.keep_leases(exclusive).await }.instrument(span));
+        let span = tracing::info_span!("replica", instance = executor.instance());
+        let keeping = async move {
+            tokio::join!(executor.keep_leases(exclusive), executor.take_cancel_requests());
+        };
+        tokio::spawn(keeping.instrument(span));
         Ok(app)
     }
 
     /// The service over a store and a cache, each call to either timed for metrics, as a
-    /// new instance with an id of its own.
+    /// new instance with an id of its own, serving only the runs it starts.
     pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, config: &Config) -> App {
+        App::assemble(store, cache, None, config)
+    }
+
+    /// As [`App::new`], serving the runs of other processes through `relay`.
+    fn assemble(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+        relay: Option<Arc<dyn Relay>>,
+        config: &Config,
+    ) -> App {
         let instance = Uuid::new_v4().simple().to_string();
         let mut settings = effective_settings(config);
         settings.insert(0, Setting { name: "instance", value: instance.clone() });
@@ -100,6 +116,7 @@ impl App {
                 conversations.clone(),
                 metrics.clone(),
                 instance.clone(),
+                relay,
             ),
             conversations,
             health: Health::new(store, cache, config.health).with_instance(instance),
@@ -121,6 +138,13 @@ pub fn open_cache(config: &Config) -> Result<Arc<dyn Cache>, StartupError> {
         }
         None => Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)),
     })
+}
+
+/// The relay between processes: Redis pub/sub when Redis is configured.
+fn open_relay(config: &Config) -> Result<Option<Arc<dyn Relay>>, StartupError> {
+    let Some(url) = &config.redis_url else { return Ok(None) };
+    let relay = RedisRelay::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Relay)?;
+    Ok(Some(Arc::new(relay)))
 }
 
 /// Opens the configured store. SQLite applies its migrations here; Postgres and

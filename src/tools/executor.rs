@@ -18,11 +18,13 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 mod leases;
+mod remote;
 
 use super::error::RunError;
-use super::live::{LiveRun, RunEvent, Started, Subscription};
+use super::live::{LiveRun, RunEvent, Started};
 use super::recorder::{Recorder, now};
 use super::registry::{ToolDefinition, ToolSettings};
+use super::relay::Relay;
 use super::runners::{Answer, Invocation};
 use super::tool::{Admission, Tool};
 use crate::conversations::Conversations;
@@ -62,6 +64,8 @@ struct Inner {
     settings: ToolSettings,
     /// This process's instance id: the owner of the runs it starts.
     instance: String,
+    /// Carries events and cancels to and from the other processes, when there are any.
+    relay: Option<Arc<dyn Relay>>,
     live: Mutex<HashMap<Uuid, Arc<LiveRun>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -94,6 +98,7 @@ impl Executor {
         conversations: Conversations,
         metrics: Arc<Metrics>,
         instance: String,
+        relay: Option<Arc<dyn Relay>>,
     ) -> Self {
         let client = super::runners::client();
         let tools = settings
@@ -109,6 +114,7 @@ impl Executor {
             metrics,
             settings,
             instance,
+            relay,
             live: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -192,6 +198,7 @@ impl Executor {
         let live = Arc::new(LiveRun::new());
         let outcome = live.outcome.subscribe();
         self.live().insert(run.id, live.clone());
+        self.publish_events(run.id, &live);
         inner.metrics.runs_in_flight.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         let this = self.clone();
@@ -335,35 +342,6 @@ impl Executor {
 
     pub async fn list(&self, query: &RunQuery) -> Result<Page<ToolRun>, RunError> {
         Ok(self.inner.store.list_runs(query).await?)
-    }
-
-    pub async fn subscribe(&self, id: Uuid) -> Result<Subscription, RunError> {
-        let live = self.live().get(&id).cloned();
-        match live {
-            Some(live) => {
-                let events = live.events.subscribe();
-                let finished = live.outcome.borrow().clone();
-                Ok(Subscription::Live { events, finished })
-            }
-            None => Ok(Subscription::Over(self.get(id).await?)),
-        }
-    }
-
-    /// Stops a live run and returns it once it has recorded its end.
-    pub async fn cancel(&self, id: Uuid) -> Result<ToolRun, RunError> {
-        let Some(live) = self.live().get(&id).cloned() else {
-            return Err(RunError::AlreadyFinished(Box::new(self.get(id).await?)));
-        };
-        if let Some(run) = live.outcome.borrow().clone() {
-            return Err(RunError::AlreadyFinished(Box::new(run)));
-        }
-        let mut outcome = live.outcome.subscribe();
-        live.cancel.cancel();
-        let ended = outcome.wait_for(Option::is_some).await.map(|run| run.clone());
-        match ended {
-            Ok(Some(run)) => Ok(run),
-            _ => self.get(id).await,
-        }
     }
 
     /// Stops every run (each records itself failed) and waits for them to finish.

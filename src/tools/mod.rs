@@ -6,6 +6,7 @@ mod executor;
 mod live;
 mod recorder;
 pub mod registry;
+mod relay;
 mod runners;
 mod tool;
 
@@ -13,3 +14,4 @@ pub use error::RunError;
 pub use executor::{Executor, RunRequest};
 pub use live::{RunEvent, Started, Subscription};
 pub use registry::{ToolDefinition, ToolKind, ToolSettings};
+pub use relay::{RedisRelay, Relay, RelayError};

@@ -102,10 +102,10 @@ pub(crate) fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-/// Starts a run of the `stall` tool without waiting for it; the run's path.
-pub(crate) async fn start_stalled_run(server: &ExaiProcess) -> String {
+/// Starts a run of `tool` without waiting for it; the run's id.
+pub(crate) async fn start_run(server: &ExaiProcess, tool: &str) -> String {
     let accepted: Value = client()
-        .post(server.url("/v1/tools/stall/runs"))
+        .post(server.url(&format!("/v1/tools/{tool}/runs")))
         .json(&json!({"input": "long job", "wait": false}))
         .send()
         .await
@@ -113,7 +113,7 @@ pub(crate) async fn start_stalled_run(server: &ExaiProcess) -> String {
         .json()
         .await
         .unwrap();
-    format!("/v1/runs/{}", accepted["id"].as_str().unwrap())
+    accepted["id"].as_str().unwrap().to_owned()
 }
 
 /// The run at `run_path` once `server` reports it ended, or as it is after `patience`.
@@ -134,7 +134,7 @@ async fn a_run_cut_by_a_crash_reads_failed_after_the_restart() {
     let data = tempfile::tempdir().unwrap();
     let tools = stalling_tools(data.path(), &upstream.url);
     let server = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
-    let run_path = start_stalled_run(&server).await;
+    let run_path = format!("/v1/runs/{}", start_run(&server, "stall").await);
     server.kill();
 
     let restarted = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);

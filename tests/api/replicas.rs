@@ -2,10 +2,13 @@
 //! keeps them while it lives; once it is gone, the others fail them within the lease.
 
 use serde_json::Value;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
-use crate::process::{run_once_ended, stalling_tools, start_stalled_run};
+use crate::process::{run_once_ended, stalling_tools, start_run};
 use crate::support::process::ExaiProcess;
+use crate::support::services::RedisServer;
 use crate::support::{self, services, upstream};
 
 async fn get(process: &ExaiProcess, path: &str) -> Value {
@@ -27,7 +30,7 @@ async fn a_run_is_failed_by_another_replica_only_once_its_owner_is_gone() {
         ("EXAI_RUN_LEASE_SECS", &lease_secs.to_string()),
     ];
     let owner = ExaiProcess::start(data.path(), &env);
-    let run_path = start_stalled_run(&owner).await;
+    let run_path = format!("/v1/runs/{}", start_run(&owner, "stall").await);
 
     // A second process starts and sweeps at once, then every quarter lease; for three
     // leases the run stays its owner's.
@@ -45,4 +48,76 @@ async fn a_run_is_failed_by_another_replica_only_once_its_owner_is_gone() {
     let run = run_once_ended(&other, &run_path, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap().contains("stopped before the run finished"), "{run}");
+}
+
+/// Two processes on one PostgreSQL database and one Redis, with a tool that answers
+/// after 2.5 s, one that streams, and one that never answers.
+fn relayed_pair(
+    database: &str,
+    redis: &str,
+    upstream: &str,
+    hanging: &str,
+) -> (ExaiProcess, ExaiProcess, TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let tools = data.path().join("tools.toml");
+    let registry = format!(
+        "[[tools]]\nname = \"slow\"\nkind = \"http\"\nurl = \"{upstream}/webhook?ms=2500\"\n\
+         [[tools]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"{upstream}/v1\"\napi_key_env = \"TEST_LLM_KEY\"\n\
+         model = \"m\"\nstream = true\n\
+         [[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{hanging}\"\ntimeout_secs = 120\n"
+    );
+    std::fs::write(&tools, registry).unwrap();
+    let env = [
+        ("DATABASE_URL", database),
+        ("REDIS_URL", redis),
+        ("EXAI_TOOLS_FILE", tools.to_str().unwrap()),
+        ("EXAI_TOOL_PROGRESS_SECS", "1"),
+        ("TEST_LLM_KEY", "sk-test"),
+    ];
+    (ExaiProcess::start(data.path(), &env), ExaiProcess::start(data.path(), &env), data)
+}
+
+/// The names of the events a run's stream sends, and the last one's data.
+async fn event_names(process: &ExaiProcess, run: &str) -> (Vec<String>, Value) {
+    let body =
+        reqwest::get(process.url(&format!("/v1/runs/{run}/events"))).await.unwrap().text().await.unwrap();
+    let names = body.lines().filter_map(|line| line.strip_prefix("event: ")).map(str::to_owned).collect();
+    let last = body.lines().filter_map(|line| line.strip_prefix("data: ")).next_back().unwrap_or("null");
+    (names, serde_json::from_str(last).unwrap())
+}
+
+#[tokio::test]
+async fn a_run_is_watched_and_cancelled_through_another_replica() {
+    let (Some(database), Some(redis)) = (services::postgres_database(), RedisServer::start()) else {
+        return support::skip("no PostgreSQL or Redis for two processes to share");
+    };
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (owner, other, _data) = relayed_pair(&database, &redis.url(), &upstream.url, &hanging.url);
+
+    let slow = start_run(&owner, "slow").await;
+    let (names, run) = event_names(&other, &slow).await;
+    assert!(names.contains(&"progress".to_owned()) && names.last().unwrap() == "completed", "{names:?}");
+    assert_eq!(run["output"], "seen: long job", "{run}");
+
+    let streamed = start_run(&owner, "llm").await;
+    let (names, run) = event_names(&other, &streamed).await;
+    assert!(names.contains(&"delta".to_owned()) && names.last().unwrap() == "completed", "{names:?}");
+    assert_eq!(run["output"], "Hello world", "{run}");
+
+    let stalled = start_run(&owner, "stall").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hanging.open.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the run never reached its upstream");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel =
+        reqwest::Client::new().post(other.url(&format!("/v1/runs/{stalled}/cancel"))).send().await.unwrap();
+    assert_eq!(cancel.status(), 200);
+    let run: Value = cancel.json().await.unwrap();
+    assert_eq!(run["status"], "cancelled", "{run}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hanging.open.load(Ordering::SeqCst) != 0 {
+        assert!(Instant::now() < deadline, "the upstream connection stayed open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
