@@ -15,7 +15,7 @@ use crate::http::{ApiKeys, Sessions, Setting, TrustedProxies, effective_settings
 use crate::metrics::Metrics;
 use crate::stats::StatsRing;
 use crate::store::{MeteredStore, PostgresStore, SqliteStore, Store, StoreError, SupabaseStore};
-use crate::tools::{Executor, RedisRelay, Relay, RelayError};
+use crate::tools::{Executor, PgRelay, RedisRelay, Relay, RelayError};
 
 /// Bytes of thread documents the in-process cache may hold.
 const MEMORY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -63,7 +63,7 @@ pub enum StartupError {
     Store { backend: &'static str, source: StoreError },
     #[error("REDIS_URL: {0}")]
     Cache(CacheError),
-    #[error("REDIS_URL: {0}")]
+    #[error("REDIS_URL or DATABASE_URL: {0}")]
     Relay(RelayError),
 }
 
@@ -140,11 +140,19 @@ pub fn open_cache(config: &Config) -> Result<Arc<dyn Cache>, StartupError> {
     })
 }
 
-/// The relay between processes: Redis pub/sub when Redis is configured.
+/// The relay between processes: Redis pub/sub when Redis is configured, else Postgres
+/// `LISTEN`/`NOTIFY` on a Postgres store.
 fn open_relay(config: &Config) -> Result<Option<Arc<dyn Relay>>, StartupError> {
-    let Some(url) = &config.redis_url else { return Ok(None) };
-    let relay = RedisRelay::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Relay)?;
-    Ok(Some(Arc::new(relay)))
+    let relay: Arc<dyn Relay> = match (&config.redis_url, &config.store) {
+        (Some(url), _) => {
+            Arc::new(RedisRelay::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Relay)?)
+        }
+        (None, StoreConfig::Postgres { url }) => {
+            Arc::new(PgRelay::connect(url.expose()).map_err(StartupError::Relay)?)
+        }
+        (None, _) => return Ok(None),
+    };
+    Ok(Some(relay))
 }
 
 /// Opens the configured store. SQLite applies its migrations here; Postgres and

@@ -14,4 +14,4 @@ pub use error::RunError;
 pub use executor::{Executor, RunRequest};
 pub use live::{RunEvent, Started, Subscription};
 pub use registry::{ToolDefinition, ToolKind, ToolSettings};
-pub use relay::{RedisRelay, Relay, RelayError};
+pub use relay::{PgRelay, RedisRelay, Relay, RelayError};

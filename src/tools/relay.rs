@@ -2,12 +2,14 @@
 //! that any of them serves `GET /v1/runs/{id}/events` and `POST /v1/runs/{id}/cancel`
 //! for a run another one owns.
 
+mod postgres;
 mod redis;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use uuid::Uuid;
 
+pub use self::postgres::PgRelay;
 pub use self::redis::RedisRelay;
 use super::live::RunEvent;
 

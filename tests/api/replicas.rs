@@ -50,11 +50,11 @@ async fn a_run_is_failed_by_another_replica_only_once_its_owner_is_gone() {
     assert!(run["error"].as_str().unwrap().contains("stopped before the run finished"), "{run}");
 }
 
-/// Two processes on one PostgreSQL database and one Redis, with a tool that answers
-/// after 2.5 s, one that streams, and one that never answers.
+/// Two processes on one PostgreSQL database, and on one Redis when given, with a tool
+/// that answers after 2.5 s, one that streams, and one that never answers.
 fn relayed_pair(
     database: &str,
-    redis: &str,
+    redis: Option<&str>,
     upstream: &str,
     hanging: &str,
 ) -> (ExaiProcess, ExaiProcess, TempDir) {
@@ -67,13 +67,13 @@ fn relayed_pair(
          [[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{hanging}\"\ntimeout_secs = 120\n"
     );
     std::fs::write(&tools, registry).unwrap();
-    let env = [
+    let mut env = vec![
         ("DATABASE_URL", database),
-        ("REDIS_URL", redis),
         ("EXAI_TOOLS_FILE", tools.to_str().unwrap()),
         ("EXAI_TOOL_PROGRESS_SECS", "1"),
         ("TEST_LLM_KEY", "sk-test"),
     ];
+    env.extend(redis.map(|url| ("REDIS_URL", url)));
     (ExaiProcess::start(data.path(), &env), ExaiProcess::start(data.path(), &env), data)
 }
 
@@ -86,14 +86,11 @@ async fn event_names(process: &ExaiProcess, run: &str) -> (Vec<String>, Value) {
     (names, serde_json::from_str(last).unwrap())
 }
 
-#[tokio::test]
-async fn a_run_is_watched_and_cancelled_through_another_replica() {
-    let (Some(database), Some(redis)) = (services::postgres_database(), RedisServer::start()) else {
-        return support::skip("no PostgreSQL or Redis for two processes to share");
-    };
+/// A run started on one process is watched through the other (progress, deltas and the
+/// final event) and cancelled through it (the owner's upstream connection closes).
+async fn watch_and_cancel_through_another_replica(database: &str, redis: Option<&str>) {
     let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = relayed_pair(&database, &redis.url(), &upstream.url, &hanging.url);
-
+    let (owner, other, _data) = relayed_pair(database, redis, &upstream.url, &hanging.url);
     let slow = start_run(&owner, "slow").await;
     let (names, run) = event_names(&other, &slow).await;
     assert!(names.contains(&"progress".to_owned()) && names.last().unwrap() == "completed", "{names:?}");
@@ -120,4 +117,20 @@ async fn a_run_is_watched_and_cancelled_through_another_replica() {
         assert!(Instant::now() < deadline, "the upstream connection stayed open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_run_is_watched_and_cancelled_through_another_replica_over_redis() {
+    let (Some(database), Some(redis)) = (services::postgres_database(), RedisServer::start()) else {
+        return support::skip("no PostgreSQL or Redis for two processes to share");
+    };
+    watch_and_cancel_through_another_replica(&database, Some(&redis.url())).await;
+}
+
+#[tokio::test]
+async fn a_run_is_watched_and_cancelled_through_another_replica_over_postgres() {
+    let Some(database) = services::postgres_database() else {
+        return support::skip("no PostgreSQL server for two processes to share");
+    };
+    watch_and_cancel_through_another_replica(&database, None).await;
 }

@@ -99,7 +99,15 @@ impl Executor {
                         _ => continue,
                     },
                 };
-                let Some(event) = event else { return };
+                let event = match event {
+                    // The store's copy is whole; a relayed one may have left out the output.
+                    Some(RunEvent::Finished(run)) => match this.get(id).await {
+                        Ok(stored) if stored.status.is_final() => RunEvent::Finished(stored),
+                        _ => RunEvent::Finished(run),
+                    },
+                    Some(event) => event,
+                    None => return,
+                };
                 let last = matches!(event, RunEvent::Finished(_));
                 if sender.send(event).is_err() || last {
                     return;
