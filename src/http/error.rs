@@ -278,7 +278,7 @@ impl From<RunError> for ApiError {
             RunError::Invalid(invalid) => invalid.into(),
             RunError::Refused(refusal) => refusal.into(),
             RunError::Store(store) => store.into(),
-            RunError::Interrupted(_) | RunError::Relay(_) => Self::internal(detail),
+            RunError::Interrupted(_) => Self::internal(detail),
         }
     }
 }

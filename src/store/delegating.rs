@@ -64,7 +64,8 @@ forward_through_hook! {
     save_run(run: &ToolRun) -> Result<(), StoreError>;
     get_run(id: Uuid) -> Result<Option<ToolRun>, StoreError>;
     list_runs(query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
-    renew_run_leases(lease: &RunLease, runs: &[Uuid]) -> Result<u64, StoreError>;
+    renew_run_leases(lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+    request_run_cancel(id: Uuid) -> Result<bool, StoreError>;
     fail_abandoned_runs(sweep: &Sweep<'_>) -> Result<u64, StoreError>;
     ping() -> Result<(), StoreError>;
 }

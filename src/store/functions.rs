@@ -7,14 +7,15 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
+mod rows;
+
+use self::rows::{ChainRows, Keys, page_of};
 use super::{
-    Activity, AppendTurns, Appended, Cursor, Listed, Page, RunLease, RunQuery, Store, StoreError, Sweep,
-    TURNS_PER_RUN, ThreadQuery, WriteError, escape_like, readable_turn, run_position, thread_position,
-    turns_from,
+    Activity, AppendTurns, Appended, Cursor, Page, RunLease, RunQuery, Store, StoreError, Sweep,
+    TURNS_PER_RUN, ThreadQuery, WriteError, escape_like, run_position, thread_position, turns_from,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -130,45 +131,6 @@ impl<T: Transport> FunctionStore<T> {
             WriteError::Refused(refusal) => StoreError::Internal(format!("{function} refused: {refusal}")),
         })
     }
-}
-
-/// What `exai_history` returns, its turns decoded one by one.
-#[derive(Deserialize)]
-struct ChainRows {
-    thread_ids: Vec<Uuid>,
-    turns: Vec<Box<RawValue>>,
-    total_turns: u32,
-}
-
-impl ChainRows {
-    fn readable(self) -> Chain {
-        let turns = self.turns.iter().filter_map(|turn| readable_turn(serde_json::from_str(turn.get())));
-        Chain { thread_ids: self.thread_ids, turns: turns.collect(), total_turns: self.total_turns }
-    }
-}
-
-/// The keyset columns of a listed thread or run, readable when the rest of it is not.
-#[derive(Deserialize)]
-struct Keys {
-    id: Uuid,
-    created_at: DateTime<Utc>,
-    updated_at: Option<DateTime<Utc>>,
-}
-
-/// The page in a listing function's `limit + 1` rows, each decoded on its own so that
-/// one unreadable row cannot take the page down.
-fn page_of<T: DeserializeOwned>(
-    rows: Vec<Box<RawValue>>,
-    limit: u32,
-    at: fn(&T) -> Cursor,
-    at_keys: fn(Keys) -> Cursor,
-    what: &str,
-) -> Page<T> {
-    let rows = rows.iter().map(|row| {
-        let keys = || serde_json::from_str(row.get()).ok().map(at_keys);
-        Listed::decode(serde_json::from_str(row.get()), keys)
-    });
-    Page::of(rows.collect(), limit, at, what)
 }
 
 fn time(t: DateTime<Utc>) -> Arg {
@@ -358,7 +320,7 @@ impl<T: Transport> Store for FunctionStore<T> {
         Ok(page_of(rows, query.limit, run_position, at_keys, "run"))
     }
 
-    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<u64, StoreError> {
+    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let call = Call {
             function: "exai_renew_run_leases",
             args: vec![
@@ -367,6 +329,11 @@ impl<T: Transport> Store for FunctionStore<T> {
                 ("p_expires_at", time(lease.expires_at)),
             ],
         };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn request_run_cancel(&self, id: Uuid) -> Result<bool, StoreError> {
+        let call = Call { function: "exai_request_run_cancel", args: vec![("p_id", Arg::Uuid(Some(id)))] };
         self.call(call, Rejections::default()).await
     }
 

@@ -298,8 +298,13 @@ pub trait Store: Send + Sync {
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
 
     /// Moves the lease of each of `runs` that `lease.owner` owns and that has not ended
-    /// to `lease.expires_at`, in one round trip. Returns how many moved.
-    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<u64, StoreError>;
+    /// to `lease.expires_at`, in one round trip. Returns those of them whose cancel was
+    /// asked (see [`Store::request_run_cancel`]).
+    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Records that the run, if it has not ended, is to be cancelled by its owner, which
+    /// finds out when it next renews its lease. Returns whether the run had not ended.
+    async fn request_run_cancel(&self, id: Uuid) -> Result<bool, StoreError>;
 
     /// Marks the abandoned runs of `sweep` as failed with its error. Returns how many.
     async fn fail_abandoned_runs(&self, sweep: &Sweep<'_>) -> Result<u64, StoreError>;

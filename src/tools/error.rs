@@ -25,9 +25,6 @@ pub enum RunError {
     Refused(#[from] Rejection),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A run another process owns could not be reached through the relay.
-    #[error(transparent)]
-    Relay(#[from] super::RelayError),
     /// A task carrying out part of the request panicked or was cancelled.
     #[error("a task stopped before it ended: {0}")]
     Interrupted(#[from] JoinError),

@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use crate::process::{run_once_ended, stalling_tools, start_run};
 use crate::support::process::ExaiProcess;
 use crate::support::services::RedisServer;
-use crate::support::{self, services, upstream};
+use crate::support::{self, postgrest, services, upstream};
 
 async fn get(process: &ExaiProcess, path: &str) -> Value {
     reqwest::get(process.url(path)).await.unwrap().json().await.unwrap()
@@ -50,14 +50,9 @@ async fn a_run_is_failed_by_another_replica_only_once_its_owner_is_gone() {
     assert!(run["error"].as_str().unwrap().contains("stopped before the run finished"), "{run}");
 }
 
-/// Two processes on one PostgreSQL database, and on one Redis when given, with a tool
-/// that answers after 2.5 s, one that streams, and one that never answers.
-fn relayed_pair(
-    database: &str,
-    redis: Option<&str>,
-    upstream: &str,
-    hanging: &str,
-) -> (ExaiProcess, ExaiProcess, TempDir) {
+/// Two processes on the store (and cache) `store_env` names, with a tool that answers
+/// after 2.5 s, one that streams, and one that never answers.
+fn pair(store_env: &[(&str, &str)], upstream: &str, hanging: &str) -> (ExaiProcess, ExaiProcess, TempDir) {
     let data = tempfile::tempdir().unwrap();
     let tools = data.path().join("tools.toml");
     let registry = format!(
@@ -68,12 +63,12 @@ fn relayed_pair(
     );
     std::fs::write(&tools, registry).unwrap();
     let mut env = vec![
-        ("DATABASE_URL", database),
         ("EXAI_TOOLS_FILE", tools.to_str().unwrap()),
         ("EXAI_TOOL_PROGRESS_SECS", "1"),
+        ("EXAI_RUN_LEASE_SECS", "2"),
         ("TEST_LLM_KEY", "sk-test"),
     ];
-    env.extend(redis.map(|url| ("REDIS_URL", url)));
+    env.extend_from_slice(store_env);
     (ExaiProcess::start(data.path(), &env), ExaiProcess::start(data.path(), &env), data)
 }
 
@@ -86,20 +81,21 @@ async fn event_names(process: &ExaiProcess, run: &str) -> (Vec<String>, Value) {
     (names, serde_json::from_str(last).unwrap())
 }
 
-/// A run started on one process is watched through the other (progress, deltas and the
-/// final event) and cancelled through it (the owner's upstream connection closes).
-async fn watch_and_cancel_through_another_replica(database: &str, redis: Option<&str>) {
+/// A run started on one process is watched through the other (through a relay, its
+/// progress and deltas too; through the store alone, its final event) and cancelled
+/// through it (the owner's upstream connection closes).
+async fn watch_and_cancel_through_another_replica(store_env: &[(&str, &str)], relayed: bool) {
     let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = relayed_pair(database, redis, &upstream.url, &hanging.url);
-    let slow = start_run(&owner, "slow").await;
-    let (names, run) = event_names(&other, &slow).await;
-    assert!(names.contains(&"progress".to_owned()) && names.last().unwrap() == "completed", "{names:?}");
-    assert_eq!(run["output"], "seen: long job", "{run}");
-
-    let streamed = start_run(&owner, "llm").await;
-    let (names, run) = event_names(&other, &streamed).await;
-    assert!(names.contains(&"delta".to_owned()) && names.last().unwrap() == "completed", "{names:?}");
-    assert_eq!(run["output"], "Hello world", "{run}");
+    let (owner, other, _data) = pair(store_env, &upstream.url, &hanging.url);
+    for (tool, on_the_way, output) in
+        [("slow", "progress", "seen: long job"), ("llm", "delta", "Hello world")]
+    {
+        let run = start_run(&owner, tool).await;
+        let (names, run) = event_names(&other, &run).await;
+        assert_eq!(names.last().map(String::as_str), Some("completed"), "{names:?}");
+        assert_eq!(names.iter().any(|name| name == on_the_way), relayed, "{names:?}");
+        assert_eq!(run["output"], output, "{run}");
+    }
 
     let stalled = start_run(&owner, "stall").await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -124,7 +120,8 @@ async fn a_run_is_watched_and_cancelled_through_another_replica_over_redis() {
     let (Some(database), Some(redis)) = (services::postgres_database(), RedisServer::start()) else {
         return support::skip("no PostgreSQL or Redis for two processes to share");
     };
-    watch_and_cancel_through_another_replica(&database, Some(&redis.url())).await;
+    let store_env = [("DATABASE_URL", database.as_str()), ("REDIS_URL", &redis.url())];
+    watch_and_cancel_through_another_replica(&store_env, true).await;
 }
 
 #[tokio::test]
@@ -132,5 +129,16 @@ async fn a_run_is_watched_and_cancelled_through_another_replica_over_postgres() 
     let Some(database) = services::postgres_database() else {
         return support::skip("no PostgreSQL server for two processes to share");
     };
-    watch_and_cancel_through_another_replica(&database, None).await;
+    watch_and_cancel_through_another_replica(&[("DATABASE_URL", &database)], true).await;
+}
+
+#[tokio::test]
+async fn a_run_is_watched_and_cancelled_through_another_replica_over_the_store_alone() {
+    let Some(database) = services::postgres_database() else {
+        return support::skip("no PostgreSQL server for a PostgREST gateway");
+    };
+    let gateway = postgrest::start(&database, postgrest::SECRET_KEY).await;
+    let store_env =
+        [("SUPABASE_URL", gateway.url.as_str()), ("SUPABASE_SERVICE_ROLE_KEY", postgrest::SECRET_KEY)];
+    watch_and_cancel_through_another_replica(&store_env, false).await;
 }

@@ -186,20 +186,38 @@ impl SqliteStore {
         Ok(Page::of(rows.collect(), query.limit, run_position, "run"))
     }
 
-    pub(super) async fn renew_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<u64, StoreError> {
+    pub(super) async fn renew_leases(
+        &self,
+        lease: &RunLease,
+        runs: &[Uuid],
+    ) -> Result<Vec<Uuid>, StoreError> {
         self.trip();
         let runs = serde_json::to_string(runs).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let renewed = sqlx::query(
+        let asked: Vec<String> = sqlx::query_scalar::<_, Option<String>>(
             "UPDATE tool_runs SET lease_expires_at = ?1 \
              WHERE id IN (SELECT value FROM json_each(?2)) AND owner = ?3 \
-             AND status IN ('queued', 'running')",
+             AND status IN ('queued', 'running') RETURNING CASE WHEN cancel_requested THEN id END",
         )
         .bind(encode_time(lease.expires_at))
         .bind(runs)
         .bind(&lease.owner)
+        .fetch_all(&self.writer)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+        asked.iter().map(|id| Uuid::try_parse(id).map_err(|e| StoreError::Internal(e.to_string()))).collect()
+    }
+
+    pub(super) async fn ask_cancel(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.trip();
+        let asked = sqlx::query(
+            "UPDATE tool_runs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('queued', 'running')",
+        )
+        .bind(id.to_string())
         .execute(&self.writer)
         .await?;
-        Ok(renewed.rows_affected())
+        Ok(asked.rows_affected() > 0)
     }
 
     /// Times compare as Julian days: a lease's and one computed from a legacy run's

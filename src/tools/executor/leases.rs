@@ -25,7 +25,8 @@ impl Executor {
     }
 
     /// Until shutdown, every quarter of a lease: renews the leases of this process's live
-    /// runs, all in one store call, then fails the runs whose owner is gone. `exclusive`
+    /// runs, all in one store call, cancels those whose cancel another process recorded,
+    /// then fails the runs whose owner is gone. `exclusive`
     /// says no other process can use the store (SQLite's file lock), so every run of
     /// another instance is abandoned; otherwise only those whose lease ended are. The
     /// first sweep is at once.
@@ -53,8 +54,16 @@ impl Executor {
         if live.is_empty() {
             return;
         }
-        if let Err(error) = self.inner.store.renew_run_leases(&self.lease(), &live).await {
-            tracing::warn!(runs = live.len(), %error, "could not renew the leases of this process's runs");
+        match self.inner.store.renew_run_leases(&self.lease(), &live).await {
+            Ok(asked) => {
+                let cancelling: Vec<_> = asked.iter().filter_map(|id| self.live().get(id).cloned()).collect();
+                for live in cancelling {
+                    live.cancel.cancel();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(runs = live.len(), %error, "could not renew the leases of this process's runs")
+            }
         }
     }
 

@@ -68,19 +68,21 @@ impl Executor {
         self.inner.tasks.spawn(publishing.in_current_span());
     }
 
-    /// A run this process does not run: its events through the relay, ending with its
-    /// final event, which the store gives when its owner is gone. Without a relay, the
-    /// run as stored.
+    /// A run this process does not run: its events through the relay, if there is one,
+    /// ending with its final event, which the store gives every quarter lease, so that
+    /// without a relay, or when its owner is gone, the run still ends for its watchers.
     pub(super) async fn watch_elsewhere(&self, id: Uuid) -> Result<Subscription, RunError> {
         let run = self.get(id).await?;
-        let Some(relay) = self.inner.relay.clone().filter(|_| !run.status.is_final()) else {
+        if run.status.is_final() {
             return Ok(Subscription::Over(run));
+        }
+        let mut relayed = match &self.inner.relay {
+            Some(relay) => relay.subscribe(id).await.unwrap_or_else(|error| {
+                tracing::warn!(run.id = %id, %error, "watching a run through the store alone");
+                futures_util::stream::pending().boxed()
+            }),
+            None => futures_util::stream::pending().boxed(),
         };
-        // Without the relay, the store still tells the end.
-        let mut relayed = relay.subscribe(id).await.unwrap_or_else(|error| {
-            tracing::warn!(run.id = %id, %error, "watching a run through the store alone");
-            futures_util::stream::pending().boxed()
-        });
         // The run may have ended before the subscription took.
         let run = self.get(id).await?;
         if run.status.is_final() {
@@ -118,18 +120,24 @@ impl Executor {
         Ok(Subscription::Live { events, finished: None })
     }
 
-    /// Asks the process that runs `id` to cancel it, and returns the run once ended.
+    /// Asks the process that runs `id` to cancel it, and returns the run once ended. The
+    /// request is recorded on the run, where its owner finds it when it renews its lease,
+    /// and sent through the relay, if there is one, for the owner to act at once.
     pub(super) async fn cancel_elsewhere(&self, id: Uuid) -> Result<ToolRun, RunError> {
-        let Some(relay) = self.inner.relay.clone() else {
-            return Err(RunError::AlreadyFinished(Box::new(self.get(id).await?)));
-        };
         let mut events = match self.watch_elsewhere(id).await? {
             Subscription::Live { events, finished: None } => events,
             Subscription::Over(run) | Subscription::Live { finished: Some(run), .. } => {
                 return Err(RunError::AlreadyFinished(Box::new(run)));
             }
         };
-        relay.request_cancel(id).await?;
+        if !self.inner.store.request_run_cancel(id).await? {
+            return Err(RunError::AlreadyFinished(Box::new(self.get(id).await?)));
+        }
+        if let Some(relay) = &self.inner.relay
+            && let Err(error) = relay.request_cancel(id).await
+        {
+            tracing::warn!(run.id = %id, %error, "the cancel waits for the owner to renew its lease");
+        }
         loop {
             match events.recv().await {
                 Ok(RunEvent::Finished(run)) => return Ok(run),

@@ -175,7 +175,8 @@ async fn status(store: &dyn Store, run: &ToolRun) -> (RunStatus, Option<String>)
 
 /// A sweep fails other instances' runs whose lease ended, and runs recorded without a
 /// lease once their timeout and a grace have passed; never the sweeping instance's own,
-/// nor a run whose owner renewed its lease.
+/// nor a run whose owner renewed its lease. A renewal returns the runs whose cancel was
+/// asked.
 pub async fn fails_runs_whose_lease_ended(store: &dyn Store) {
     let thread = new_thread(store, titled("leases"), now()).await;
     let (me, gone, alive) = (lease(), lease(), lease());
@@ -187,7 +188,12 @@ pub async fn fails_runs_whose_lease_ended(store: &dyn Store) {
     store.reserve_run(&abandoned, &ended(&gone), policy, now()).await.unwrap();
     store.reserve_run(&renewed, &ended(&alive), policy, now()).await.unwrap();
     store.reserve_run(&live, &alive, policy, now()).await.unwrap();
-    assert_eq!(store.renew_run_leases(&alive, &[renewed.id, abandoned.id, Uuid::new_v4()]).await.unwrap(), 1);
+    let renewing = [renewed.id, abandoned.id, Uuid::new_v4()];
+    assert_eq!(
+        store.renew_run_leases(&alive, &renewing).await.unwrap(),
+        Vec::<Uuid>::new(),
+        "no cancel asked"
+    );
     let legacy_grace = Duration::from_secs(20);
     let old = run("echo", RunStatus::Running, now() - TimeDelta::seconds(51));
     let recent = run("echo", RunStatus::Running, now() - TimeDelta::seconds(49));
@@ -203,11 +209,10 @@ pub async fn fails_runs_whose_lease_ended(store: &dyn Store) {
     for run in [&mine, &renewed, &live, &recent] {
         assert_ne!(status(store, run).await.0, RunStatus::Failed);
     }
-    assert_eq!(
-        store.renew_run_leases(&gone, &[abandoned.id]).await.unwrap(),
-        0,
-        "an ended run keeps no lease"
-    );
+    assert!(!store.request_run_cancel(abandoned.id).await.unwrap(), "an ended run is not cancelled");
+    assert!(store.request_run_cancel(live.id).await.unwrap());
+    let asked = store.renew_run_leases(&alive, &[renewed.id, live.id]).await.unwrap();
+    assert_eq!(asked, [live.id], "the owner finds the cancel when it renews");
 
     // With the store to itself, an instance fails every other instance's unfinished run.
     assert_eq!(store.fail_abandoned_runs(&sweep(Abandoned::All)).await.unwrap(), 3);
