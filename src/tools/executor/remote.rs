@@ -94,21 +94,25 @@ impl Executor {
         let bridging = async move {
             loop {
                 let event = tokio::select! {
-                    relayed = relayed.next() => relayed,
+                    next = relayed.next() => match next {
+                        // The store's copy is whole; a relayed one may have left out the output.
+                        Some(RunEvent::Finished(run)) => match this.get(id).await {
+                            Ok(stored) if stored.status.is_final() => RunEvent::Finished(stored),
+                            _ => RunEvent::Finished(run),
+                        },
+                        Some(event) => event,
+                        // The relay went away: the store still tells the end.
+                        None => {
+                            relayed = futures_util::stream::pending().boxed();
+                            continue;
+                        }
+                    },
                     _ = checks.tick() => match this.get(id).await {
-                        Ok(run) if run.status.is_final() => Some(RunEvent::Finished(run)),
+                        Ok(run) if run.status.is_final() => RunEvent::Finished(run),
                         _ if sender.receiver_count() == 0 => return,
                         _ => continue,
                     },
-                };
-                let event = match event {
-                    // The store's copy is whole; a relayed one may have left out the output.
-                    Some(RunEvent::Finished(run)) => match this.get(id).await {
-                        Ok(stored) if stored.status.is_final() => RunEvent::Finished(stored),
-                        _ => RunEvent::Finished(run),
-                    },
-                    Some(event) => event,
-                    None => return,
+                    () = this.inner.shutdown.cancelled() => return,
                 };
                 let last = matches!(event, RunEvent::Finished(_));
                 if sender.send(event).is_err() || last {
