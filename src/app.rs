@@ -3,9 +3,9 @@
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::access::{ApiKeys, Sessions, TrustedProxies};
 use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
@@ -17,12 +17,10 @@ use crate::stats::{self, Sources, StatsRing};
 use crate::store::{
     LockError, MeteredStore, PostgresStore, ServingLock, SqliteStore, Store, StoreError, SupabaseStore,
 };
-use crate::tools::{Executor, fail_orphaned_runs};
+use crate::tools::{Executor, PgRelay, RedisRelay, Relay, RelayError};
 
 /// Bytes of thread documents the in-process cache may hold.
 const MEMORY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// How often to retry marking orphaned runs while the store is unreachable.
-const ORPHAN_RETRY: Duration = Duration::from_secs(5);
 /// Prefix of every Redis key exai writes.
 const REDIS_NAMESPACE: &str = "exai";
 
@@ -97,25 +95,51 @@ pub enum StartupError {
     Cache(CacheError),
     #[error(transparent)]
     Locked(#[from] LockError),
+    #[error("REDIS_URL or DATABASE_URL: {0}")]
+    Relay(RelayError),
 }
 
 impl App {
     /// Builds every part from the configuration. Nothing here waits for a server:
     /// a store or cache that is down is reported by requests and health, not here.
     pub async fn from_config(config: &Config) -> Result<App, StartupError> {
-        let started_at = chrono::Utc::now();
         let _serving_lock = match &config.store {
             StoreConfig::Sqlite { data_dir } => Some(ServingLock::acquire(&sqlite_database(data_dir)?)?),
             StoreConfig::Postgres { .. } | StoreConfig::Supabase { .. } => None,
         };
         let store = open_store(&config.store).await?;
         let cache = open_cache(config)?;
-        warm_up(store.clone(), started_at);
-        Ok(App { _serving_lock, ..App::new(store, cache, config) })
+        warm_up(store.clone());
+        let relay = open_relay(config)?;
+        let app = App::assemble(store, cache, relay, config);
+        tracing::info!(instance = app.executor.instance(), "this process's instance id");
+        // Only one process opens a SQLite file: there, every other instance's run is abandoned.
+        let exclusive = matches!(config.store, StoreConfig::Sqlite { .. });
+        let executor = app.executor.clone();
+        let span = tracing::info_span!("replica", instance = executor.instance());
+        let keeping = async move {
+            tokio::join!(executor.keep_leases(exclusive), executor.take_cancel_requests());
+        };
+        tokio::spawn(keeping.instrument(span));
+        Ok(App { _serving_lock, ..app })
     }
 
-    /// The service over a store and a cache, each call to either timed for metrics.
+    /// The service over a store and a cache, each call to either timed for metrics, as a
+    /// new instance with an id of its own, serving only the runs it starts.
     pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, config: &Config) -> App {
+        App::assemble(store, cache, None, config)
+    }
+
+    /// As [`App::new`], serving the runs of other processes through `relay`.
+    fn assemble(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+        relay: Option<Arc<dyn Relay>>,
+        config: &Config,
+    ) -> App {
+        let instance = Uuid::new_v4().simple().to_string();
+        let mut settings = effective_settings(config);
+        settings.insert(0, Setting { name: "instance", value: instance.clone() });
         let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone(), config.slow_op));
         let cache: Arc<dyn Cache> = Arc::new(MeteredCache::new(cache, metrics.clone(), config.slow_op));
@@ -127,15 +151,17 @@ impl App {
                 store.clone(),
                 conversations.clone(),
                 metrics.clone(),
+                instance.clone(),
+                relay,
             ),
             conversations,
-            health: Health::new(store, cache, config.health),
+            health: Health::new(store, cache, config.health).with_instance(instance),
             metrics,
             api_keys: ApiKeys::new(&config.api_keys),
             trusted_proxies: config.trusted_proxies.clone(),
             stats: StatsRing::default(),
             sessions: Sessions::new(config.session_secret.as_ref()),
-            settings: effective_settings(config),
+            settings,
             _serving_lock: None,
         }
     }
@@ -149,6 +175,21 @@ pub fn open_cache(config: &Config) -> Result<Arc<dyn Cache>, StartupError> {
         }
         None => Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)),
     })
+}
+
+/// The relay between processes: Redis pub/sub when Redis is configured, else Postgres
+/// `LISTEN`/`NOTIFY` on a Postgres store.
+fn open_relay(config: &Config) -> Result<Option<Arc<dyn Relay>>, StartupError> {
+    let relay: Arc<dyn Relay> = match (&config.redis_url, &config.store) {
+        (Some(url), _) => {
+            Arc::new(RedisRelay::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Relay)?)
+        }
+        (None, StoreConfig::Postgres { url }) => {
+            Arc::new(PgRelay::connect(url.expose()).map_err(StartupError::Relay)?)
+        }
+        (None, _) => return Ok(None),
+    };
+    Ok(Some(relay))
 }
 
 /// Opens the configured store. SQLite applies its migrations here; Postgres and
@@ -171,10 +212,8 @@ fn sqlite_database(data_dir: &Path) -> Result<PathBuf, StartupError> {
     Ok(data_dir.join("exai.db"))
 }
 
-/// Opens a first connection in the background, says whether the store answers, and
-/// fails the runs a previous process left unfinished (those created before this one
-/// started, so none of its own).
-fn warm_up(store: Arc<dyn Store>, started_at: DateTime<Utc>) {
+/// Opens a first connection in the background and says whether the store answers.
+fn warm_up(store: Arc<dyn Store>) {
     tokio::spawn(async move {
         match store.ping().await {
             Ok(()) => tracing::info!(store = store.backend(), "store reachable"),
@@ -183,18 +222,6 @@ fn warm_up(store: Arc<dyn Store>, started_at: DateTime<Utc>) {
                 %error,
                 "store not reachable yet; requests answer 503 until it is"
             ),
-        }
-        loop {
-            match fail_orphaned_runs(&*store, started_at).await {
-                Ok(0) => return,
-                Ok(failed) => {
-                    return tracing::warn!(failed, "marked runs cut short by a restart as failed");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot mark runs cut short by a restart yet; retrying")
-                }
-            }
-            tokio::time::sleep(ORPHAN_RETRY).await;
         }
     });
 }

@@ -203,6 +203,7 @@ fn seconds(
 fn tool_settings(var: &impl Fn(&str) -> Option<String>) -> Result<ToolSettings, ConfigError> {
     let timeout_cap = seconds(var, "WORKFLOW_TOOL_TIMEOUT_SECS", 600, 86_400)?;
     let progress_every = seconds(var, "EXAI_TOOL_PROGRESS_SECS", 8, 3_600)?;
+    let run_lease = seconds(var, "EXAI_RUN_LEASE_SECS", 20, 3_600)?;
     let path = var("EXAI_TOOLS_FILE")
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("tools.toml")).filter(|default| default.is_file()));
@@ -215,7 +216,7 @@ fn tool_settings(var: &impl Fn(&str) -> Option<String>) -> Result<ToolSettings, 
                 .map_err(|problem| invalid("EXAI_TOOLS_FILE", format!("{}: {problem}", path.display())))?
         }
     };
-    Ok(ToolSettings { definitions, timeout_cap, progress_every })
+    Ok(ToolSettings { definitions, timeout_cap, progress_every, run_lease })
 }
 
 fn millis(
@@ -288,6 +289,7 @@ mod tests {
         assert_eq!(tools, ["echo"]);
         assert_eq!(config.tools.timeout_cap, Duration::from_secs(600));
         assert_eq!(config.tools.progress_every, Duration::from_secs(8));
+        assert_eq!(config.tools.run_lease, Duration::from_secs(20));
         let connections = config.connections;
         assert_eq!(connections.header_timeout, Duration::from_secs(20));
         assert_eq!(connections.body_timeout, Duration::from_secs(30));
@@ -333,6 +335,7 @@ mod tests {
             (&[("WORKFLOW_TOOL_TIMEOUT_SECS", "86401")], "WORKFLOW_TOOL_TIMEOUT_SECS"),
             (&[("EXAI_TOOL_PROGRESS_SECS", "3601")], "EXAI_TOOL_PROGRESS_SECS"),
             (&[("EXAI_TOOL_PROGRESS_SECS", "x")], "EXAI_TOOL_PROGRESS_SECS"),
+            (&[("EXAI_RUN_LEASE_SECS", "0")], "EXAI_RUN_LEASE_SECS"),
             (&[("EXAI_TOOLS_FILE", "/nonexistent/tools.toml")], "EXAI_TOOLS_FILE"),
             (&[("EXAI_HEADER_TIMEOUT_SECS", "0")], "EXAI_HEADER_TIMEOUT_SECS"),
             (&[("EXAI_BODY_TIMEOUT_SECS", "3601")], "EXAI_BODY_TIMEOUT_SECS"),

@@ -63,6 +63,10 @@ pub struct Report {
     /// exai's version; shown only to callers with an API key when keys are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The answering process's instance id, which owns the runs it started; shown like
+    /// `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// `store` and `cache`.
     pub checks: BTreeMap<String, Check>,
     pub duration_ms: f64,
@@ -72,6 +76,7 @@ pub struct Health {
     store: Arc<dyn Store>,
     cache: Arc<dyn Cache>,
     settings: HealthSettings,
+    instance: Option<String>,
     latest: Mutex<Option<(Instant, Arc<Report>)>>,
     /// Held while probing, so concurrent callers wait for one probe instead of each
     /// starting their own.
@@ -92,7 +97,19 @@ fn store_problem(error: StoreError) -> String {
 
 impl Health {
     pub fn new(store: Arc<dyn Store>, cache: Arc<dyn Cache>, settings: HealthSettings) -> Self {
-        Self { store, cache, settings, latest: Mutex::new(None), probing: tokio::sync::Mutex::new(()) }
+        Self {
+            store,
+            cache,
+            settings,
+            instance: None,
+            latest: Mutex::new(None),
+            probing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Reports name the process's instance.
+    pub fn with_instance(self, instance: String) -> Self {
+        Self { instance: Some(instance), ..self }
     }
 
     /// The current report: reused while younger than the reuse window, else probed anew
@@ -142,6 +159,7 @@ impl Health {
             status,
             timestamp: Utc::now(),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            instance: self.instance.clone(),
             checks: BTreeMap::from([("store".to_owned(), store), ("cache".to_owned(), cache)]),
             duration_ms: millis(started.elapsed()),
         }
@@ -176,7 +194,7 @@ impl Report {
                 (name.clone(), check)
             })
             .collect();
-        Report { version: None, checks, ..self.clone() }
+        Report { version: None, instance: None, checks, ..self.clone() }
     }
 
     /// For people: the overall status, then a line per check.
@@ -184,6 +202,9 @@ impl Report {
         let mut text = format!("{} in {} ms", self.status.as_str(), self.duration_ms);
         if let Some(version) = &self.version {
             let _ = write!(text, " (exai {version})");
+        }
+        if let Some(instance) = &self.instance {
+            let _ = write!(text, " instance {instance}");
         }
         text.push('\n');
         for (name, check) in &self.checks {

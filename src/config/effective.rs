@@ -59,6 +59,7 @@ pub fn effective(config: &Config) -> Vec<Setting> {
         setting("EXAI_SLOW_OP_MS", millis(config.slow_op)),
         setting("tools", tools.join(", ")),
         setting("WORKFLOW_TOOL_TIMEOUT_SECS", config.tools.timeout_cap.as_secs().to_string()),
+        setting("EXAI_RUN_LEASE_SECS", config.tools.run_lease.as_secs().to_string()),
         setting("EXAI_HEADER_TIMEOUT_SECS", config.connections.header_timeout.as_secs().to_string()),
         setting("EXAI_BODY_TIMEOUT_SECS", config.connections.body_timeout.as_secs().to_string()),
         setting("EXAI_MAX_CONNECTIONS", config.connections.max_connections.to_string()),

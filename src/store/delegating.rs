@@ -7,8 +7,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{
-    AppendTurns, Appended, ExportSink, ImportedThread, Page, RunQuery, Store, StoreError, ThreadQuery,
-    ThreadRecord, WriteError,
+    AppendTurns, Appended, ExportSink, ImportedThread, Page, RunLease, RunQuery, Store, StoreError, Sweep,
+    ThreadQuery, ThreadRecord, WriteError,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -62,11 +62,13 @@ forward_through_hook! {
     append_turns(append: &AppendTurns) -> Result<Appended, WriteError>;
     list_turns(id: Uuid, after_seq: u32, limit: u32) -> Result<Option<Vec<Turn>>, StoreError>;
     history(id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError>;
-    reserve_run(run: &ToolRun, policy: ConversationPolicy, now: DateTime<Utc>) -> Result<(), WriteError>;
+    reserve_run(run: &ToolRun, lease: &RunLease, policy: ConversationPolicy, now: DateTime<Utc>) -> Result<(), WriteError>;
     save_run(run: &ToolRun) -> Result<(), StoreError>;
     get_run(id: Uuid) -> Result<Option<ToolRun>, StoreError>;
     list_runs(query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
-    fail_unfinished_runs(created_before: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
+    renew_run_leases(lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+    request_run_cancel(id: Uuid) -> Result<bool, StoreError>;
+    fail_abandoned_runs(sweep: &Sweep<'_>) -> Result<u64, StoreError>;
     export(sink: &mut dyn ExportSink) -> Result<(), StoreError>;
     import_threads(threads: &[ThreadRecord]) -> Result<Vec<ImportedThread>, StoreError>;
     ping() -> Result<(), StoreError>;

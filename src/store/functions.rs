@@ -12,15 +12,17 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use serde_json::value::RawValue;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
+mod rows;
+
+use self::rows::{ChainRows, Keys, page_of};
 use super::{
-    Activity, AppendTurns, Appended, Cursor, ExportSink, ImportedThread, Listed, Page, RunQuery, Store,
-    StoreError, TURNS_PER_RUN, ThreadQuery, ThreadRecord, WriteError, child_position, escape_like,
-    readable_turn, run_position, thread_position,
+    Activity, AppendTurns, Appended, Cursor, ExportSink, ImportedThread, Page, RunLease, RunQuery, Store,
+    StoreError, Sweep, TURNS_PER_RUN, ThreadQuery, ThreadRecord, WriteError, child_position, escape_like,
+    run_position, thread_position,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Rejection, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -33,6 +35,7 @@ pub enum Arg {
     Text(Option<String>),
     Int(i32),
     BigInt(i64),
+    Bool(bool),
     Json(serde_json::Value),
     Time(Option<DateTime<Utc>>),
 }
@@ -128,45 +131,6 @@ impl<T: Transport> FunctionStore<T> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         decode_unrefused(call.function, session.call(&call).await)
     }
-}
-
-/// What `exai_history` returns, its turns decoded one by one.
-#[derive(Deserialize)]
-struct ChainRows {
-    thread_ids: Vec<Uuid>,
-    turns: Vec<Box<RawValue>>,
-    total_turns: u32,
-}
-
-impl ChainRows {
-    fn readable(self) -> Chain {
-        let turns = self.turns.iter().filter_map(|turn| readable_turn(serde_json::from_str(turn.get())));
-        Chain { thread_ids: self.thread_ids, turns: turns.collect(), total_turns: self.total_turns }
-    }
-}
-
-/// The keyset columns of a listed thread or run, readable when the rest of it is not.
-#[derive(Deserialize)]
-struct Keys {
-    id: Uuid,
-    created_at: DateTime<Utc>,
-    updated_at: Option<DateTime<Utc>>,
-}
-
-/// The page in a listing function's `limit + 1` rows, each decoded on its own so that
-/// one unreadable row cannot take the page down.
-fn page_of<T: DeserializeOwned>(
-    rows: Vec<Box<RawValue>>,
-    limit: u32,
-    at: fn(&T) -> Cursor,
-    at_keys: fn(Keys) -> Cursor,
-    what: &str,
-) -> Page<T> {
-    let rows = rows.iter().map(|row| {
-        let keys = || serde_json::from_str(row.get()).ok().map(at_keys);
-        Listed::decode(serde_json::from_str(row.get()), keys)
-    });
-    Page::of(rows.collect(), limit, at, what)
 }
 
 fn time(t: DateTime<Utc>) -> Arg {
@@ -309,14 +273,19 @@ impl<T: Transport> Store for FunctionStore<T> {
     async fn reserve_run(
         &self,
         run: &ToolRun,
+        lease: &RunLease,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
     ) -> Result<(), WriteError> {
         let id = run.continuation_id;
+        // The row is the run's document with its owner's columns.
+        let mut row = json!(run);
+        row["owner"] = json!(lease.owner);
+        row["lease_expires_at"] = json!(lease.expires_at);
         let call = Call {
             function: "exai_reserve_run",
             args: vec![
-                ("p_run", Arg::Json(json!(run))),
+                ("p_run", Arg::Json(row)),
                 ("p_turns_per_run", int(TURNS_PER_RUN)),
                 ("p_max_turns", int(policy.max_turns)),
                 ("p_timeout_ms", Arg::BigInt(policy.timeout.num_milliseconds())),
@@ -358,18 +327,36 @@ impl<T: Transport> Store for FunctionStore<T> {
         Ok(page_of(rows, query.limit, run_position, at_keys, "run"))
     }
 
-    async fn fail_unfinished_runs(
-        &self,
-        created_before: DateTime<Utc>,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
+    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let call = Call {
-            function: "exai_fail_unfinished_runs",
+            function: "exai_renew_run_leases",
             args: vec![
-                ("p_created_before", time(created_before)),
-                ("p_error", Arg::Text(Some(error.to_owned()))),
-                ("p_now", time(now)),
+                ("p_owner", Arg::Text(Some(lease.owner.clone()))),
+                ("p_runs", Arg::Json(json!(runs))),
+                ("p_expires_at", time(lease.expires_at)),
+            ],
+        };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn request_run_cancel(&self, id: Uuid) -> Result<bool, StoreError> {
+        let call = Call { function: "exai_request_run_cancel", args: vec![("p_id", Arg::Uuid(Some(id)))] };
+        self.call(call, Rejections::default()).await
+    }
+
+    async fn fail_abandoned_runs(&self, sweep: &Sweep<'_>) -> Result<u64, StoreError> {
+        let (every_one, legacy_grace) = sweep.scope();
+        let call = Call {
+            function: "exai_fail_abandoned_runs",
+            args: vec![
+                ("p_owner", Arg::Text(Some(sweep.owner.to_owned()))),
+                ("p_every_one", Arg::Bool(every_one)),
+                (
+                    "p_legacy_grace_ms",
+                    Arg::BigInt(i64::try_from(legacy_grace.as_millis()).unwrap_or(i64::MAX)),
+                ),
+                ("p_error", Arg::Text(Some(sweep.error.to_owned()))),
+                ("p_now", time(sweep.now)),
             ],
         };
         self.call(call, Rejections::default()).await

@@ -2,6 +2,7 @@
 
 mod delegating;
 mod functions;
+mod leases;
 mod metered;
 mod postgres;
 mod postgres_migrate;
@@ -11,6 +12,7 @@ mod transfer;
 
 pub use delegating::{DelegatingStore, StoreHook};
 pub use functions::{Arg, Call, CallError, FunctionStore, Session, Transport};
+pub use leases::{Abandoned, RunLease, Sweep};
 pub use metered::MeteredStore;
 pub use postgres::{PgTransport, PostgresStore};
 pub use postgres_migrate::{MigrationReport, check_postgres_migration, migrate_postgres};
@@ -290,9 +292,11 @@ pub trait Store: Send + Sync {
     /// every other unfinished run on it has reserved (a run whose turns are appended no
     /// longer holds a reservation). So no run calls its upstream for an answer that
     /// cannot be recorded, however many processes share the store.
+    /// The run is recorded as `lease`'s owner's, for as long as the lease lasts.
     async fn reserve_run(
         &self,
         run: &ToolRun,
+        lease: &RunLease,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
     ) -> Result<(), WriteError>;
@@ -306,14 +310,17 @@ pub trait Store: Send + Sync {
     /// A page of runs by creation, newest first, at most `query.limit`.
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
 
-    /// Marks runs created before `created_before` and still queued or running as failed
-    /// with `error`: their process is gone. Returns how many there were.
-    async fn fail_unfinished_runs(
-        &self,
-        created_before: DateTime<Utc>,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    /// Moves the lease of each of `runs` that `lease.owner` owns and that has not ended
+    /// to `lease.expires_at`, in one round trip. Returns those of them whose cancel was
+    /// asked (see [`Store::request_run_cancel`]).
+    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Records that the run, if it has not ended, is to be cancelled by its owner, which
+    /// finds out when it next renews its lease. Returns whether the run had not ended.
+    async fn request_run_cancel(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Marks the abandoned runs of `sweep` as failed with its error. Returns how many.
+    async fn fail_abandoned_runs(&self, sweep: &Sweep<'_>) -> Result<u64, StoreError>;
 
     /// Delivers every thread (with its turns and keys) and then every run to `sink`,
     /// streamed in constant memory and read from one snapshot where the backend has one

@@ -87,6 +87,7 @@ async fn run<'c>(call: &Call, executor: impl PgExecutor<'c>) -> Result<String, C
             Arg::Text(value) => query.bind(value.clone()),
             Arg::Int(value) => query.bind(*value),
             Arg::BigInt(value) => query.bind(*value),
+            Arg::Bool(value) => query.bind(*value),
             Arg::Json(value) => query.bind(Json(value.clone())),
             Arg::Time(value) => query.bind(*value),
         };

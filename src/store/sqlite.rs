@@ -26,8 +26,8 @@ use uuid::Uuid;
 use self::group_commit::GroupCommit;
 use self::rows::{decode_turn, decode_uuid, thread_with_turns};
 use super::{
-    AppendTurns, Appended, ExportSink, ImportedThread, Page, RunQuery, Store, StoreError, ThreadQuery,
-    ThreadRecord, WriteError, readable_turn,
+    AppendTurns, Appended, ExportSink, ImportedThread, Page, RunLease, RunQuery, Store, StoreError, Sweep,
+    ThreadQuery, ThreadRecord, WriteError, readable_turn,
 };
 use crate::domain::{
     Chain, ConversationPolicy, HistoryLimits, NewThread, Thread, ThreadWithTurns, ToolRun, Turn,
@@ -260,12 +260,15 @@ impl Store for SqliteStore {
     async fn reserve_run(
         &self,
         run: &ToolRun,
+        lease: &RunLease,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
     ) -> Result<(), WriteError> {
-        let run = run.clone();
-        self.write(move |store, conn| async move { store.reserve_in(conn, &run, policy, now).await }.boxed())
-            .await
+        let (run, lease) = (run.clone(), lease.clone());
+        self.write(move |store, conn| {
+            async move { store.reserve_in(conn, &run, &lease, policy, now).await }.boxed()
+        })
+        .await
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
@@ -281,15 +284,25 @@ impl Store for SqliteStore {
         self.select_runs(query).await
     }
 
-    async fn fail_unfinished_runs(
-        &self,
-        created_before: DateTime<Utc>,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let error = error.to_owned();
+    async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let (lease, runs) = (lease.clone(), runs.to_vec());
+        self.write(move |store, conn| async move { store.renew_leases(conn, &lease, &runs).await }.boxed())
+            .await
+    }
+
+    async fn request_run_cancel(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.write(move |store, conn| async move { store.ask_cancel(conn, id).await }.boxed()).await
+    }
+
+    async fn fail_abandoned_runs(&self, sweep: &Sweep<'_>) -> Result<u64, StoreError> {
+        let (owner, error) = (sweep.owner.to_owned(), sweep.error.to_owned());
+        let (abandoned, now) = (sweep.abandoned, sweep.now);
         self.write(move |store, conn| {
-            async move { store.fail_unfinished(conn, created_before, &error, now).await }.boxed()
+            async move {
+                let sweep = Sweep { owner: &owner, abandoned, error: &error, now };
+                store.fail_abandoned(conn, &sweep).await
+            }
+            .boxed()
         })
         .await
     }

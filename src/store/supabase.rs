@@ -81,6 +81,7 @@ fn json_arg(arg: &Arg) -> Value {
         Arg::Text(value) => value.clone().map_or(Value::Null, Value::String),
         Arg::Int(value) => Value::from(*value),
         Arg::BigInt(value) => Value::from(*value),
+        Arg::Bool(value) => Value::Bool(*value),
         Arg::Json(value) => value.clone(),
         Arg::Time(value) => value.map_or(Value::Null, |t| Value::String(t.to_rfc3339())),
     }

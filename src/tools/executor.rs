@@ -17,10 +17,14 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+mod leases;
+mod remote;
+
 use super::error::RunError;
-use super::live::{LiveRun, RunEvent, Started, Subscription};
+use super::live::{LiveRun, RunEvent, Started};
 use super::recorder::{Recorder, now};
 use super::registry::{ToolDefinition, ToolSettings};
+use super::relay::Relay;
 use super::runners::{Answer, Invocation};
 use super::tool::{Admission, Tool};
 use crate::conversations::Conversations;
@@ -58,6 +62,10 @@ struct Inner {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     settings: ToolSettings,
+    /// This process's instance id: the owner of the runs it starts.
+    instance: String,
+    /// Carries events and cancels to and from the other processes, when there are any.
+    relay: Option<Arc<dyn Relay>>,
     live: Mutex<HashMap<Uuid, Arc<LiveRun>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -89,6 +97,8 @@ impl Executor {
         store: Arc<dyn Store>,
         conversations: Conversations,
         metrics: Arc<Metrics>,
+        instance: String,
+        relay: Option<Arc<dyn Relay>>,
     ) -> Self {
         let client = super::runners::client();
         let tools = settings
@@ -103,6 +113,8 @@ impl Executor {
             conversations,
             metrics,
             settings,
+            instance,
+            relay,
             live: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -181,11 +193,12 @@ impl Executor {
         // Refused here (409, 410) unless the thread has room for this run's turns besides
         // those of the runs already under way on it: no upstream call is spent on an
         // answer that could not be recorded.
-        inner.store.reserve_run(&run, *conversations.policy(), run.created_at).await?;
+        inner.store.reserve_run(&run, &self.lease(), *conversations.policy(), run.created_at).await?;
 
         let live = Arc::new(LiveRun::new());
         let outcome = live.outcome.subscribe();
         self.live().insert(run.id, live.clone());
+        self.publish_events(run.id, &live);
         inner.metrics.runs_in_flight.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         let this = self.clone();
@@ -329,35 +342,6 @@ impl Executor {
 
     pub async fn list(&self, query: &RunQuery) -> Result<Page<ToolRun>, RunError> {
         Ok(self.inner.store.list_runs(query).await?)
-    }
-
-    pub async fn subscribe(&self, id: Uuid) -> Result<Subscription, RunError> {
-        let live = self.live().get(&id).cloned();
-        match live {
-            Some(live) => {
-                let events = live.events.subscribe();
-                let finished = live.outcome.borrow().clone();
-                Ok(Subscription::Live { events, finished })
-            }
-            None => Ok(Subscription::Over(self.get(id).await?)),
-        }
-    }
-
-    /// Stops a live run and returns it once it has recorded its end.
-    pub async fn cancel(&self, id: Uuid) -> Result<ToolRun, RunError> {
-        let Some(live) = self.live().get(&id).cloned() else {
-            return Err(RunError::AlreadyFinished(Box::new(self.get(id).await?)));
-        };
-        if let Some(run) = live.outcome.borrow().clone() {
-            return Err(RunError::AlreadyFinished(Box::new(run)));
-        }
-        let mut outcome = live.outcome.subscribe();
-        live.cancel.cancel();
-        let ended = outcome.wait_for(Option::is_some).await.map(|run| run.clone());
-        match ended {
-            Ok(Some(run)) => Ok(run),
-            _ => self.get(id).await,
-        }
     }
 
     /// Stops every run (each records itself failed) and waits for them to finish.

@@ -1,6 +1,7 @@
 //! What a run still under way shares with those who watch it: its events, its outcome,
 //! its cancellation.
 
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -8,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::ToolRun;
 
 /// Events kept for a subscriber that reads slowly.
-const EVENT_BUFFER: usize = 256;
+pub(super) const EVENT_BUFFER: usize = 256;
 
 /// What a subscriber to a run sees.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum RunEvent {
     Progress {
         elapsed_ms: u64,

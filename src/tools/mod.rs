@@ -6,11 +6,12 @@ mod executor;
 mod live;
 mod recorder;
 pub mod registry;
+mod relay;
 mod runners;
 mod tool;
 
 pub use error::RunError;
 pub use executor::{Executor, RunRequest};
 pub use live::{RunEvent, Started, Subscription};
-pub use recorder::fail_orphaned_runs;
 pub use registry::{ToolDefinition, ToolKind, ToolSettings};
+pub use relay::{PgRelay, RedisRelay, Relay, RelayError};

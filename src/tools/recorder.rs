@@ -21,11 +21,6 @@ pub(super) fn now() -> DateTime<Utc> {
     truncate_to_micros(Utc::now())
 }
 
-/// Marks the runs a previous process left queued or running as failed.
-pub async fn fail_orphaned_runs(store: &dyn Store, started_at: DateTime<Utc>) -> Result<u64, StoreError> {
-    store.fail_unfinished_runs(started_at, "the server restarted before the run finished", now()).await
-}
-
 #[derive(Clone)]
 pub(super) struct Recorder {
     store: Arc<dyn Store>,
@@ -71,8 +66,8 @@ impl Recorder {
         }
     }
 
-    /// Records the end of a run: a run whose end is lost reads `running` until the next
-    /// restart marks it failed.
+    /// Records the end of a run: a run whose end is lost reads `running` until its lease
+    /// ends after this process has stopped, and a sweep marks it failed.
     pub(super) async fn save_final(&self, run: &ToolRun) {
         let saved = retrying(run, "recording a run's end", transient, || self.store.save_run(run)).await;
         if let Err(error) = saved {

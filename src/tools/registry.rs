@@ -18,6 +18,10 @@ pub struct ToolSettings {
     pub timeout_cap: Duration,
     /// How often a run reports progress.
     pub progress_every: Duration,
+    /// How long a run stays its process's without the process renewing its lease: when
+    /// the process is gone, its runs are marked failed this long (and a quarter more, at
+    /// most) after its last renewal.
+    pub run_lease: Duration,
 }
 
 /// The built-in tool that answers with its input.

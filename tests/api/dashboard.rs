@@ -329,6 +329,9 @@ async fn the_settings_page_redacts_every_secret() {
     assert!(html.contains("1 key(s), hidden") && html.contains("random per start"), "{html}");
     assert!(html.contains("MAX_CONVERSATION_TURNS"));
     assert!(!html.contains("dash-key"), "{html}");
+    let health = Request::get("/healthz").header(header::AUTHORIZATION, "Bearer dash-key");
+    let instance = app.send(health.body(Body::empty()).unwrap()).await.json()["instance"].clone();
+    assert!(html.contains(instance.as_str().unwrap()), "the instance id is shown: {html}");
 }
 
 #[tokio::test]

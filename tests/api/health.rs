@@ -69,6 +69,7 @@ async fn every_backend_up_is_healthy() {
     assert_check(&report, "store", "healthy", "sqlite");
     assert_check(&report, "cache", "healthy", "memory");
     assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    assert!(report["instance"].as_str().is_some_and(|id| id.len() == 32), "{report}");
 
     let (Some(database), Some(redis_server)) = (postgres_database(), shared_redis()) else {
         return;
@@ -291,6 +292,7 @@ async fn with_api_keys_probes_show_details_only_to_a_key() {
     }
     let public = app.get("/healthz").await.json();
     assert_eq!(public["status"], "unhealthy");
+    assert!(public.get("instance").is_none(), "{public}");
     let store = &public["checks"]["store"];
     assert_eq!(store["status"], "unhealthy", "{public}");
     assert!(store["response_time_ms"].as_f64().is_some(), "{public}");

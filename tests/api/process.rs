@@ -1,6 +1,7 @@
 //! The binary itself: configuration errors, durability across a crash, clean shutdown.
 
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 use crate::support::process::{ExaiProcess, exai_command};
 
@@ -109,12 +110,38 @@ fn the_openapi_command_prints_the_document() {
 }
 
 /// A registry with one tool whose upstream never answers.
-fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
+pub(crate) fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
     let path = dir.join("tools.toml");
     let registry =
         format!("[[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{upstream}\"\ntimeout_secs = 120\n");
     std::fs::write(&path, registry).unwrap();
     path.to_str().unwrap().to_owned()
+}
+
+/// Starts a run of `tool` without waiting for it; the run's id.
+pub(crate) async fn start_run(server: &ExaiProcess, tool: &str) -> String {
+    let accepted: Value = client()
+        .post(server.url(&format!("/v1/tools/{tool}/runs")))
+        .json(&json!({"input": "long job", "wait": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    accepted["id"].as_str().unwrap().to_owned()
+}
+
+/// The run at `run_path` once `server` reports it ended, or as it is after `patience`.
+pub(crate) async fn run_once_ended(server: &ExaiProcess, run_path: &str, patience: Duration) -> Value {
+    let deadline = Instant::now() + patience;
+    loop {
+        let run: Value = client().get(server.url(run_path)).send().await.unwrap().json().await.unwrap();
+        if run["status"] != "queued" && run["status"] != "running" || Instant::now() > deadline {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -123,27 +150,11 @@ async fn a_run_cut_by_a_crash_reads_failed_after_the_restart() {
     let data = tempfile::tempdir().unwrap();
     let tools = stalling_tools(data.path(), &upstream.url);
     let server = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
-    let accepted: Value = client()
-        .post(server.url("/v1/tools/stall/runs"))
-        .json(&json!({"input": "long job", "wait": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let run_url = format!("/v1/runs/{}", accepted["id"].as_str().unwrap());
+    let run_path = format!("/v1/runs/{}", start_run(&server, "stall").await);
     server.kill();
 
     let restarted = ExaiProcess::start(data.path(), &[("EXAI_TOOLS_FILE", &tools)]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let run = loop {
-        let run: Value = client().get(restarted.url(&run_url)).send().await.unwrap().json().await.unwrap();
-        if run["status"] != "queued" && run["status"] != "running" || std::time::Instant::now() > deadline {
-            break run;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let run = run_once_ended(&restarted, &run_path, Duration::from_secs(10)).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap().contains("restarted"), "{run}");
 }

@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::SqliteStore;
 use super::rows::{decode_time, decode_uuid, encode_time, position};
 use crate::domain::{ConversationPolicy, Rejection, RunStatus, ToolRun};
-use crate::store::{Listed, Page, RunQuery, StoreError, TURNS_PER_RUN, WriteError, run_position};
+use crate::store::{
+    Listed, Page, RunLease, RunQuery, StoreError, Sweep, TURNS_PER_RUN, WriteError, run_position,
+};
 
 macro_rules! run_columns {
     () => {
@@ -19,10 +21,11 @@ macro_rules! run_columns {
 }
 pub(super) const RUN_COLUMNS: &str = run_columns!();
 
+/// A new run comes with its owner's columns; an update leaves them alone.
 const UPSERT_RUN: &str = concat!(
     "INSERT INTO tool_runs (",
     run_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+    ", owner, lease_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
      ON CONFLICT (id) DO UPDATE SET status = excluded.status, output = excluded.output, \
      error = excluded.error, started_at = excluded.started_at, \
      finished_at = excluded.finished_at, turns_remaining = excluded.turns_remaining \
@@ -54,8 +57,8 @@ pub(super) fn decode_run(row: &SqliteRow) -> Result<ToolRun, StoreError> {
     })
 }
 
-/// Inserts a run, or updates one that has not ended.
-fn upsert(run: &ToolRun) -> Query<'_, Sqlite, SqliteArguments<'_>> {
+/// Inserts a run, owned by `lease`'s owner when given, or updates one that has not ended.
+fn upsert<'a>(run: &'a ToolRun, lease: Option<&'a RunLease>) -> Query<'a, Sqlite, SqliteArguments<'a>> {
     sqlx::query(UPSERT_RUN)
         .bind(run.id.to_string())
         .bind(&run.tool)
@@ -69,6 +72,8 @@ fn upsert(run: &ToolRun) -> Query<'_, Sqlite, SqliteArguments<'_>> {
         .bind(run.finished_at.map(encode_time))
         .bind(run.timeout_secs)
         .bind(run.turns_remaining)
+        .bind(lease.map(|lease| &lease.owner))
+        .bind(lease.map(|lease| encode_time(lease.expires_at)))
 }
 
 impl SqliteStore {
@@ -78,7 +83,7 @@ impl SqliteStore {
         run: &ToolRun,
     ) -> Result<(), StoreError> {
         self.trip();
-        upsert(run).execute(conn).await?;
+        upsert(run, None).execute(conn).await?;
         Ok(())
     }
 
@@ -133,6 +138,7 @@ impl SqliteStore {
         &self,
         conn: &mut SqliteConnection,
         run: &ToolRun,
+        lease: &RunLease,
         policy: ConversationPolicy,
         now: DateTime<Utc>,
     ) -> Result<(), WriteError> {
@@ -152,7 +158,7 @@ impl SqliteStore {
             return Err(Rejection::TurnLimitReached { thread_id: id, max_turns: policy.max_turns }.into());
         }
         self.trip();
-        upsert(run).execute(&mut *conn).await?;
+        upsert(run, Some(lease)).execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -184,21 +190,61 @@ impl SqliteStore {
         Ok(Page::of(rows.collect(), query.limit, run_position, "run"))
     }
 
-    pub(super) async fn fail_unfinished(
+    pub(super) async fn renew_leases(
         &self,
         conn: &mut SqliteConnection,
-        created_before: DateTime<Utc>,
-        error: &str,
-        now: DateTime<Utc>,
+        lease: &RunLease,
+        runs: &[Uuid],
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.trip();
+        let runs = serde_json::to_string(runs).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let asked: Vec<String> = sqlx::query_scalar::<_, Option<String>>(
+            "UPDATE tool_runs SET lease_expires_at = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2)) AND owner = ?3 \
+             AND status IN ('queued', 'running') RETURNING CASE WHEN cancel_requested THEN id END",
+        )
+        .bind(encode_time(lease.expires_at))
+        .bind(runs)
+        .bind(&lease.owner)
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+        asked.iter().map(|id| Uuid::try_parse(id).map_err(|e| StoreError::Internal(e.to_string()))).collect()
+    }
+
+    pub(super) async fn ask_cancel(&self, conn: &mut SqliteConnection, id: Uuid) -> Result<bool, StoreError> {
+        self.trip();
+        let asked = sqlx::query(
+            "UPDATE tool_runs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('queued', 'running')",
+        )
+        .bind(id.to_string())
+        .execute(conn)
+        .await?;
+        Ok(asked.rows_affected() > 0)
+    }
+
+    /// Times compare as Julian days: a lease's and one computed from a legacy run's
+    /// timeout are not written alike.
+    pub(super) async fn fail_abandoned(
+        &self,
+        conn: &mut SqliteConnection,
+        sweep: &Sweep<'_>,
     ) -> Result<u64, StoreError> {
+        let (every_one, legacy_grace) = sweep.scope();
         self.trip();
         let failed = sqlx::query(
             "UPDATE tool_runs SET status = 'failed', error = ?1, finished_at = ?2 \
-             WHERE status IN ('queued', 'running') AND created_at < ?3",
+             WHERE status IN ('queued', 'running') AND owner IS NOT ?3 \
+             AND (?4 OR coalesce(julianday(lease_expires_at), \
+                  julianday(created_at) + (timeout_secs + ?5) / 86400.0) < julianday(?2))",
         )
-        .bind(error)
-        .bind(encode_time(now))
-        .bind(encode_time(created_before))
+        .bind(sweep.error)
+        .bind(encode_time(sweep.now))
+        .bind(sweep.owner)
+        .bind(every_one)
+        .bind(legacy_grace.as_secs_f64())
         .execute(conn)
         .await?;
         Ok(failed.rows_affected())

@@ -23,8 +23,8 @@ use self::history::{
 use self::numbers::reads_accepted_numbers_back_exactly;
 use self::runs::{
     a_reserved_run_records_its_answer_past_expiry, appends_leave_the_room_runs_reserved,
-    fails_runs_a_previous_process_left_unfinished, lists_runs_newest_first_with_filters,
-    reserves_room_atomically, reserves_room_for_the_turns_of_runs_under_way, saves_and_reads_runs,
+    fails_runs_whose_lease_ended, lists_runs_newest_first_with_filters, reserves_room_atomically,
+    reserves_room_for_the_turns_of_runs_under_way, saves_and_reads_runs,
 };
 use self::threads::{
     creates_and_reads_threads, deletes_threads_with_their_turns,
@@ -93,7 +93,7 @@ macro_rules! store_conformance {
                 a_reserved_run_records_its_answer_past_expiry,
                 saves_and_reads_runs,
                 lists_runs_newest_first_with_filters,
-                fails_runs_a_previous_process_left_unfinished,
+                fails_runs_whose_lease_ended,
                 reads_accepted_numbers_back_exactly,
             ],
             shared: [serializes_concurrent_appends, reserves_room_atomically]

@@ -2,12 +2,18 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use exai::domain::{Rejection, RunStatus, ToolRun};
-use exai::store::{AppendTurns, Cursor, RunQuery, Store, WriteError};
+use exai::store::{Abandoned, AppendTurns, Cursor, RunLease, RunQuery, Store, Sweep, WriteError};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 use super::{append, new_thread, now, titled, user};
 use crate::support;
+
+/// A lease for an owner of its own, long enough for any test.
+fn lease() -> RunLease {
+    RunLease { owner: Uuid::new_v4().to_string(), expires_at: now() + TimeDelta::hours(1) }
+}
 
 /// A run as [`Store::reserve_run`] records it: queued, on `thread`.
 fn queued_run(thread: Uuid) -> ToolRun {
@@ -17,10 +23,10 @@ fn queued_run(thread: Uuid) -> ToolRun {
 pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
     let thread = new_thread(store, titled("runs"), now()).await;
     let (first, second) = (queued_run(thread), queued_run(thread));
-    store.reserve_run(&first, support::policy(5), now()).await.unwrap();
-    store.reserve_run(&second, support::policy(5), now()).await.unwrap();
+    store.reserve_run(&first, &lease(), support::policy(5), now()).await.unwrap();
+    store.reserve_run(&second, &lease(), support::policy(5), now()).await.unwrap();
     assert_eq!(store.get_run(first.id).await.unwrap(), Some(first.clone()), "the run is recorded");
-    let full = store.reserve_run(&queued_run(thread), support::policy(5), now()).await;
+    let full = store.reserve_run(&queued_run(thread), &lease(), support::policy(5), now()).await;
     assert_eq!(
         full,
         Err(WriteError::Refused(Rejection::TurnLimitReached { thread_id: thread, max_turns: 5 }))
@@ -31,20 +37,20 @@ pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
     let mut turns = append(thread, vec![user("q"), user("a")], support::policy(5));
     turns.idempotency_key = Some(exai::store::run_idempotency_key(first.id));
     store.append_turns(&turns).await.unwrap();
-    store.reserve_run(&queued_run(thread), support::policy(6), now()).await.unwrap();
-    let refused = store.reserve_run(&queued_run(thread), support::policy(6), now()).await;
+    store.reserve_run(&queued_run(thread), &lease(), support::policy(6), now()).await.unwrap();
+    let refused = store.reserve_run(&queued_run(thread), &lease(), support::policy(6), now()).await;
     assert!(matches!(refused, Err(WriteError::Refused(Rejection::TurnLimitReached { .. }))), "{refused:?}");
     // A run that ended without turns gives its room back.
     let ended = ToolRun { status: RunStatus::Failed, finished_at: Some(now()), ..second };
     store.save_run(&ended).await.unwrap();
-    store.reserve_run(&queued_run(thread), support::policy(6), now()).await.unwrap();
+    store.reserve_run(&queued_run(thread), &lease(), support::policy(6), now()).await.unwrap();
 
     let old = new_thread(store, titled("old"), now() - TimeDelta::days(2)).await;
-    let expired = store.reserve_run(&queued_run(old), support::policy(20), now()).await;
+    let expired = store.reserve_run(&queued_run(old), &lease(), support::policy(20), now()).await;
     assert_eq!(expired, Err(WriteError::Refused(Rejection::ThreadExpired(old))));
     let missing = Uuid::new_v4();
     let orphan = queued_run(missing);
-    let unknown = store.reserve_run(&orphan, support::policy(20), now()).await;
+    let unknown = store.reserve_run(&orphan, &lease(), support::policy(20), now()).await;
     assert_eq!(unknown, Err(WriteError::Refused(Rejection::ThreadNotFound(missing))));
     assert_eq!(store.get_run(orphan.id).await.unwrap(), None, "a refused run is not recorded");
 }
@@ -52,7 +58,7 @@ pub async fn reserves_room_for_the_turns_of_runs_under_way(store: &dyn Store) {
 pub async fn appends_leave_the_room_runs_reserved(store: &dyn Store) {
     let thread = new_thread(store, titled("reserved"), now()).await;
     let run = queued_run(thread);
-    store.reserve_run(&run, support::policy(3), now()).await.unwrap();
+    store.reserve_run(&run, &lease(), support::policy(3), now()).await.unwrap();
     let crowding = store.append_turns(&append(thread, vec![user("a"), user("b")], support::policy(3))).await;
     assert_eq!(
         crowding.unwrap_err(),
@@ -73,7 +79,7 @@ pub async fn a_reserved_run_records_its_answer_past_expiry(store: &dyn Store) {
     let opened = now() - policy.timeout + TimeDelta::minutes(1);
     let thread = new_thread(store, titled("closing"), opened).await;
     let run = queued_run(thread);
-    store.reserve_run(&run, policy, now()).await.unwrap();
+    store.reserve_run(&run, &lease(), policy, now()).await.unwrap();
     let later = now() + TimeDelta::minutes(2);
     let client = AppendTurns { now: later, ..append(thread, vec![user("late")], policy) };
     assert_eq!(
@@ -92,7 +98,9 @@ pub async fn reserves_room_atomically(store: Arc<dyn Store>) {
     let thread = new_thread(&*store, titled("contended"), now()).await;
     let attempts = (0..15).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.reserve_run(&queued_run(thread), support::policy(20), now()).await })
+        tokio::spawn(async move {
+            store.reserve_run(&queued_run(thread), &lease(), support::policy(20), now()).await
+        })
     });
     let results: Vec<_> =
         futures_util::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
@@ -160,24 +168,54 @@ pub async fn lists_runs_newest_first_with_filters(store: &dyn Store) {
     assert_eq!(completed.items.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2], ids[0]]);
 }
 
-pub async fn fails_runs_a_previous_process_left_unfinished(store: &dyn Store) {
-    let cutoff = now();
-    let old_running = run("echo", RunStatus::Running, cutoff - TimeDelta::seconds(5));
-    let old_queued = run("echo", RunStatus::Queued, cutoff - TimeDelta::seconds(4));
-    let old_done = run("echo", RunStatus::Completed, cutoff - TimeDelta::seconds(3));
-    let new_running = run("echo", RunStatus::Running, cutoff + TimeDelta::seconds(1));
-    for saved in [&old_running, &old_queued, &old_done, &new_running] {
-        store.save_run(saved).await.unwrap();
+async fn status(store: &dyn Store, run: &ToolRun) -> (RunStatus, Option<String>) {
+    let read = store.get_run(run.id).await.unwrap().expect("the run is recorded");
+    (read.status, read.error)
+}
+
+/// A sweep fails other instances' runs whose lease ended, and runs recorded without a
+/// lease once their timeout and a grace have passed; never the sweeping instance's own,
+/// nor a run whose owner renewed its lease. A renewal returns the runs whose cancel was
+/// asked.
+pub async fn fails_runs_whose_lease_ended(store: &dyn Store) {
+    let thread = new_thread(store, titled("leases"), now()).await;
+    let (me, gone, alive) = (lease(), lease(), lease());
+    let ended = |lease: &RunLease| RunLease { expires_at: now() - TimeDelta::seconds(1), ..lease.clone() };
+    let (mine, abandoned, renewed, live) =
+        (queued_run(thread), queued_run(thread), queued_run(thread), queued_run(thread));
+    let policy = support::policy(20);
+    store.reserve_run(&mine, &ended(&me), policy, now()).await.unwrap();
+    store.reserve_run(&abandoned, &ended(&gone), policy, now()).await.unwrap();
+    store.reserve_run(&renewed, &ended(&alive), policy, now()).await.unwrap();
+    store.reserve_run(&live, &alive, policy, now()).await.unwrap();
+    let renewing = [renewed.id, abandoned.id, Uuid::new_v4()];
+    assert_eq!(
+        store.renew_run_leases(&alive, &renewing).await.unwrap(),
+        Vec::<Uuid>::new(),
+        "no cancel asked"
+    );
+    let legacy_grace = Duration::from_secs(20);
+    let old = run("echo", RunStatus::Running, now() - TimeDelta::seconds(51));
+    let recent = run("echo", RunStatus::Running, now() - TimeDelta::seconds(49));
+    store.save_run(&old).await.unwrap();
+    store.save_run(&recent).await.unwrap();
+
+    let sweep = |abandoned| Sweep { owner: &me.owner, abandoned, error: "gone", now: now() };
+    let failed = store.fail_abandoned_runs(&sweep(Abandoned::LeaseEnded { legacy_grace })).await.unwrap();
+    assert_eq!(failed, 2);
+    for run in [&abandoned, &old] {
+        assert_eq!(status(store, run).await, (RunStatus::Failed, Some("gone".into())));
     }
-    let failed = store.fail_unfinished_runs(cutoff, "restarted", cutoff).await.unwrap();
-    assert!(failed >= 2, "{failed}");
-    for id in [old_running.id, old_queued.id] {
-        let read = store.get_run(id).await.unwrap().unwrap();
-        assert_eq!(
-            (read.status, read.error.as_deref(), read.finished_at),
-            (RunStatus::Failed, Some("restarted"), Some(cutoff))
-        );
+    for run in [&mine, &renewed, &live, &recent] {
+        assert_ne!(status(store, run).await.0, RunStatus::Failed);
     }
-    assert_eq!(store.get_run(old_done.id).await.unwrap().unwrap().status, RunStatus::Completed);
-    assert_eq!(store.get_run(new_running.id).await.unwrap().unwrap().status, RunStatus::Running);
+    assert!(!store.request_run_cancel(abandoned.id).await.unwrap(), "an ended run is not cancelled");
+    assert!(store.request_run_cancel(live.id).await.unwrap());
+    let asked = store.renew_run_leases(&alive, &[renewed.id, live.id]).await.unwrap();
+    assert_eq!(asked, [live.id], "the owner finds the cancel when it renews");
+
+    // With the store to itself, an instance fails every other instance's unfinished run.
+    assert_eq!(store.fail_abandoned_runs(&sweep(Abandoned::All)).await.unwrap(), 3);
+    assert_ne!(status(store, &mine).await.0, RunStatus::Failed);
+    assert_eq!(status(store, &live).await.0, RunStatus::Failed);
 }
