@@ -80,7 +80,7 @@ pub trait Session: Send {
     async fn call(&mut self, call: &Call) -> Result<String, CallError>;
 
     /// Delivers every thread record to `sink`: page after page of `exai_export_threads`,
-    /// unless the transport can stream them in one query.
+    /// unless the transport can stream them straight from its tables.
     async fn export_threads(&mut self, sink: &mut dyn ExportSink) -> Result<ControlFlow<()>, StoreError> {
         transfer::threads_page_by_page(self, sink).await
     }

@@ -55,13 +55,15 @@ impl Transport for PgTransport {
     async fn snapshot(&self) -> Result<Box<dyn Session + '_>, CallError> {
         let begin = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         let tx = begin.await.map_err(classify)?;
-        Ok(Box::new(Snapshot { tx }))
+        Ok(Box::new(Snapshot { tx, pool: self.pool.clone() }))
     }
 }
 
 /// One read-only repeatable-read transaction: every call reads the same snapshot.
 struct Snapshot {
     tx: Transaction<'static, Postgres>,
+    /// Where another transaction can share the snapshot, to read a second table alongside.
+    pool: PgPool,
 }
 
 #[async_trait]
@@ -71,7 +73,7 @@ impl Session for Snapshot {
     }
 
     async fn export_threads(&mut self, sink: &mut dyn ExportSink) -> Result<ControlFlow<()>, StoreError> {
-        export::stream_threads(&mut self.tx, sink).await
+        export::stream_threads(&mut self.tx, &self.pool, sink).await
     }
 }
 

@@ -1,11 +1,14 @@
-//! Every thread record in one streamed query: rows decoded as they arrive, a thread
-//! delivered once its last turn is read.
+//! Every thread record from two queries reading one snapshot on two connections:
+//! threads in id order and turns in (thread, seq) order, each an index scan of its own
+//! table, streamed side by side and merged here. Postgres neither joins nor sorts,
+//! sends a thread's columns once rather than with every turn, and both tables are read
+//! while exai writes.
 
 use std::ops::ControlFlow;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -13,16 +16,16 @@ use uuid::Uuid;
 use crate::domain::{Metadata, Role, Thread, Turn};
 use crate::store::{ExportSink, StoreError, ThreadRecord};
 
-/// Threads with their turns in (conversation, seq) order, which the primary key and
-/// `messages_thread_seq` give without sorting; keys as the client gave them (see 0009).
-const THREAD_RECORDS: &str = "SELECT c.id AS conversation, c.thread_id, c.parent_id, c.title, c.tool_name, \
-     c.metadata, c.created_at, c.updated_at, c.turn_count, c.version, m.seq, m.role::text AS role, \
-     m.content, m.tool_name AS turn_tool_name, m.files, m.model_provider, m.model_name, \
-     m.metadata AS turn_metadata, m.created_at AS turn_created_at, \
-     CASE WHEN left(m.idempotency_key, 37) = c.id::text || '/' THEN substr(m.idempotency_key, 38) \
-          ELSE m.idempotency_key END AS key \
-     FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id \
-     ORDER BY c.id, m.seq";
+/// Threads in the order of `conversations`' primary key.
+const THREADS: &str = "SELECT id, thread_id, parent_id, title, tool_name, metadata, created_at, \
+     updated_at, turn_count, version FROM conversations ORDER BY id";
+
+/// Turns in the order of `messages_thread_seq`; keys as the client gave them (see 0009).
+const TURNS: &str = "SELECT conversation_id, seq, role::text AS role, content, tool_name, files, \
+     model_provider, model_name, metadata, created_at, \
+     CASE WHEN left(idempotency_key, 37) = conversation_id::text || '/' \
+          THEN substr(idempotency_key, 38) ELSE idempotency_key END AS key \
+     FROM messages ORDER BY conversation_id, seq";
 
 fn thread(row: &PgRow) -> Result<Thread, sqlx::Error> {
     Ok(Thread {
@@ -38,51 +41,60 @@ fn thread(row: &PgRow) -> Result<Thread, sqlx::Error> {
     })
 }
 
-/// The row's turn, or `None` for a thread without turns.
-fn turn(row: &PgRow, thread_id: Uuid) -> Result<Option<Turn>, StoreError> {
-    let Some(seq) = row.try_get::<Option<i32>, _>("seq")? else { return Ok(None) };
+fn turn(row: &PgRow, thread_id: Uuid) -> Result<Turn, StoreError> {
+    let seq: i32 = row.try_get("seq")?;
     let role: String = row.try_get("role")?;
-    Ok(Some(Turn {
+    Ok(Turn {
         thread_id,
         seq: u32::try_from(seq).map_err(|_| StoreError::Internal(format!("turn seq {seq}")))?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Internal(format!("unreadable role {role:?}")))?,
         content: row.try_get("content")?,
-        tool_name: row.try_get("turn_tool_name")?,
+        tool_name: row.try_get("tool_name")?,
         files: row.try_get::<Json<Vec<String>>, _>("files")?.0,
         model_provider: row.try_get("model_provider")?,
         model_name: row.try_get("model_name")?,
-        metadata: row.try_get::<Json<Metadata>, _>("turn_metadata")?.0,
-        created_at: row.try_get::<DateTime<Utc>, _>("turn_created_at")?,
-    }))
+        metadata: row.try_get::<Json<Metadata>, _>("metadata")?.0,
+        created_at: row.try_get::<DateTime<Utc>, _>("created_at")?,
+    })
 }
 
-/// Streams every thread record read on `conn` to `sink`.
+/// Streams every thread record in the snapshot of the transaction on `conn` to `sink`,
+/// reading the turns on a second transaction from `pool` that imports that snapshot.
 pub(super) async fn stream_threads(
     conn: &mut PgConnection,
+    pool: &PgPool,
     sink: &mut dyn ExportSink,
 ) -> Result<ControlFlow<()>, StoreError> {
-    let mut rows = sqlx::query(THREAD_RECORDS).fetch(conn);
-    let mut current: Option<(Uuid, ThreadRecord)> = None;
-    while let Some(row) = rows.try_next().await? {
-        let conversation: Uuid = row.try_get("conversation")?;
-        if current.as_ref().is_none_or(|(held, _)| *held != conversation) {
-            let record = ThreadRecord { thread: thread(&row)?, turns: Vec::new(), keys: Default::default() };
-            if let Some((_, done)) = current.replace((conversation, record))
-                && sink.thread(done).is_break()
-            {
-                return Ok(ControlFlow::Break(()));
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut *conn).await?;
+    let mut beside = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let share = format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', "''"));
+    sqlx::query(&share).execute(&mut *beside).await?;
+
+    let mut threads = sqlx::query(THREADS).fetch(&mut *conn);
+    let mut turns = sqlx::query(TURNS).fetch(&mut *beside);
+    let mut next_turn = turns.try_next().await?;
+    while let Some(row) = threads.try_next().await? {
+        let conversation: Uuid = row.try_get("id")?;
+        let mut record = ThreadRecord { thread: thread(&row)?, turns: Vec::new(), keys: Default::default() };
+        // A turn of an earlier conversation (none, while the foreign key holds) is
+        // passed over, as a join would.
+        while let Some(row) = &next_turn {
+            let owner: Uuid = row.try_get("conversation_id")?;
+            if owner > conversation {
+                break;
             }
+            if owner == conversation {
+                let turn = turn(row, record.thread.id)?;
+                if let Some(key) = row.try_get::<Option<String>, _>("key")? {
+                    record.keys.insert(turn.seq, key);
+                }
+                record.turns.push(turn);
+            }
+            next_turn = turns.try_next().await?;
         }
-        let Some((_, record)) = current.as_mut() else { continue };
-        if let Some(turn) = turn(&row, record.thread.id)? {
-            if let Some(key) = row.try_get::<Option<String>, _>("key")? {
-                record.keys.insert(turn.seq, key);
-            }
-            record.turns.push(turn);
+        if sink.thread(record).is_break() {
+            return Ok(ControlFlow::Break(()));
         }
     }
-    Ok(match current {
-        Some((_, record)) => sink.thread(record),
-        None => ControlFlow::Continue(()),
-    })
+    Ok(ControlFlow::Continue(()))
 }
