@@ -1,10 +1,8 @@
 //! The embedded default: one SQLite file in WAL mode, every commit synced to disk.
 
-mod append;
 mod exclusive;
 mod group_commit;
 mod rows;
-mod runs;
 mod threads;
 
 pub use exclusive::{LockError, ServingLock};
@@ -43,20 +41,40 @@ macro_rules! thread_columns {
     };
 }
 
+/// The turn columns of `messages m`, or, given `""`, of the table a `RETURNING` reads.
+#[rustfmt::skip]
 macro_rules! turn_columns {
     () => {
-        "m.conversation_id AS m_thread_id, m.seq AS m_seq, m.role AS m_role, \
-         m.content AS m_content, m.tool_name AS m_tool_name, m.files AS m_files, \
-         m.model_provider AS m_model_provider, m.model_name AS m_model_name, \
-         m.metadata AS m_metadata, m.created_at AS m_created_at"
+        turn_columns!("m.")
+    };
+    ($table:literal) => {
+        concat!(
+            $table, "conversation_id AS m_thread_id, ", $table, "seq AS m_seq, ",
+            $table, "role AS m_role, ", $table, "content AS m_content, ",
+            $table, "tool_name AS m_tool_name, ", $table, "files AS m_files, ",
+            $table, "model_provider AS m_model_provider, ", $table, "model_name AS m_model_name, ",
+            $table, "metadata AS m_metadata, ", $table, "created_at AS m_created_at"
+        )
     };
 }
 
-// After the column macros, which their queries use.
-mod listings;
-mod transfer;
+/// How many unfinished runs on thread `?1` hold room for turns not appended yet (their
+/// turns carry the key `run:<run id>`), but the one whose turns carry the key `?2`.
+macro_rules! open_runs {
+    () => {
+        "SELECT count(*) FROM tool_runs r \
+         WHERE r.continuation_id = ?1 AND r.status IN ('queued', 'running') \
+         AND 'run:' || r.id IS NOT ?2 \
+         AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = ?1 \
+         AND m.idempotency_key = 'run:' || r.id)"
+    };
+}
 
-const SELECT_THREAD: &str = concat!("SELECT ", thread_columns!(), " FROM conversations c WHERE c.id = ?1");
+// After the macros, which their queries use.
+mod append;
+mod listings;
+mod runs;
+mod transfer;
 
 const SELECT_THREAD_WITH_TURNS: &str = concat!(
     "SELECT ",
@@ -104,10 +122,6 @@ const HISTORY: &str = concat!(
     " LEFT JOIN messages m ON m.conversation_id = kept.conversation_id AND m.seq = kept.seq",
     " ORDER BY chain.depth DESC, m.seq"
 );
-
-const INSERT_TURN: &str = "INSERT INTO messages (conversation_id, seq, role, content, tool_name, \
-     files, model_provider, model_name, metadata, idempotency_key, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// Cheap to clone: a write takes a clone of the store along to the writer task.
 #[derive(Clone)]

@@ -1,12 +1,38 @@
-//! Appends: checked, written and answered at a cost independent of the thread's size.
+//! Appends: checked, written and answered at a cost independent of the thread's size,
+//! in three statements: one that reads what the checks need, one that writes the turns
+//! and answers them as stored, one that moves the thread's header.
 
-use sqlx::SqliteConnection;
+use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::rows::{decode_thread, decode_turn, encode_json, encode_time};
-use super::{INSERT_TURN, SELECT_THREAD, SELECT_TURNS_FROM, SqliteStore};
+use super::{SELECT_TURNS_FROM, SqliteStore};
 use crate::domain::{Rejection, Turn};
 use crate::store::{AppendTurns, Appended, StoreError, TURNS_PER_RUN, WriteError};
+
+/// Thread `?1`'s header with, for the idempotency key `?2`: the first seq of the turns
+/// it already wrote, whether it is the key of an unfinished run (one holding room), and
+/// how many other unfinished runs hold room.
+const CHECK_APPEND: &str = concat!(
+    "SELECT ",
+    thread_columns!(),
+    ", (SELECT seq FROM messages WHERE conversation_id = ?1 AND idempotency_key = ?2) AS replayed_from",
+    ", EXISTS (SELECT 1 FROM tool_runs WHERE continuation_id = ?1",
+    " AND status IN ('queued', 'running') AND 'run:' || id = ?2) AS run_under_way",
+    ", (",
+    open_runs!(),
+    ") AS open_runs FROM conversations c WHERE c.id = ?1"
+);
+
+const INSERT_TURNS: &str = "INSERT INTO messages (conversation_id, seq, role, content, tool_name, \
+     files, model_provider, model_name, metadata, idempotency_key, created_at) VALUES ";
+
+const TURN_VALUES: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+const RETURNING_TURNS: &str = concat!(" RETURNING ", turn_columns!(""));
+
+/// Rows per `INSERT`, well within SQLite's limit on bound parameters.
+const TURNS_PER_INSERT: usize = 100;
 
 impl SqliteStore {
     /// Appends within the caller's transaction and answers with the thread's header and
@@ -17,35 +43,30 @@ impl SqliteStore {
         append: &AppendTurns,
     ) -> Result<Appended, WriteError> {
         let id = append.thread_id;
+        let key = append.idempotency_key.as_deref();
         self.trip();
-        let row = sqlx::query(SELECT_THREAD).bind(id.to_string()).fetch_optional(&mut *conn).await?;
-        let mut thread = decode_thread(&row.ok_or(Rejection::ThreadNotFound(id))?)?;
-        let count = append.turns.len() as u32;
-
-        if let Some(key) = &append.idempotency_key {
-            self.trip();
-            let first: Option<u32> = sqlx::query_scalar(
-                "SELECT seq FROM messages WHERE conversation_id = ?1 AND idempotency_key = ?2",
-            )
+        let row = sqlx::query(CHECK_APPEND)
             .bind(id.to_string())
             .bind(key)
             .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(first) = first {
-                let turns = self.turns_from(conn, id, first, count).await?;
-                return Ok(Appended { thread, turns, replayed: true });
-            }
+            .await?
+            .ok_or(Rejection::ThreadNotFound(id))?;
+        let mut thread = decode_thread(&row)?;
+        let count = append.turns.len() as u32;
+
+        if let Some(first) = row.try_get::<Option<u32>, _>("replayed_from")? {
+            let turns = self.turns_from(conn, id, first, count).await?;
+            return Ok(Appended { thread, turns, replayed: true });
         }
         // A run that reserved its room while the thread was open records its answer even
         // if the thread expired while it ran.
-        let key = append.idempotency_key.as_deref();
         if append.policy.is_expired(thread.updated_at, append.now)
-            && !self.run_under_way(conn, id, key).await?
+            && !row.try_get::<bool, _>("run_under_way")?
         {
             return Err(Rejection::ThreadExpired(id).into());
         }
         // Other runs' reserved room stays free for their answers.
-        let reserved = TURNS_PER_RUN * self.open_runs(conn, id, append.idempotency_key.as_deref()).await?;
+        let reserved = TURNS_PER_RUN * row.try_get::<u32, _>("open_runs")?;
         if thread.turn_count + count + reserved > append.policy.max_turns {
             return Err(
                 Rejection::TurnLimitReached { thread_id: id, max_turns: append.policy.max_turns }.into()
@@ -56,24 +77,34 @@ impl SqliteStore {
         let now = append.now.max(thread.updated_at);
         let encoded_now = encode_time(now);
         let first = thread.turn_count + 1;
-        for (offset, turn) in append.turns.iter().enumerate() {
-            let key = if offset == 0 { append.idempotency_key.as_deref() } else { None };
+        let mut turns = Vec::with_capacity(append.turns.len());
+        for (chunk_index, chunk) in append.turns.chunks(TURNS_PER_INSERT).enumerate() {
+            let values = vec![TURN_VALUES; chunk.len()].join(", ");
+            let sql = format!("{INSERT_TURNS}{values}{RETURNING_TURNS}");
+            let mut insert = sqlx::query(&sql);
+            for (offset, turn) in chunk.iter().enumerate() {
+                let offset = chunk_index * TURNS_PER_INSERT + offset;
+                insert = insert
+                    .bind(id.to_string())
+                    .bind(first + offset as u32)
+                    .bind(turn.role.as_str())
+                    .bind(&turn.content)
+                    .bind(&turn.tool_name)
+                    .bind(encode_json(&turn.files)?)
+                    .bind(&turn.model_provider)
+                    .bind(&turn.model_name)
+                    .bind(encode_json(&turn.metadata)?)
+                    .bind(if offset == 0 { key } else { None })
+                    .bind(&encoded_now);
+            }
             self.trip();
-            sqlx::query(INSERT_TURN)
-                .bind(id.to_string())
-                .bind(first + offset as u32)
-                .bind(turn.role.as_str())
-                .bind(&turn.content)
-                .bind(&turn.tool_name)
-                .bind(encode_json(&turn.files)?)
-                .bind(&turn.model_provider)
-                .bind(&turn.model_name)
-                .bind(encode_json(&turn.metadata)?)
-                .bind(key)
-                .bind(&encoded_now)
-                .execute(&mut *conn)
-                .await?;
+            for row in insert.fetch_all(&mut *conn).await? {
+                turns.extend(decode_turn(&row)?);
+            }
         }
+        // RETURNING answers rows in no particular order.
+        turns.sort_by_key(|turn| turn.seq);
+
         self.trip();
         sqlx::query(
             "UPDATE conversations SET turn_count = turn_count + ?2, updated_at = ?3, \
@@ -88,8 +119,6 @@ impl SqliteStore {
         thread.turn_count += count;
         thread.updated_at = now;
         thread.version += 1;
-
-        let turns = self.turns_from(conn, id, first, count).await?;
         Ok(Appended { thread, turns, replayed: false })
     }
 

@@ -87,49 +87,15 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Unfinished runs on the thread whose turns are not appended yet (they carry the key
-    /// `run:<run id>`), but the one whose turns carry `except_key`: each holds room for
-    /// its turns.
-    pub(super) async fn open_runs(
-        &self,
-        conn: &mut SqliteConnection,
-        thread_id: Uuid,
-        except_key: Option<&str>,
-    ) -> Result<u32, StoreError> {
+    /// Unfinished runs on the thread holding room for their turns.
+    async fn open_runs(&self, conn: &mut SqliteConnection, thread_id: Uuid) -> Result<u32, StoreError> {
         self.trip();
-        let open = sqlx::query_scalar(
-            "SELECT count(*) FROM tool_runs r \
-             WHERE r.continuation_id = ?1 AND r.status IN ('queued', 'running') \
-             AND 'run:' || r.id IS NOT ?2 \
-             AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = ?1 \
-             AND m.idempotency_key = 'run:' || r.id)",
-        )
-        .bind(thread_id.to_string())
-        .bind(except_key)
-        .fetch_one(&mut *conn)
-        .await?;
+        let open = sqlx::query_scalar(open_runs!())
+            .bind(thread_id.to_string())
+            .bind(None::<&str>)
+            .fetch_one(&mut *conn)
+            .await?;
         Ok(open)
-    }
-
-    /// Whether `key` is the key of an unfinished run on the thread, one that holds a
-    /// reservation.
-    pub(super) async fn run_under_way(
-        &self,
-        conn: &mut SqliteConnection,
-        thread_id: Uuid,
-        key: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let Some(key) = key else { return Ok(false) };
-        self.trip();
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM tool_runs WHERE continuation_id = ?1 \
-             AND status IN ('queued', 'running') AND 'run:' || id = ?2",
-        )
-        .bind(thread_id.to_string())
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(found.is_some())
     }
 
     /// [`Store::reserve_run`](crate::store::Store::reserve_run) inside the writer's
@@ -153,7 +119,7 @@ impl SqliteStore {
             return Err(Rejection::ThreadExpired(id).into());
         }
         let turn_count: u32 = row.try_get("turn_count")?;
-        let open_runs = self.open_runs(conn, id, None).await?;
+        let open_runs = self.open_runs(conn, id).await?;
         if turn_count + TURNS_PER_RUN * (open_runs + 1) > policy.max_turns {
             return Err(Rejection::TurnLimitReached { thread_id: id, max_turns: policy.max_turns }.into());
         }
