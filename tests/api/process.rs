@@ -1,9 +1,10 @@
 //! The binary itself: configuration errors, durability across a crash, clean shutdown.
 
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::process::{ExaiProcess, exai_command};
+use crate::support::runs::{run_once_ended, stalling_tools, start_run};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -107,41 +108,6 @@ fn the_openapi_command_prints_the_document() {
     assert!(output.status.success());
     let document: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(document["openapi"], "3.1.0");
-}
-
-/// A registry with one tool whose upstream never answers.
-pub(crate) fn stalling_tools(dir: &std::path::Path, upstream: &str) -> String {
-    let path = dir.join("tools.toml");
-    let registry =
-        format!("[[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{upstream}\"\ntimeout_secs = 120\n");
-    std::fs::write(&path, registry).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
-/// Starts a run of `tool` without waiting for it; the run's id.
-pub(crate) async fn start_run(server: &ExaiProcess, tool: &str) -> String {
-    let accepted: Value = client()
-        .post(server.url(&format!("/v1/tools/{tool}/runs")))
-        .json(&json!({"input": "long job", "wait": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    accepted["id"].as_str().unwrap().to_owned()
-}
-
-/// The run at `run_path` once `server` reports it ended, or as it is after `patience`.
-pub(crate) async fn run_once_ended(server: &ExaiProcess, run_path: &str, patience: Duration) -> Value {
-    let deadline = Instant::now() + patience;
-    loop {
-        let run: Value = client().get(server.url(run_path)).send().await.unwrap().json().await.unwrap();
-        if run["status"] != "queued" && run["status"] != "running" || Instant::now() > deadline {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

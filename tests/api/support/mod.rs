@@ -8,6 +8,7 @@ pub mod ex_ai;
 pub mod postgrest;
 pub mod process;
 pub mod redis_proxy;
+pub mod runs;
 pub mod services;
 pub mod slow_store;
 pub mod upstream;
