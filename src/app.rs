@@ -8,7 +8,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::access::{ApiKeys, Sessions, TrustedProxies};
-use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, RedisCache};
+use crate::cache::{Cache, CacheError, MemoryCache, MeteredCache, NoCache, RedisCache};
 use crate::config::{Config, Setting, StoreConfig, effective_settings};
 use crate::conversations::Conversations;
 use crate::health::Health;
@@ -167,13 +167,16 @@ impl App {
     }
 }
 
-/// Redis when configured, else the in-process cache.
+/// Redis when configured, else the in-process cache on SQLite, which only this process
+/// writes. Without Redis, a Postgres or Supabase store gets no cache: other exai
+/// processes may write it, and nothing would tell this one's cache.
 pub fn open_cache(config: &Config) -> Result<Arc<dyn Cache>, StartupError> {
-    Ok(match &config.redis_url {
-        Some(url) => {
+    Ok(match (&config.redis_url, &config.store) {
+        (Some(url), _) => {
             Arc::new(RedisCache::connect(url.expose(), REDIS_NAMESPACE).map_err(StartupError::Cache)?)
         }
-        None => Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)),
+        (None, StoreConfig::Sqlite { .. }) => Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)),
+        (None, StoreConfig::Postgres { .. } | StoreConfig::Supabase { .. }) => Arc::new(NoCache),
     })
 }
 

@@ -10,11 +10,13 @@
 
 mod memory;
 mod metered;
+mod none;
 mod redis;
 mod stats;
 
 pub use memory::MemoryCache;
 pub use metered::MeteredCache;
+pub use none::NoCache;
 pub use redis::RedisCache;
 pub use stats::{CacheStats, HitRate};
 

@@ -1,6 +1,6 @@
 //! The settings in effect as an operator sees them, every secret redacted.
 
-use super::{Config, without_password};
+use super::{Config, StoreConfig, without_password};
 use crate::telemetry::LogFormat;
 
 /// One setting as shown: its variable and its value, already stripped of secrets.
@@ -31,10 +31,11 @@ pub fn effective(config: &Config) -> Vec<Setting> {
         setting("store location", config.store.location()),
         setting(
             "REDIS_URL",
-            config
-                .redis_url
-                .as_ref()
-                .map_or_else(|| "(in-process cache)".to_owned(), |url| without_password(url.expose())),
+            match (&config.redis_url, &config.store) {
+                (Some(url), _) => without_password(url.expose()),
+                (None, StoreConfig::Sqlite { .. }) => "(in-process cache)".to_owned(),
+                (None, _) => "(no cache: the store may be shared)".to_owned(),
+            },
         ),
         setting(
             "CONVERSATION_TIMEOUT_HOURS",
