@@ -68,6 +68,35 @@ fn caddy_validates_the_caddyfile() {
     assert!(validated.status.success(), "{errors}");
 }
 
+/// The `reverse_proxy` handlers in Caddy's JSON config, wherever they are nested.
+fn reverse_proxies(config: &Value) -> Vec<&Value> {
+    match config {
+        Value::Object(map) if map.get("handler").is_some_and(|h| h == "reverse_proxy") => vec![config],
+        Value::Object(map) => map.values().flat_map(reverse_proxies).collect(),
+        Value::Array(items) => items.iter().flat_map(reverse_proxies).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn each_address_in_exai_upstream_is_an_upstream_of_its_own() {
+    let Some(program) = require_program("caddy") else { return };
+    let home = TempDir::new().unwrap();
+    let adapted = caddy_command(&program, home.path())
+        .args(["adapt", "--adapter", "caddyfile", "--config"])
+        .arg(caddyfile())
+        .env("EXAI_UPSTREAM", "10.0.0.1:8080 10.0.0.2:8080 10.0.0.3:8080")
+        .output()
+        .unwrap();
+    assert!(adapted.status.success(), "{}", String::from_utf8_lossy(&adapted.stderr));
+    let config: Value = serde_json::from_slice(&adapted.stdout).unwrap();
+    let proxies = reverse_proxies(&config);
+    assert_eq!(proxies.len(), 1, "{config}");
+    let dials: Vec<&Value> = proxies[0]["upstreams"].as_array().unwrap().iter().map(|u| &u["dial"]).collect();
+    assert_eq!(dials, [&json!("10.0.0.1:8080"), &json!("10.0.0.2:8080"), &json!("10.0.0.3:8080")]);
+    assert_eq!(proxies[0]["health_checks"]["active"]["uri"], "/readyz");
+}
+
 #[tokio::test]
 async fn the_api_and_health_pass_through_caddy_with_security_headers() {
     let Some(Deployment { exai, caddy, client, _data }) = Deployment::start(&[]).await else { return };

@@ -30,6 +30,7 @@ mod openapi;
 mod process;
 mod readme;
 mod replicas;
+mod replicas_behind_caddy;
 mod runs;
 mod service;
 mod stats;

@@ -43,6 +43,12 @@ impl CaddyProcess {
     /// Starts Caddy on a free port in front of `upstream` and waits until exai answers
     /// through it; `None` (the test skipped) when Caddy is not installed.
     pub async fn start(upstream: SocketAddr) -> Option<Self> {
+        Self::start_balancing(&[upstream]).await
+    }
+
+    /// As [`CaddyProcess::start`], balancing between `upstreams`: `EXAI_UPSTREAM` lists
+    /// them separated by spaces.
+    pub async fn start_balancing(upstreams: &[SocketAddr]) -> Option<Self> {
         let program = require_program("caddy")?;
         let home = TempDir::new().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -51,7 +57,7 @@ impl CaddyProcess {
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(caddyfile())
             .env("EXAI_SITE", &url)
-            .env("EXAI_UPSTREAM", upstream.to_string())
+            .env("EXAI_UPSTREAM", upstreams.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(" "))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
