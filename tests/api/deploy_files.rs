@@ -23,42 +23,73 @@ fn assert_passed(output: &Output) {
     assert!(output.status.success(), "{said}");
 }
 
+/// The compose file, and the one laid over it to run several replicas.
+const COMPOSE_FILES: [&str; 2] = ["compose/compose.yaml", "compose/replicas.yaml"];
+
 #[test]
-fn the_compose_file_follows_the_compose_specification() {
+fn the_compose_files_follow_the_compose_specification() {
     let Some(program) = checker("EXAI_TEST_CHECK_JSONSCHEMA", "check-jsonschema") else { return };
     let checked = Command::new(program)
         .args(["--builtin-schema", "vendor.compose-spec"])
-        .arg(repository("compose/compose.yaml"))
+        .args(COMPOSE_FILES.map(repository))
         .output()
         .unwrap();
     assert_passed(&checked);
 }
 
+/// The services of a compose file, each as its name and its block of lines: the
+/// two-space-indented keys under `services:`, up to the next top-level key.
+fn services(compose: &str) -> Vec<(&str, &str)> {
+    let services = compose.split("\nservices:\n").nth(1).unwrap();
+    let blocks = services.split("\n\n").take_while(|block| !block.starts_with(char::is_alphabetic));
+    blocks.map(|block| (service_name(block), block)).collect()
+}
+
+/// A service block's first line that is not a comment: its name.
+fn service_name(block: &str) -> &str {
+    let line = block.lines().find(|line| !line.trim_start().starts_with('#')).unwrap();
+    line.trim().trim_end_matches(':')
+}
+
 #[test]
 fn only_caddy_publishes_ports_and_every_variable_is_in_the_example() {
-    let compose = std::fs::read_to_string(repository("compose/compose.yaml")).unwrap();
-    // Services are the two-space-indented keys under `services:`, up to the next
-    // top-level key.
-    let services = compose.split("\nservices:\n").nth(1).unwrap();
-    let services = services.split("\n\n").take_while(|block| !block.starts_with(char::is_alphabetic));
-    let mut publishing = Vec::new();
-    for block in services {
-        let name = block.lines().find(|line| !line.trim_start().starts_with('#')).unwrap().trim();
-        if block.contains("\n    ports:") {
-            publishing.push(name.trim_end_matches(':'));
-        }
-    }
-    assert_eq!(publishing, ["caddy"]);
-
     let example = std::fs::read_to_string(repository("compose/.env.example")).unwrap();
     let documented = |name: &str| {
         example.lines().any(|line| line.trim_start_matches("#   ").starts_with(&format!("{name}=")))
     };
-    let used: Vec<&str> =
-        compose.split("${").skip(1).filter_map(|rest| rest.split([':', '}']).next()).collect();
-    assert!(!used.is_empty());
-    let missing: Vec<&&str> = used.iter().filter(|name| !documented(name)).collect();
-    assert!(missing.is_empty(), "not in compose/.env.example: {missing:?}");
+    for (file, publishers) in COMPOSE_FILES.into_iter().zip([&["caddy"][..], &[]]) {
+        let compose = std::fs::read_to_string(repository(file)).unwrap();
+        let services = services(&compose);
+        let publishing: Vec<&str> = services
+            .iter()
+            .filter(|(_, block)| block.contains("\n    ports:"))
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(publishing, publishers, "{file}");
+
+        let used: Vec<&str> =
+            compose.split("${").skip(1).filter_map(|rest| rest.split([':', '}']).next()).collect();
+        assert!(!used.is_empty());
+        let missing: Vec<&&str> = used.iter().filter(|name| !documented(name)).collect();
+        assert!(missing.is_empty(), "{file}: not in compose/.env.example: {missing:?}");
+    }
+}
+
+#[test]
+fn caddy_balances_between_every_replica_and_waits_for_each() {
+    let compose = std::fs::read_to_string(repository("compose/replicas.yaml")).unwrap();
+    let services = services(&compose);
+    let replicas: Vec<&str> =
+        services.iter().map(|(name, _)| *name).filter(|name| name.starts_with("exai")).collect();
+    assert!(replicas.len() > 1, "{replicas:?}");
+    let upstream = compose.lines().find_map(|line| line.trim().strip_prefix("EXAI_UPSTREAM: ")).unwrap();
+    let expected: Vec<String> = replicas.iter().map(|name| format!("{name}:8080")).collect();
+    assert_eq!(upstream.split(' ').collect::<Vec<_>>(), expected);
+    let (_, caddy) = services.iter().find(|(name, _)| *name == "caddy").unwrap();
+    for replica in replicas.iter().filter(|name| **name != "exai") {
+        let waits = format!("\n      {replica}:\n        condition: service_healthy");
+        assert!(caddy.contains(&waits), "caddy does not wait for {replica}");
+    }
 }
 
 #[test]
