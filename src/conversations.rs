@@ -80,7 +80,7 @@ pub struct Conversations {
     cache: Arc<GuardedCache>,
     policy: ConversationPolicy,
     cache_max_ttl: Option<Duration>,
-    flights: Arc<SingleFlight<Uuid, Load>>,
+    flights: Arc<SingleFlight<(Uuid, Lease), Load>>,
 }
 
 impl Conversations {
@@ -134,12 +134,17 @@ impl Conversations {
     }
 
     /// The thread document with all turns, from the cache when it holds it.
+    ///
+    /// Concurrent misses share one store read only when they got the same lease: a write
+    /// (in any process sharing the cache) replaces the lease, so a read that starts after
+    /// it never waits for the answer of a store read made before it. Misses without a
+    /// lease each read the store, since nothing tells them apart.
     pub async fn get_thread(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
-        let lease = match self.cache.get(id).await {
-            Read::Hit(body) => return Ok(Some(body)),
-            Read::Miss(lease) => lease,
-        };
-        self.flights.run(id, || self.load(id, lease)).await
+        match self.cache.get(id).await {
+            Read::Hit(body) => Ok(Some(body)),
+            Read::Miss(Some(lease)) => self.flights.run((id, lease), || self.load(id, Some(lease))).await,
+            Read::Miss(None) => self.load(id, None).await,
+        }
     }
 
     pub async fn list_threads(
@@ -176,7 +181,7 @@ impl Conversations {
                 Ok(deleted) => deleted,
                 Err(error) => return Err(this.distrust_after(id, error).await.into()),
             };
-            this.flights.forget(&id);
+            this.flights.forget(|(key, _)| *key == id);
             let block_fills_for = this.policy.timeout.to_std().unwrap_or_default();
             this.cache.remove(id, block_fills_for).await;
             Ok(deleted)
@@ -208,7 +213,7 @@ impl Conversations {
                     return Err(this.distrust_after(thread_id, error).await.into());
                 }
             };
-            this.flights.forget(&thread_id);
+            this.flights.forget(|(key, _)| *key == thread_id);
             // The next read fills the entry: writing the whole document here would cost
             // every append the size of its thread. A replay too: the first attempt may
             // have committed without updating the cache.
@@ -261,7 +266,7 @@ impl Conversations {
     /// threads keep their entries. Returns the error.
     async fn distrust_after(&self, id: Uuid, error: StoreError) -> StoreError {
         if matches!(error, StoreError::Unavailable(_) | StoreError::Internal(_)) {
-            self.flights.forget(&id);
+            self.flights.forget(|(key, _)| *key == id);
             self.cache.distrust(id).await;
         }
         error

@@ -37,7 +37,7 @@ pub struct CachedThread {
 }
 
 /// The right to fill one missing entry, as long as nothing has written it since.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Lease(pub u64);
 
 impl Lease {

@@ -27,10 +27,11 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
         value
     }
 
-    /// Makes the next caller load afresh instead of joining a load already under
-    /// way, which may have read the data before a write that just committed.
-    pub fn forget(&self, key: &K) {
-        self.flights().remove(key);
+    /// Makes the next callers of the keys `stale` picks load afresh instead of joining
+    /// a load already under way, which may have read the data before a write that just
+    /// committed.
+    pub fn forget(&self, stale: impl Fn(&K) -> bool) {
+        self.flights().retain(|key, _| !stale(key));
     }
 
     fn retire(&self, key: &K, flight: &Arc<OnceCell<V>>) {

@@ -1,6 +1,7 @@
 //! After appends, whatever the cache holds is what a fresh read from the store gives:
 //! after one append, after concurrent appends raced by reads that fill the cache, and
-//! after a replay, on the in-process cache and on Redis.
+//! after a replay, on the in-process cache and on Redis; and across two processes
+//! sharing one Redis.
 
 use axum::http::StatusCode;
 use chrono::Utc;
@@ -10,11 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use exai::cache::{Cache, Lease, Lookup};
+use exai::cache::{Cache, Lease, Lookup, RedisCache};
 use exai::store::{PostgresStore, Store};
 
 use crate::dual_storage::redis_cache;
-use crate::support::services::{PostgresServer, shared_redis};
+use crate::support::services::{PostgresServer, postgres_database, shared_redis};
+use crate::support::slow_store::slow_store;
 use crate::support::{TestApp, json_request, memory_cache, policy, sqlite_store};
 
 /// Whether the cache holds the thread's document; if it does, it must be the one a fresh
@@ -106,4 +108,42 @@ async fn appends_on_postgres_leave_redis_equal_to_the_store() {
     let url = postgres.url(&postgres.migrated_database());
     let store = Arc::new(PostgresStore::connect(&url).unwrap());
     appends_leave_the_cache_equal_to_the_store(store, redis_cache(&redis.url())).await;
+}
+
+/// Two processes on one store and one Redis. A read on one has missed and read the store,
+/// and is held there; the other appends; a read on the first after that append must not
+/// wait for the held read's answer, which is older than the append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_after_another_processs_write_never_waits_for_an_older_read() {
+    let (Some(url), Some(redis)) = (postgres_database(), shared_redis()) else { return };
+    let namespace = format!("test-{}", Uuid::new_v4().simple());
+    let cache = || -> Arc<dyn Cache> { Arc::new(RedisCache::connect(&redis.url(), &namespace).unwrap()) };
+    let postgres = || -> Arc<dyn Store> { Arc::new(PostgresStore::connect(&url).unwrap()) };
+    let held_store = Arc::new(slow_store(postgres(), Duration::ZERO));
+    let reader = Arc::new(TestApp::with_backends(held_store.clone(), cache(), policy(100)));
+    let writer = TestApp::with_backends(postgres(), cache(), policy(100));
+    let thread = writer.create_thread(json!({})).await;
+    writer.append(&thread, "first").await;
+
+    let path = format!("/v1/threads/{thread}");
+    let held = held_store.hook.gate.hold_next();
+    let early_read = tokio::spawn({
+        let (reader, path) = (reader.clone(), path.clone());
+        async move { reader.get(&path).await }
+    });
+    held.reached.await.unwrap();
+    assert_eq!(writer.append(&thread, "second").await["seq"], 2);
+
+    let late_read = tokio::spawn({
+        let (reader, path) = (reader.clone(), path.clone());
+        async move { reader.get(&path).await }
+    });
+    // A late read that joined the held one could only end once that is let go.
+    let patience = Instant::now() + Duration::from_secs(10);
+    while !late_read.is_finished() && Instant::now() < patience {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    held.release.send(()).unwrap();
+    assert_eq!(late_read.await.unwrap().json()["turn_count"], 2, "the late read answered the older read");
+    assert_eq!(early_read.await.unwrap().json()["turn_count"], 1, "it read the store before the append");
 }
