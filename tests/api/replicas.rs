@@ -59,7 +59,7 @@ async fn watch_and_cancel_through_another_replica(store_env: &[(&str, &str)], re
     ];
     env.extend_from_slice(store_env);
     let (owner, other) = (ExaiProcess::start(data.path(), &env), ExaiProcess::start(data.path(), &env));
-    watch_and_cancel(&owner, &other, &other, &hanging, relayed).await;
+    watch_and_cancel(&owner, &other, &other, &hanging, Some(relayed)).await;
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! balancing between them: a run crosses replicas, a crashed replica's run fails and
 //! Caddy routes around it, appends from every replica keep the thread's rules, and a
 //! read anywhere sees a write made anywhere. Each case runs with Redis shared (cache and
-//! relay) and without it (Postgres `LISTEN`/`NOTIFY` relays; no cache).
+//! relay), without it (Postgres `LISTEN`/`NOTIFY` relays; no cache), and on the Supabase
+//! backend over a PostgREST gateway without Redis (the store alone relays; no cache).
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -11,16 +12,18 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::support::caddy::CaddyProcess;
+use crate::support::postgrest::{self, PostgrestServer};
 use crate::support::process::ExaiProcess;
 use crate::support::runs::{Endpoint, get_json, replica_tools, run_once_ended, start_run, watch_and_cancel};
 use crate::support::services::{self, RedisServer};
 use crate::support::upstream::{self, Hanging, Upstream};
 
-/// What the replicas share besides the database.
-#[derive(Clone, Copy)]
+/// How the replicas reach the database, and what they share besides it.
+#[derive(Clone, Copy, PartialEq)]
 enum Shared {
     Redis,
     DatabaseOnly,
+    SupabaseOnly,
 }
 
 struct Cluster {
@@ -30,6 +33,7 @@ struct Cluster {
     client: reqwest::Client,
     _upstream: Upstream,
     _redis: Option<RedisServer>,
+    _gateway: Option<PostgrestServer>,
     _data: TempDir,
 }
 
@@ -40,25 +44,36 @@ impl Cluster {
         let database = services::postgres_database()?;
         let redis = match shared {
             Shared::Redis => Some(RedisServer::start()?),
-            Shared::DatabaseOnly => None,
+            Shared::DatabaseOnly | Shared::SupabaseOnly => None,
+        };
+        let gateway = match shared {
+            Shared::SupabaseOnly => Some(postgrest::start(&database, postgrest::SECRET_KEY).await),
+            Shared::Redis | Shared::DatabaseOnly => None,
         };
         let (upstream, hanging) = (upstream::start().await, upstream::hanging());
         let data = TempDir::new().unwrap();
         let tools = replica_tools(data.path(), &upstream.url, &hanging.url);
         let redis_url = redis.as_ref().map(RedisServer::url);
         let mut env = vec![
-            ("DATABASE_URL", database.as_str()),
             ("EXAI_TOOLS_FILE", tools.as_str()),
             ("EXAI_TOOL_PROGRESS_SECS", "1"),
             ("EXAI_RUN_LEASE_SECS", "2"),
             ("TEST_LLM_KEY", "sk-test"),
         ];
         env.extend(redis_url.as_deref().map(|url| ("REDIS_URL", url)));
+        match &gateway {
+            Some(gateway) => env.extend([
+                ("SUPABASE_URL", gateway.url.as_str()),
+                ("SUPABASE_SERVICE_ROLE_KEY", postgrest::SECRET_KEY),
+            ]),
+            None => env.push(("DATABASE_URL", database.as_str())),
+        }
         let replicas: Vec<ExaiProcess> = (0..3).map(|_| ExaiProcess::start(data.path(), &env)).collect();
         let addrs: Vec<_> = replicas.iter().map(|replica| replica.addr).collect();
         let caddy = CaddyProcess::start_balancing(&addrs).await?;
         let client = reqwest::Client::new();
-        Some(Self { replicas, caddy, hanging, client, _upstream: upstream, _redis: redis, _data: data })
+        let (_upstream, _redis, _gateway, _data) = (upstream, redis, gateway, data);
+        Some(Self { replicas, caddy, hanging, client, _upstream, _redis, _gateway, _data })
     }
 
     /// The three replicas, then Caddy.
@@ -86,10 +101,12 @@ impl Cluster {
 async fn a_run_started_on_one_replica_is_watched_on_a_second_and_cancelled_on_a_third(shared: Shared) {
     let Some(cluster) = Cluster::start(shared).await else { return };
     let [first, second, third] = [&cluster.replicas[0], &cluster.replicas[1], &cluster.replicas[2]];
-    watch_and_cancel(first, second, third, &cluster.hanging, true).await;
-    // Through Caddy, each request lands on whichever replica it picks.
+    // Through the store alone, a watcher on another replica gets only the final event.
+    let relayed = shared != Shared::SupabaseOnly;
+    watch_and_cancel(first, second, third, &cluster.hanging, Some(relayed)).await;
+    // Through Caddy, each request lands on whichever replica it picks: maybe the owner.
     let caddy = &cluster.caddy;
-    watch_and_cancel(caddy, caddy, caddy, &cluster.hanging, true).await;
+    watch_and_cancel(caddy, caddy, caddy, &cluster.hanging, relayed.then_some(true)).await;
 }
 
 async fn a_killed_replicas_run_fails_and_caddy_serves_on(shared: Shared) {
@@ -171,7 +188,7 @@ async fn a_read_on_any_replica_sees_a_write_made_on_another(shared: Shared) {
     }
 }
 
-macro_rules! with_and_without_redis {
+macro_rules! over_every_sharing {
     ($($case:ident),* $(,)?) => {
         mod over_redis {
             $(
@@ -189,10 +206,18 @@ macro_rules! with_and_without_redis {
                 }
             )*
         }
+        mod over_supabase_alone {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Shared::SupabaseOnly).await;
+                }
+            )*
+        }
     };
 }
 
-with_and_without_redis!(
+over_every_sharing!(
     a_run_started_on_one_replica_is_watched_on_a_second_and_cancelled_on_a_third,
     a_killed_replicas_run_fails_and_caddy_serves_on,
     appends_through_every_replica_keep_the_turn_limit_and_seq,
