@@ -93,22 +93,50 @@ def http(method, url, body=None):
         return response.read()
 
 
-def wrk(url, script=None):
+def wrk_latency(url, script=None):
+    """Requests per second, p50 and p99 in ms of one wrk run; any failed request is an error."""
     args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency"]
     if script:
         args += ["-s", script]
     out = subprocess.run(args + [url], check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+
+    def percentile_ms(q):
+        found = re.search(rf"{q}%\s+([\d.]+)(us|ms|s)", out)
+        return float(found.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[found.group(2)]
+
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} failed requests against {url}")
-    return rps, p99_ms
+    return rps, percentile_ms(50), percentile_ms(99)
+
+
+def wrk(url, script=None):
+    rps, _, p99 = wrk_latency(url, script)
+    return rps, p99
 
 
 def thread_id(n):
     return f"00000000-0000-0000-0000-{n:012d}"
+
+
+def create_numbered_threads(bin_dir, db, count):
+    """Threads `thread_id(1)` to `thread_id(count)`, created in the store directly."""
+    psql(bin_dir, db, f"SELECT count(exai_create_thread(('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid,"
+                      f" NULL, NULL, NULL, '{{}}', now())) FROM generate_series(1, {count}) n")
+
+
+def append_script(path, body, threads):
+    """A wrk script appending `body` to one of `thread_id(1)` to `thread_id(threads)` at random."""
+    path.write_text(f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = {json.dumps(body)}
+request = function()
+  local id = string.format("00000000-0000-0000-0000-%012d", math.random(1, {threads}))
+  return wrk.format(nil, "/v1/threads/" .. id .. "/turns")
+end
+""")
 
 
 def start_backends(exai):
@@ -154,19 +182,10 @@ def main():
     assert http("GET", f"http://127.0.0.1:{webdis_port}/GET/bench:doc.txt") == document
 
     # Append targets, with ids pgbench can compute.
-    psql(bin_dir, db, f"SELECT count(exai_create_thread(('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid,"
-                      f" NULL, NULL, NULL, '{{}}', now())) FROM generate_series(1, {2 * THREADS}) n")
+    create_numbered_threads(bin_dir, db, 2 * THREADS)
     body = json.dumps({"role": "user", "content": "benchmark turn " + "y" * 200})
     script = WORK / "append.lua"
-    script.write_text(f"""
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = {json.dumps(body)}
-request = function()
-  local id = string.format("00000000-0000-0000-0000-%012d", math.random(1, {THREADS}))
-  return wrk.format(nil, "/v1/threads/" .. id .. "/turns")
-end
-""")
+    append_script(script, body, THREADS)
     pgbench_script = WORK / "append.sql"
     pgbench_script.write_text(f"""\\set n random({THREADS + 1}, {2 * THREADS})
 SELECT exai_append_turns(('00000000-0000-0000-0000-' || lpad(:n::text, 12, '0'))::uuid, '[{body}]'::jsonb, NULL, 1000, 86400000, now(), 2);
