@@ -302,8 +302,9 @@ pub trait Store: Send + Sync {
     ) -> Result<(), WriteError>;
 
     /// Inserts a run, or replaces the stored state of one that has not ended: a final
-    /// state is never overwritten.
-    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError>;
+    /// state is never overwritten. Returns whether `run` was written: `false` when the
+    /// store already held the run's end.
+    async fn save_run(&self, run: &ToolRun) -> Result<bool, StoreError>;
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError>;
 

@@ -77,14 +77,14 @@ fn upsert<'a>(run: &'a ToolRun, lease: Option<&'a RunLease>) -> Query<'a, Sqlite
 }
 
 impl SqliteStore {
+    /// Whether the run was written: not when it had already ended.
     pub(super) async fn upsert_run(
         &self,
         conn: &mut SqliteConnection,
         run: &ToolRun,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.trip();
-        upsert(run, None).execute(conn).await?;
-        Ok(())
+        Ok(upsert(run, None).execute(conn).await?.rows_affected() > 0)
     }
 
     /// Unfinished runs on the thread holding room for their turns.
