@@ -10,19 +10,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-use crate::process::{run_once_ended, start_run};
+use crate::process::start_run;
 use crate::support::process::ExaiProcess;
-use crate::support::services::{self, RedisServer};
+use crate::support::services::{self, PostgresServer, RedisServer};
 use crate::support::upstream::{self, Hanging, Upstream};
 use crate::support::{self, postgrest};
 
 const LEASE_SECS: u64 = 2;
-/// How long the `slow` tool's upstream takes to answer.
+/// How long the `slow` tool's upstream takes to answer; `slower` takes twice as long.
 const SLOW_MS: u64 = 6000;
 
 /// Two replicas on the store (and cache) `store_env` names, with runs leased for
-/// `lease_secs`, progress every second, and three tools: `slow` answers after
-/// [`SLOW_MS`], `quick` at once, `stall` never.
+/// `lease_secs`, progress every second, and four tools: `slow` answers after
+/// [`SLOW_MS`], `slower` after twice that, `quick` at once, `stall` never.
 fn replicas(
     store_env: &[(&str, &str)],
     upstream: &Upstream,
@@ -34,8 +34,10 @@ fn replicas(
     let (webhook, stall) = (format!("{}/webhook", upstream.url), &hanging.url);
     let registry = format!(
         "[[tools]]\nname = \"slow\"\nkind = \"http\"\nurl = \"{webhook}?ms={SLOW_MS}\"\ntimeout_secs = 60\n\
+         [[tools]]\nname = \"slower\"\nkind = \"http\"\nurl = \"{webhook}?ms={}\"\ntimeout_secs = 60\n\
          [[tools]]\nname = \"quick\"\nkind = \"http\"\nurl = \"{webhook}\"\n\
-         [[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{stall}\"\ntimeout_secs = 120\n"
+         [[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{stall}\"\ntimeout_secs = 120\n",
+        2 * SLOW_MS
     );
     std::fs::write(&tools, registry).unwrap();
     let lease = lease_secs.to_string();
@@ -72,11 +74,17 @@ async fn upstream_connections(hanging: &Hanging, open: usize) {
 }
 
 /// The run, once it has ended, as `process` reads it; the test fails if it has not
-/// ended within `patience`.
+/// ended within `patience`. A store out of reach for a moment (503) is asked again.
 async fn ended(process: &ExaiProcess, run: &str, patience: Duration) -> Value {
-    let run = run_once_ended(process, &format!("/v1/runs/{run}"), patience).await;
-    assert!(run["status"] != "running" && run["status"] != "queued", "not ended in {patience:?}: {run}");
-    run
+    let deadline = Instant::now() + patience;
+    loop {
+        let read = get(process, &format!("/v1/runs/{run}")).await;
+        if read["status"].as_str().is_some_and(|status| status != "running" && status != "queued") {
+            return read;
+        }
+        assert!(Instant::now() < deadline, "not ended within {patience:?}: {read}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A run's server-sent events, read one at a time as they come.
@@ -330,4 +338,34 @@ async fn a_cancel_asked_as_the_owner_dies_ends_the_run_within_the_lease() {
     assert_eq!(get(&other, &format!("/v1/runs/{run}")).await, answered);
     let (status, again) = cancel(&other, &run, leases(3)).await;
     assert_eq!((status, &again["code"]), (409, &json!("run_finished")), "{again}");
+}
+
+/// The database goes away for longer than a lease and comes back while a run waits for
+/// its upstream: nobody could renew a lease meanwhile, and no process may take the
+/// lapsed leases for abandoned runs before their owners have had a lease to renew them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_longer_than_the_lease_fails_no_live_run() {
+    let Some(mut server) = PostgresServer::start() else {
+        return support::skip("no PostgreSQL server to stop and start again");
+    };
+    let database = server.url(&server.migrated_database());
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (owner, other, _data) = replicas(&[("DATABASE_URL", &database)], &upstream, &hanging, LEASE_SECS);
+    let run = start_run(&owner, "slower").await;
+    eventually("the run reached its upstream", Duration::from_secs(10), async || {
+        upstream.received.count() == 1
+    })
+    .await;
+
+    server.stop();
+    tokio::time::sleep(leases(2)).await;
+    server.restart();
+
+    let patience = Duration::from_millis(2 * SLOW_MS) + leases(3);
+    let finished = ended(&other, &run, patience).await;
+    assert_eq!(
+        (&finished["status"], &finished["output"]),
+        (&json!("completed"), &json!("seen: long job")),
+        "{finished}"
+    );
 }
