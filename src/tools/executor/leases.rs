@@ -34,8 +34,9 @@ impl Executor {
     ///
     /// While the store is out of reach (a call fails, or a round takes half a lease), no
     /// process can renew a lease: a lapsed lease then says nothing of its owner. So after
-    /// that, sweeps wait until this process has reached the store for a whole lease,
-    /// which gives every live owner time to renew its leases first.
+    /// that, sweeps wait until this process has reached the store for a whole lease, in
+    /// every round (a ping stands in for the sweep), which gives every live owner time to
+    /// renew its leases first.
     pub async fn keep_leases(&self, exclusive: bool) {
         let lease = self.inner.settings.run_lease;
         let (abandoned, error) = if exclusive {
@@ -53,10 +54,13 @@ impl Executor {
                 () = self.inner.shutdown.cancelled() => return,
             }
             let round = Instant::now();
-            let mut reached = self.renew_leases().await;
-            if reached_since.is_none_or(|since| since.elapsed() >= lease) {
-                reached &= self.fail_abandoned(abandoned, error).await;
-            }
+            let sweeping = reached_since.is_none_or(|since| since.elapsed() >= lease);
+            let reached = self.renew_leases().await
+                && if sweeping {
+                    self.fail_abandoned(abandoned, error).await
+                } else {
+                    self.inner.store.ping().await.is_ok()
+                };
             if !reached || round.elapsed() >= lease / 2 {
                 reached_since = Some(Instant::now());
             }
