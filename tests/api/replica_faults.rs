@@ -369,3 +369,53 @@ async fn a_database_outage_longer_than_the_lease_fails_no_live_run() {
         "{finished}"
     );
 }
+
+/// A watcher on the other replica follows a stalled run through the relay; the relay's
+/// server goes away (`fail`) and comes back (`recover`): the watcher gets progress again,
+/// and a cancel through the other replica still stops the run.
+async fn progress_comes_through_again_once_the_relay_is_back(
+    store_env: &[(&str, &str)],
+    fail: impl FnOnce(),
+    recover: impl FnOnce(),
+) {
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (owner, other, _data) = replicas(store_env, &upstream, &hanging, LEASE_SECS);
+    let run = start_run(&owner, "stall").await;
+    upstream_connections(&hanging, 1).await;
+    let mut watcher = Events::follow(&other, &run).await;
+    assert_eq!(watcher.next_within(leases(3)).await.0, "progress", "the relay works before it fails");
+
+    fail();
+    tokio::time::sleep(leases(1)).await;
+    recover();
+    // Progress comes every second; at most one was on its way when the relay went.
+    for _ in 0..2 {
+        let (event, data) = watcher.next_within(leases(3)).await;
+        assert_eq!(event, "progress", "{data}");
+    }
+    let (status, cancelled) = cancel(&other, &run, leases(3)).await;
+    assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")), "{cancelled}");
+    upstream_connections(&hanging, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_comes_through_again_once_redis_is_back() {
+    let (Some(database), Some(redis)) = (services::postgres_database(), RedisServer::start()) else {
+        return support::skip("no PostgreSQL or Redis for two processes to share");
+    };
+    let store_env = [("DATABASE_URL", database.as_str()), ("REDIS_URL", &redis.url())];
+    let redis = std::sync::Mutex::new(redis);
+    let (fail, recover) = (|| redis.lock().unwrap().kill(), || redis.lock().unwrap().restart());
+    progress_comes_through_again_once_the_relay_is_back(&store_env, fail, recover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_comes_through_again_once_postgres_is_back() {
+    let Some(server) = PostgresServer::start() else {
+        return support::skip("no PostgreSQL server to stop and start again");
+    };
+    let database = server.url(&server.migrated_database());
+    let server = std::sync::Mutex::new(server);
+    let (fail, recover) = (|| server.lock().unwrap().stop(), || server.lock().unwrap().restart());
+    progress_comes_through_again_once_the_relay_is_back(&[("DATABASE_URL", &database)], fail, recover).await;
+}
