@@ -26,8 +26,8 @@ impl Executor {
     }
 
     /// Until shutdown, every quarter of a lease: renews the leases of this process's live
-    /// runs, all in one store call, cancels those whose cancel another process recorded,
-    /// then fails the runs whose owner is gone. `exclusive`
+    /// runs, all in one store call, stops those whose cancel another process recorded or
+    /// that another process failed, then fails the runs whose owner is gone. `exclusive`
     /// says no other process can use the store (SQLite's file lock), so every run of
     /// another instance is abandoned; otherwise only those whose lease ended are. The
     /// first sweep is at once.
@@ -74,8 +74,11 @@ impl Executor {
             return true;
         }
         match self.inner.store.renew_run_leases(&self.lease(), &live).await {
-            Ok(asked) => {
-                let cancelling: Vec<_> = asked.iter().filter_map(|id| self.live().get(id).cloned()).collect();
+            // Runs whose cancel was asked, and runs another process failed while this one
+            // could not renew them, whose answers the store would refuse.
+            Ok(to_stop) => {
+                let cancelling: Vec<_> =
+                    to_stop.iter().filter_map(|id| self.live().get(id).cloned()).collect();
                 for live in cancelling {
                     live.cancel.cancel();
                 }

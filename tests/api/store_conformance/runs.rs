@@ -195,7 +195,7 @@ async fn status(store: &dyn Store, run: &ToolRun) -> (RunStatus, Option<String>)
 /// A sweep fails other instances' runs whose lease ended, and runs recorded without a
 /// lease once their timeout and a grace have passed; never the sweeping instance's own,
 /// nor a run whose owner renewed its lease. A renewal returns the runs whose cancel was
-/// asked.
+/// asked, and those that have ended.
 pub async fn fails_runs_whose_lease_ended(store: &dyn Store) {
     let thread = new_thread(store, titled("leases"), now()).await;
     let (me, gone, alive) = (lease(), lease(), lease());
@@ -232,6 +232,8 @@ pub async fn fails_runs_whose_lease_ended(store: &dyn Store) {
     assert!(store.request_run_cancel(live.id).await.unwrap());
     let asked = store.renew_run_leases(&alive, &[renewed.id, live.id]).await.unwrap();
     assert_eq!(asked, [live.id], "the owner finds the cancel when it renews");
+    let stopping = store.renew_run_leases(&gone, &[abandoned.id]).await.unwrap();
+    assert_eq!(stopping, [abandoned.id], "the owner finds that its run was failed");
 
     // With the store to itself, an instance fails every other instance's unfinished run.
     assert_eq!(store.fail_abandoned_runs(&sweep(Abandoned::All)).await.unwrap(), 3);
