@@ -208,6 +208,28 @@ async fn an_owner_paused_past_its_lease_records_nothing_for_the_run_another_repl
     assert!(owner.errors().is_empty(), "{:?}", owner.errors());
 }
 
+/// Back from a pause past its lease, an owner finds that the other replica failed its
+/// run: it stops the run at its next renewal, closing the upstream connection, rather
+/// than holding it and the tool's slot until the run's timeout.
+#[tokio::test]
+async fn an_owner_back_from_a_pause_stops_the_run_another_replica_failed() {
+    let Some(database) = services::postgres_database() else {
+        return support::skip("no PostgreSQL server for two processes to share");
+    };
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (owner, other, _data) = replicas(&[("DATABASE_URL", &database)], &upstream, &hanging, LEASE_SECS);
+    let run = start_run(&owner, "stall").await;
+    upstream_connections(&hanging, 1).await;
+
+    owner.pause();
+    let failed = ended(&other, &run, leases(3)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    owner.resume();
+    upstream_connections(&hanging, 0).await;
+    assert_eq!(get(&owner, &format!("/v1/runs/{run}")).await, failed);
+    assert!(owner.errors().is_empty(), "{:?}", owner.errors());
+}
+
 #[tokio::test]
 async fn an_owner_killed_on_supabase_leaves_its_run_failed_for_the_other_replica() {
     let Some(database) = services::postgres_database() else {
