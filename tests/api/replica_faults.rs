@@ -441,3 +441,28 @@ async fn progress_comes_through_again_once_postgres_is_back() {
     let (fail, recover) = (|| server.lock().unwrap().stop(), || server.lock().unwrap().restart());
     progress_comes_through_again_once_the_relay_is_back(&[("DATABASE_URL", &database)], fail, recover).await;
 }
+
+/// Without Redis each replica caches threads in its own memory: a write on one shows on
+/// another once the other's copy has lived `EXAI_CACHE_MAX_TTL_MS`, the bound the README
+/// gives, and no later.
+#[tokio::test]
+async fn without_redis_a_write_on_one_replica_shows_on_another_within_the_cache_ttl() {
+    let Some(database) = services::postgres_database() else {
+        return support::skip("no PostgreSQL server for two processes to share");
+    };
+    let ttl = Duration::from_secs(1);
+    let store_env = [("DATABASE_URL", database.as_str()), ("EXAI_CACHE_MAX_TTL_MS", "1000")];
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (writer, reader, _data) = replicas(&store_env, &upstream, &hanging, LEASE_SECS);
+    let client = reqwest::Client::new();
+    let created: Value =
+        client.post(writer.url("/v1/threads")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let thread = format!("/v1/threads/{}", created["id"].as_str().unwrap());
+    assert_eq!(get(&reader, &thread).await["turn_count"], 0, "the reader holds the thread");
+
+    let turn = json!({"role": "user", "content": "hello"});
+    let appended = client.post(writer.url(&format!("{thread}/turns"))).json(&turn).send().await.unwrap();
+    assert_eq!(appended.status(), 201);
+    eventually("the reader sees the write", 3 * ttl, async || get(&reader, &thread).await["turn_count"] == 1)
+        .await;
+}
