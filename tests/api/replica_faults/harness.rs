@@ -1,0 +1,152 @@
+//! Two replicas with short leases and tools that answer slowly, at once or never, and
+//! what the tests read them with.
+
+use serde_json::Value;
+use sqlx::PgPool;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+use crate::support::process::ExaiProcess;
+use crate::support::upstream::{Hanging, Upstream};
+
+pub const LEASE_SECS: u64 = 2;
+/// How long the `slow` tool's upstream takes to answer; `slower` takes twice as long.
+pub const SLOW_MS: u64 = 6000;
+
+/// Two replicas on the store (and cache) `store_env` names, with runs leased for
+/// `lease_secs`, progress every second, and four tools: `slow` answers after
+/// [`SLOW_MS`], `slower` after twice that, `quick` at once, `stall` never.
+pub fn replicas(
+    store_env: &[(&str, &str)],
+    upstream: &Upstream,
+    hanging: &Hanging,
+    lease_secs: u64,
+) -> (ExaiProcess, ExaiProcess, TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let tools = data.path().join("tools.toml");
+    let (webhook, stall) = (format!("{}/webhook", upstream.url), &hanging.url);
+    let registry = format!(
+        "[[tools]]\nname = \"slow\"\nkind = \"http\"\nurl = \"{webhook}?ms={SLOW_MS}\"\ntimeout_secs = 60\n\
+         [[tools]]\nname = \"slower\"\nkind = \"http\"\nurl = \"{webhook}?ms={}\"\ntimeout_secs = 60\n\
+         [[tools]]\nname = \"quick\"\nkind = \"http\"\nurl = \"{webhook}\"\n\
+         [[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{stall}\"\ntimeout_secs = 120\n",
+        2 * SLOW_MS
+    );
+    std::fs::write(&tools, registry).unwrap();
+    let lease = lease_secs.to_string();
+    let mut env = vec![
+        ("EXAI_TOOLS_FILE", tools.to_str().unwrap()),
+        ("EXAI_TOOL_PROGRESS_SECS", "1"),
+        ("EXAI_RUN_LEASE_SECS", lease.as_str()),
+    ];
+    env.extend_from_slice(store_env);
+    (ExaiProcess::start(data.path(), &env), ExaiProcess::start(data.path(), &env), data)
+}
+
+pub fn leases(n: u64) -> Duration {
+    Duration::from_secs(n * LEASE_SECS)
+}
+
+pub async fn get(process: &ExaiProcess, path: &str) -> Value {
+    reqwest::get(process.url(path)).await.unwrap().json().await.unwrap()
+}
+
+/// Polls `ready` until it holds, failing the test after `patience`.
+pub async fn eventually(what: &str, patience: Duration, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !ready().await {
+        assert!(Instant::now() < deadline, "{what} within {patience:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the hanging upstream holds `open` connections.
+pub async fn upstream_connections(hanging: &Hanging, open: usize) {
+    let what = format!("{open} open connections to the upstream");
+    eventually(&what, Duration::from_secs(10), async || hanging.open.load(Ordering::SeqCst) == open).await;
+}
+
+/// The run, once it has ended, as `process` reads it; the test fails if it has not
+/// ended within `patience`. A store out of reach for a moment (503) is asked again.
+pub async fn ended(process: &ExaiProcess, run: &str, patience: Duration) -> Value {
+    let deadline = Instant::now() + patience;
+    loop {
+        let read = get(process, &format!("/v1/runs/{run}")).await;
+        if read["status"].as_str().is_some_and(|status| status != "running" && status != "queued") {
+            return read;
+        }
+        assert!(Instant::now() < deadline, "not ended within {patience:?}: {read}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A run's server-sent events, read one at a time as they come.
+pub struct Events {
+    answer: reqwest::Response,
+    pending: String,
+}
+
+impl Events {
+    pub async fn follow(process: &ExaiProcess, run: &str) -> Self {
+        let answer = reqwest::get(process.url(&format!("/v1/runs/{run}/events"))).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        Self { answer, pending: String::new() }
+    }
+
+    /// The next event's name and data, or `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let field =
+                    |name: &str| block.lines().find_map(|line| line.strip_prefix(name)).map(str::trim);
+                if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
+                    return Some((event.to_owned(), serde_json::from_str(data).unwrap()));
+                }
+                continue;
+            }
+            let chunk = self.answer.chunk().await.unwrap()?;
+            self.pending.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next event, which must come within `patience`.
+    pub async fn next_within(&mut self, patience: Duration) -> (String, Value) {
+        let next = tokio::time::timeout(patience, self.next()).await;
+        next.unwrap_or_else(|_| panic!("no event within {patience:?}")).expect("the stream ended")
+    }
+
+    /// The last event, which must come within `patience`; the stream must end with it.
+    pub async fn last_within(&mut self, patience: Duration) -> (String, Value) {
+        let rest = async {
+            let mut last = None;
+            while let Some(event) = self.next().await {
+                last = Some(event);
+            }
+            last.expect("a final event")
+        };
+        tokio::time::timeout(patience, rest).await.unwrap_or_else(|_| panic!("no end within {patience:?}"))
+    }
+}
+
+/// Asks `process` to cancel `run`; the answer must come within `patience`.
+pub async fn cancel(process: &ExaiProcess, run: &str, patience: Duration) -> (u16, Value) {
+    let asked = reqwest::Client::new().post(process.url(&format!("/v1/runs/{run}/cancel"))).send();
+    let answer = tokio::time::timeout(patience, asked).await.expect("a cancel answered").unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+/// The contents of a thread's turns as the database holds them: each replica without
+/// Redis caches threads in its own memory, so none of them is the witness here.
+pub async fn turns_in_store(admin: &PgPool, thread: &str) -> Vec<String> {
+    let query = "SELECT m.content FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+                 WHERE c.thread_id = $1::uuid ORDER BY m.seq";
+    sqlx::query_scalar(query).bind(thread).fetch_all(admin).await.unwrap()
+}
+
+/// The backends of this database that listen for notifications.
+pub async fn listeners(admin: &PgPool, channel: &str) -> Vec<i32> {
+    let query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE $1";
+    sqlx::query_scalar(query).bind(format!("LISTEN \"{channel}\"%")).fetch_all(admin).await.unwrap()
+}

@@ -1,0 +1,169 @@
+//! Relays that fail: Redis stalled, killed or restarted, Postgres dropping its listening
+//! connections or restarting; and the thread cache, which without Redis is each
+//! replica's own.
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::time::Duration;
+
+use super::harness::{
+    Events, LEASE_SECS, SLOW_MS, cancel, eventually, get, leases, listeners, replicas, upstream_connections,
+};
+use crate::process::start_run;
+use crate::support::services::{self, PostgresServer, RedisServer};
+use crate::support::{self, upstream};
+
+/// With one replica's run watched and another stalled through the other replica, Redis
+/// fails: the watcher still gets the final event from the store, and a cancel still
+/// reaches the owner through the store.
+async fn watch_and_cancel_while_redis_fails(fail: fn(&mut RedisServer)) {
+    let (Some(database), Some(mut redis)) = (services::postgres_database(), RedisServer::start()) else {
+        return support::skip("no PostgreSQL or Redis for two processes to share");
+    };
+    let store_env = [("DATABASE_URL", database.as_str()), ("REDIS_URL", &redis.url())];
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (owner, other, _data) = replicas(&store_env, &upstream, &hanging, LEASE_SECS);
+    let stalled = start_run(&owner, "stall").await;
+    upstream_connections(&hanging, 1).await;
+    let slow = start_run(&owner, "slow").await;
+    let mut watcher = Events::follow(&other, &slow).await;
+    let (event, _) = watcher.next_within(leases(3)).await;
+    assert_eq!(event, "progress", "the relay works before it fails");
+
+    fail(&mut redis);
+    let patience = Duration::from_millis(SLOW_MS) + leases(3);
+    let (event, seen) = watcher.last_within(patience).await;
+    assert_eq!((event.as_str(), &seen["output"]), ("completed", &json!("seen: long job")), "{seen}");
+
+    let (status, cancelled) = cancel(&other, &stalled, leases(3)).await;
+    assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")), "{cancelled}");
+    upstream_connections(&hanging, 0).await;
+    assert_eq!(get(&owner, &format!("/v1/runs/{stalled}")).await, cancelled);
+}
+
+#[tokio::test]
+async fn a_run_is_watched_and_cancelled_through_the_store_while_redis_is_stalled() {
+    watch_and_cancel_while_redis_fails(|redis| redis.freeze()).await;
+}
+
+#[tokio::test]
+async fn a_run_is_watched_and_cancelled_through_the_store_once_redis_is_killed() {
+    watch_and_cancel_while_redis_fails(RedisServer::kill).await;
+}
+
+#[tokio::test]
+async fn events_and_cancels_come_through_again_once_postgres_drops_the_listeners() {
+    let Some(database) = services::postgres_database() else {
+        return support::skip("no PostgreSQL server for two processes to share");
+    };
+    // A lease so long that the store, read every quarter of it, cannot stand in for the
+    // relay within the deadlines below.
+    let lease_secs = 120;
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (owner, other, _data) = replicas(&[("DATABASE_URL", &database)], &upstream, &hanging, lease_secs);
+    let admin = PgPool::connect(&database).await.unwrap();
+    let relisten = Duration::from_secs(10);
+    eventually("both replicas listen for cancels", relisten, async || {
+        listeners(&admin, "exai_cancel").await.len() == 2
+    })
+    .await;
+    let run = start_run(&owner, "stall").await;
+    upstream_connections(&hanging, 1).await;
+    let mut watcher = Events::follow(&other, &run).await;
+    assert_eq!(watcher.next_within(relisten).await.0, "progress");
+
+    let cut: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %' \
+         AND pg_terminate_backend(pid)",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(cut.len(), 3, "two cancel listeners and the watcher's: {cut:?}");
+
+    // At most one progress event was on its way when the watcher's connection went.
+    for _ in 0..3 {
+        assert_eq!(watcher.next_within(relisten).await.0, "progress");
+    }
+    eventually("both replicas listen for cancels again", relisten, async || {
+        let now = listeners(&admin, "exai_cancel").await;
+        now.len() == 2 && now.iter().all(|pid| !cut.contains(pid))
+    })
+    .await;
+    let (status, cancelled) = cancel(&other, &run, relisten).await;
+    assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")), "{cancelled}");
+    upstream_connections(&hanging, 0).await;
+}
+/// A watcher on the other replica follows a stalled run through the relay; the relay's
+/// server goes away (`fail`) and comes back (`recover`): the watcher gets progress again,
+/// and a cancel through the other replica still stops the run.
+async fn progress_comes_through_again_once_the_relay_is_back(
+    store_env: &[(&str, &str)],
+    fail: impl FnOnce(),
+    recover: impl FnOnce(),
+) {
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (owner, other, _data) = replicas(store_env, &upstream, &hanging, LEASE_SECS);
+    let run = start_run(&owner, "stall").await;
+    upstream_connections(&hanging, 1).await;
+    let mut watcher = Events::follow(&other, &run).await;
+    assert_eq!(watcher.next_within(leases(3)).await.0, "progress", "the relay works before it fails");
+
+    fail();
+    tokio::time::sleep(leases(1)).await;
+    recover();
+    // Progress comes every second; at most one was on its way when the relay went.
+    for _ in 0..2 {
+        let (event, data) = watcher.next_within(leases(3)).await;
+        assert_eq!(event, "progress", "{data}");
+    }
+    let (status, cancelled) = cancel(&other, &run, leases(3)).await;
+    assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")), "{cancelled}");
+    upstream_connections(&hanging, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_comes_through_again_once_redis_is_back() {
+    let (Some(database), Some(redis)) = (services::postgres_database(), RedisServer::start()) else {
+        return support::skip("no PostgreSQL or Redis for two processes to share");
+    };
+    let store_env = [("DATABASE_URL", database.as_str()), ("REDIS_URL", &redis.url())];
+    let redis = std::sync::Mutex::new(redis);
+    let (fail, recover) = (|| redis.lock().unwrap().kill(), || redis.lock().unwrap().restart());
+    progress_comes_through_again_once_the_relay_is_back(&store_env, fail, recover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_comes_through_again_once_postgres_is_back() {
+    let Some(server) = PostgresServer::start() else {
+        return support::skip("no PostgreSQL server to stop and start again");
+    };
+    let database = server.url(&server.migrated_database());
+    let server = std::sync::Mutex::new(server);
+    let (fail, recover) = (|| server.lock().unwrap().stop(), || server.lock().unwrap().restart());
+    progress_comes_through_again_once_the_relay_is_back(&[("DATABASE_URL", &database)], fail, recover).await;
+}
+/// Without Redis each replica caches threads in its own memory: a write on one shows on
+/// another once the other's copy has lived `EXAI_CACHE_MAX_TTL_MS`, the bound the README
+/// gives, and no later.
+#[tokio::test]
+async fn without_redis_a_write_on_one_replica_shows_on_another_within_the_cache_ttl() {
+    let Some(database) = services::postgres_database() else {
+        return support::skip("no PostgreSQL server for two processes to share");
+    };
+    let ttl = Duration::from_secs(1);
+    let store_env = [("DATABASE_URL", database.as_str()), ("EXAI_CACHE_MAX_TTL_MS", "1000")];
+    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+    let (writer, reader, _data) = replicas(&store_env, &upstream, &hanging, LEASE_SECS);
+    let client = reqwest::Client::new();
+    let created: Value =
+        client.post(writer.url("/v1/threads")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let thread = format!("/v1/threads/{}", created["id"].as_str().unwrap());
+    assert_eq!(get(&reader, &thread).await["turn_count"], 0, "the reader holds the thread");
+
+    let turn = json!({"role": "user", "content": "hello"});
+    let appended = client.post(writer.url(&format!("{thread}/turns"))).json(&turn).send().await.unwrap();
+    assert_eq!(appended.status(), 201);
+    eventually("the reader sees the write", 3 * ttl, async || get(&reader, &thread).await["turn_count"] == 1)
+        .await;
+}
