@@ -7,41 +7,66 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+use crate::process::start_run;
 use crate::support::process::ExaiProcess;
-use crate::support::upstream::{Hanging, Upstream};
+use crate::support::upstream::{self, Hanging, Upstream};
 
 pub const LEASE_SECS: u64 = 2;
 /// How long the `slow` tool's upstream takes to answer; `slower` takes twice as long.
 pub const SLOW_MS: u64 = 6000;
 
-/// Two replicas on the store (and cache) `store_env` names, with runs leased for
-/// `lease_secs`, progress every second, and four tools: `slow` answers after
-/// [`SLOW_MS`], `slower` after twice that, `quick` at once, `stall` never.
-pub fn replicas(
-    store_env: &[(&str, &str)],
-    upstream: &Upstream,
-    hanging: &Hanging,
-    lease_secs: u64,
-) -> (ExaiProcess, ExaiProcess, TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let tools = data.path().join("tools.toml");
-    let (webhook, stall) = (format!("{}/webhook", upstream.url), &hanging.url);
-    let registry = format!(
-        "[[tools]]\nname = \"slow\"\nkind = \"http\"\nurl = \"{webhook}?ms={SLOW_MS}\"\ntimeout_secs = 60\n\
-         [[tools]]\nname = \"slower\"\nkind = \"http\"\nurl = \"{webhook}?ms={}\"\ntimeout_secs = 60\n\
-         [[tools]]\nname = \"quick\"\nkind = \"http\"\nurl = \"{webhook}\"\n\
-         [[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{stall}\"\ntimeout_secs = 120\n",
-        2 * SLOW_MS
-    );
-    std::fs::write(&tools, registry).unwrap();
-    let lease = lease_secs.to_string();
-    let mut env = vec![
-        ("EXAI_TOOLS_FILE", tools.to_str().unwrap()),
-        ("EXAI_TOOL_PROGRESS_SECS", "1"),
-        ("EXAI_RUN_LEASE_SECS", lease.as_str()),
-    ];
-    env.extend_from_slice(store_env);
-    (ExaiProcess::start(data.path(), &env), ExaiProcess::start(data.path(), &env), data)
+/// Two replicas, the upstreams of their tools, and their data directory.
+pub struct Replicas {
+    /// The replica the tests start runs on.
+    pub owner: ExaiProcess,
+    pub other: ExaiProcess,
+    pub upstream: Upstream,
+    pub hanging: Hanging,
+    _data: TempDir,
+}
+
+impl Replicas {
+    /// Two replicas on the store (and cache) `store_env` names, with runs leased for
+    /// `lease_secs`, progress every second, and four tools: `slow` answers after
+    /// [`SLOW_MS`], `slower` after twice that, `quick` at once, `stall` never.
+    pub async fn start(store_env: &[(&str, &str)], lease_secs: u64) -> Self {
+        let (upstream, hanging) = (upstream::start().await, upstream::hanging());
+        let data = tempfile::tempdir().unwrap();
+        let tools = data.path().join("tools.toml");
+        let (webhook, stall) = (format!("{}/webhook", upstream.url), &hanging.url);
+        let registry = format!(
+            "[[tools]]\nname = \"slow\"\nkind = \"http\"\nurl = \"{webhook}?ms={SLOW_MS}\"\ntimeout_secs = 60\n\
+             [[tools]]\nname = \"slower\"\nkind = \"http\"\nurl = \"{webhook}?ms={}\"\ntimeout_secs = 60\n\
+             [[tools]]\nname = \"quick\"\nkind = \"http\"\nurl = \"{webhook}\"\n\
+             [[tools]]\nname = \"stall\"\nkind = \"http\"\nurl = \"{stall}\"\ntimeout_secs = 120\n",
+            2 * SLOW_MS
+        );
+        std::fs::write(&tools, registry).unwrap();
+        let lease = lease_secs.to_string();
+        let mut env = vec![
+            ("EXAI_TOOLS_FILE", tools.to_str().unwrap()),
+            ("EXAI_TOOL_PROGRESS_SECS", "1"),
+            ("EXAI_RUN_LEASE_SECS", lease.as_str()),
+        ];
+        env.extend_from_slice(store_env);
+        let (owner, other) = (ExaiProcess::start(data.path(), &env), ExaiProcess::start(data.path(), &env));
+        Self { owner, other, upstream, hanging, _data: data }
+    }
+
+    /// A run of `stall` on the owner, once it holds its upstream connection.
+    pub async fn stalled_run(&self) -> String {
+        let open = self.hanging.open.load(Ordering::SeqCst);
+        let run = start_run(&self.owner, "stall").await;
+        self.upstream_connections(open + 1).await;
+        run
+    }
+
+    /// Waits until the hanging upstream holds `open` connections.
+    pub async fn upstream_connections(&self, open: usize) {
+        let what = format!("{open} open connections to the upstream");
+        let open_now = async || self.hanging.open.load(Ordering::SeqCst) == open;
+        eventually(&what, Duration::from_secs(10), open_now).await;
+    }
 }
 
 pub fn leases(n: u64) -> Duration {
@@ -52,6 +77,13 @@ pub async fn get(process: &ExaiProcess, path: &str) -> Value {
     reqwest::get(process.url(path)).await.unwrap().json().await.unwrap()
 }
 
+/// Creates an empty thread through `process`; its id.
+pub async fn create_thread(process: &ExaiProcess) -> String {
+    let created = reqwest::Client::new().post(process.url("/v1/threads")).json(&serde_json::json!({}));
+    let created: Value = created.send().await.unwrap().json().await.unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
 /// Polls `ready` until it holds, failing the test after `patience`.
 pub async fn eventually(what: &str, patience: Duration, mut ready: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + patience;
@@ -59,12 +91,6 @@ pub async fn eventually(what: &str, patience: Duration, mut ready: impl AsyncFnM
         assert!(Instant::now() < deadline, "{what} within {patience:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Waits until the hanging upstream holds `open` connections.
-pub async fn upstream_connections(hanging: &Hanging, open: usize) {
-    let what = format!("{open} open connections to the upstream");
-    eventually(&what, Duration::from_secs(10), async || hanging.open.load(Ordering::SeqCst) == open).await;
 }
 
 /// The run, once it has ended, as `process` reads it; the test fails if it has not

@@ -6,47 +6,45 @@ use sqlx::PgPool;
 use std::time::Duration;
 
 use super::harness::{
-    Events, LEASE_SECS, SLOW_MS, cancel, ended, eventually, get, leases, replicas, turns_in_store,
-    upstream_connections,
+    Events, LEASE_SECS, Replicas, SLOW_MS, cancel, create_thread, ended, eventually, get, leases,
+    turns_in_store,
 };
 use crate::process::start_run;
 use crate::support::services::{self, PostgresServer};
-use crate::support::{self, postgrest, upstream};
+use crate::support::{self, postgrest};
 
 #[tokio::test]
 async fn an_owner_paused_past_its_lease_records_nothing_for_the_run_another_replica_failed() {
     let Some(database) = services::postgres_database() else {
         return support::skip("no PostgreSQL server for two processes to share");
     };
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = replicas(&[("DATABASE_URL", &database)], &upstream, &hanging, LEASE_SECS);
+    let replicas = Replicas::start(&[("DATABASE_URL", &database)], LEASE_SECS).await;
     let client = reqwest::Client::new();
-    let created: Value =
-        client.post(other.url("/v1/threads")).json(&json!({})).send().await.unwrap().json().await.unwrap();
-    let thread = created["id"].as_str().unwrap().to_owned();
+    let thread = create_thread(&replicas.other).await;
 
     // A caller waits on the owner for the answer of a slow run on the thread.
     let asked = client
-        .post(owner.url("/v1/tools/slow/runs"))
+        .post(replicas.owner.url("/v1/tools/slow/runs"))
         .json(&json!({"input": "late", "continuation_id": thread}));
     let waiting = tokio::spawn(asked.send());
     eventually("the slow run reached its upstream", Duration::from_secs(10), async || {
-        upstream.received.count() == 1
+        replicas.upstream.received.count() == 1
     })
     .await;
-    let listed = get(&other, "/v1/runs?tool=slow").await;
+    let listed = get(&replicas.other, "/v1/runs?tool=slow").await;
     let run = listed["data"][0]["id"].as_str().unwrap().to_owned();
 
     // The owner stops renewing; the other replica fails the run once the lease lapses.
-    owner.pause();
-    let failed = ended(&other, &run, leases(3)).await;
+    replicas.owner.pause();
+    let failed = ended(&replicas.other, &run, leases(3)).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["error"].as_str().unwrap().contains("stopped before"), "{failed}");
 
     // The upstream answers while the owner sleeps; the owner reads the answer on waking.
     let patience = Duration::from_millis(SLOW_MS) + leases(3);
-    eventually("the upstream answered", patience, async || upstream.received.endings() == [true]).await;
-    owner.resume();
+    eventually("the upstream answered", patience, async || replicas.upstream.received.endings() == [true])
+        .await;
+    replicas.owner.resume();
 
     // The waiting caller is told how the run ended in the store, not what the late answer said.
     let answer = waiting.await.unwrap().unwrap();
@@ -54,7 +52,7 @@ async fn an_owner_paused_past_its_lease_records_nothing_for_the_run_another_repl
     let problem: Value = answer.json().await.unwrap();
     assert_eq!((status.as_u16(), &problem["code"]), (502, &json!("tool_failed")), "{problem}");
     assert_eq!(problem["detail"], failed["error"], "{problem}");
-    for replica in [&owner, &other] {
+    for replica in [&replicas.owner, &replicas.other] {
         assert_eq!(get(replica, &format!("/v1/runs/{run}")).await, failed);
     }
     let admin = PgPool::connect(&database).await.unwrap();
@@ -62,12 +60,12 @@ async fn an_owner_paused_past_its_lease_records_nothing_for_the_run_another_repl
 
     // The owner goes on serving: its next run on the thread completes and is recorded once.
     let next = client
-        .post(owner.url("/v1/tools/quick/runs"))
+        .post(replicas.owner.url("/v1/tools/quick/runs"))
         .json(&json!({"input": "again", "continuation_id": thread}));
     let next: Value = next.send().await.unwrap().json().await.unwrap();
     assert_eq!(next["status"], "completed", "{next}");
     assert_eq!(turns_in_store(&admin, &thread).await, ["again", "seen: again"]);
-    assert!(owner.errors().is_empty(), "{:?}", owner.errors());
+    assert!(replicas.owner.errors().is_empty(), "{:?}", replicas.owner.errors());
 }
 
 /// Back from a pause past its lease, an owner finds that the other replica failed its
@@ -78,18 +76,16 @@ async fn an_owner_back_from_a_pause_stops_the_run_another_replica_failed() {
     let Some(database) = services::postgres_database() else {
         return support::skip("no PostgreSQL server for two processes to share");
     };
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = replicas(&[("DATABASE_URL", &database)], &upstream, &hanging, LEASE_SECS);
-    let run = start_run(&owner, "stall").await;
-    upstream_connections(&hanging, 1).await;
+    let replicas = Replicas::start(&[("DATABASE_URL", &database)], LEASE_SECS).await;
+    let run = replicas.stalled_run().await;
 
-    owner.pause();
-    let failed = ended(&other, &run, leases(3)).await;
+    replicas.owner.pause();
+    let failed = ended(&replicas.other, &run, leases(3)).await;
     assert_eq!(failed["status"], "failed", "{failed}");
-    owner.resume();
-    upstream_connections(&hanging, 0).await;
-    assert_eq!(get(&owner, &format!("/v1/runs/{run}")).await, failed);
-    assert!(owner.errors().is_empty(), "{:?}", owner.errors());
+    replicas.owner.resume();
+    replicas.upstream_connections(0).await;
+    assert_eq!(get(&replicas.owner, &format!("/v1/runs/{run}")).await, failed);
+    assert!(replicas.owner.errors().is_empty(), "{:?}", replicas.owner.errors());
 }
 #[tokio::test]
 async fn an_owner_killed_on_supabase_leaves_its_run_failed_for_the_other_replica() {
@@ -99,19 +95,17 @@ async fn an_owner_killed_on_supabase_leaves_its_run_failed_for_the_other_replica
     let gateway = postgrest::start(&database, postgrest::SECRET_KEY).await;
     let store_env =
         [("SUPABASE_URL", gateway.url.as_str()), ("SUPABASE_SERVICE_ROLE_KEY", postgrest::SECRET_KEY)];
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = replicas(&store_env, &upstream, &hanging, LEASE_SECS);
-    let run = start_run(&owner, "stall").await;
-    upstream_connections(&hanging, 1).await;
-    let mut watcher = Events::follow(&other, &run).await;
+    let replicas = Replicas::start(&store_env, LEASE_SECS).await;
+    let run = replicas.stalled_run().await;
+    let mut watcher = Events::follow(&replicas.other, &run).await;
 
-    owner.kill();
+    replicas.owner.kill();
     // The lease lapses within one lease, a sweep comes within a quarter more, and the
     // watcher reads the store every quarter lease.
     let (event, seen) = watcher.last_within(leases(3)).await;
     assert_eq!((event.as_str(), &seen["status"]), ("failed", &json!("failed")), "{seen}");
     assert!(seen["error"].as_str().unwrap().contains("stopped before"), "{seen}");
-    assert_eq!(get(&other, &format!("/v1/runs/{run}")).await, seen);
+    assert_eq!(get(&replicas.other, &format!("/v1/runs/{run}")).await, seen);
 }
 
 #[tokio::test]
@@ -119,19 +113,17 @@ async fn a_cancel_asked_as_the_owner_dies_ends_the_run_within_the_lease() {
     let Some(database) = services::postgres_database() else {
         return support::skip("no PostgreSQL server for two processes to share");
     };
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = replicas(&[("DATABASE_URL", &database)], &upstream, &hanging, LEASE_SECS);
-    let run = start_run(&owner, "stall").await;
-    upstream_connections(&hanging, 1).await;
+    let replicas = Replicas::start(&[("DATABASE_URL", &database)], LEASE_SECS).await;
+    let run = replicas.stalled_run().await;
 
-    owner.kill();
+    replicas.owner.kill();
     // Nobody is left to cancel the run; it ends when its lease lapses, and the cancel
     // answers with that end.
-    let (status, answered) = cancel(&other, &run, leases(3)).await;
+    let (status, answered) = cancel(&replicas.other, &run, leases(3)).await;
     assert_eq!(status, 200, "{answered}");
     assert!(answered["status"] == "failed" || answered["status"] == "cancelled", "{answered}");
-    assert_eq!(get(&other, &format!("/v1/runs/{run}")).await, answered);
-    let (status, again) = cancel(&other, &run, leases(3)).await;
+    assert_eq!(get(&replicas.other, &format!("/v1/runs/{run}")).await, answered);
+    let (status, again) = cancel(&replicas.other, &run, leases(3)).await;
     assert_eq!((status, &again["code"]), (409, &json!("run_finished")), "{again}");
 }
 
@@ -144,11 +136,10 @@ async fn a_database_outage_longer_than_the_lease_fails_no_live_run() {
         return support::skip("no PostgreSQL server to stop and start again");
     };
     let database = server.url(&server.migrated_database());
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = replicas(&[("DATABASE_URL", &database)], &upstream, &hanging, LEASE_SECS);
-    let run = start_run(&owner, "slower").await;
+    let replicas = Replicas::start(&[("DATABASE_URL", &database)], LEASE_SECS).await;
+    let run = start_run(&replicas.owner, "slower").await;
     eventually("the run reached its upstream", Duration::from_secs(10), async || {
-        upstream.received.count() == 1
+        replicas.upstream.received.count() == 1
     })
     .await;
 
@@ -157,7 +148,7 @@ async fn a_database_outage_longer_than_the_lease_fails_no_live_run() {
     server.restart();
 
     let patience = Duration::from_millis(2 * SLOW_MS) + leases(3);
-    let finished = ended(&other, &run, patience).await;
+    let finished = ended(&replicas.other, &run, patience).await;
     assert_eq!(
         (&finished["status"], &finished["output"]),
         (&json!("completed"), &json!("seen: long job")),

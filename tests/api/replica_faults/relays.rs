@@ -2,16 +2,16 @@
 //! connections or restarting; and the thread cache, which without Redis is each
 //! replica's own.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use std::time::Duration;
 
 use super::harness::{
-    Events, LEASE_SECS, SLOW_MS, cancel, eventually, get, leases, listeners, replicas, upstream_connections,
+    Events, LEASE_SECS, Replicas, SLOW_MS, cancel, create_thread, eventually, get, leases, listeners,
 };
 use crate::process::start_run;
+use crate::support;
 use crate::support::services::{self, PostgresServer, RedisServer};
-use crate::support::{self, upstream};
 
 /// With one replica's run watched and another stalled through the other replica, Redis
 /// fails: the watcher still gets the final event from the store, and a cancel still
@@ -21,12 +21,10 @@ async fn watch_and_cancel_while_redis_fails(fail: fn(&mut RedisServer)) {
         return support::skip("no PostgreSQL or Redis for two processes to share");
     };
     let store_env = [("DATABASE_URL", database.as_str()), ("REDIS_URL", &redis.url())];
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = replicas(&store_env, &upstream, &hanging, LEASE_SECS);
-    let stalled = start_run(&owner, "stall").await;
-    upstream_connections(&hanging, 1).await;
-    let slow = start_run(&owner, "slow").await;
-    let mut watcher = Events::follow(&other, &slow).await;
+    let replicas = Replicas::start(&store_env, LEASE_SECS).await;
+    let stalled = replicas.stalled_run().await;
+    let slow = start_run(&replicas.owner, "slow").await;
+    let mut watcher = Events::follow(&replicas.other, &slow).await;
     let (event, _) = watcher.next_within(leases(3)).await;
     assert_eq!(event, "progress", "the relay works before it fails");
 
@@ -35,10 +33,10 @@ async fn watch_and_cancel_while_redis_fails(fail: fn(&mut RedisServer)) {
     let (event, seen) = watcher.last_within(patience).await;
     assert_eq!((event.as_str(), &seen["output"]), ("completed", &json!("seen: long job")), "{seen}");
 
-    let (status, cancelled) = cancel(&other, &stalled, leases(3)).await;
+    let (status, cancelled) = cancel(&replicas.other, &stalled, leases(3)).await;
     assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")), "{cancelled}");
-    upstream_connections(&hanging, 0).await;
-    assert_eq!(get(&owner, &format!("/v1/runs/{stalled}")).await, cancelled);
+    replicas.upstream_connections(0).await;
+    assert_eq!(get(&replicas.owner, &format!("/v1/runs/{stalled}")).await, cancelled);
 }
 
 #[tokio::test]
@@ -59,17 +57,15 @@ async fn events_and_cancels_come_through_again_once_postgres_drops_the_listeners
     // A lease so long that the store, read every quarter of it, cannot stand in for the
     // relay within the deadlines below.
     let lease_secs = 120;
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = replicas(&[("DATABASE_URL", &database)], &upstream, &hanging, lease_secs);
+    let replicas = Replicas::start(&[("DATABASE_URL", &database)], lease_secs).await;
     let admin = PgPool::connect(&database).await.unwrap();
     let relisten = Duration::from_secs(10);
     eventually("both replicas listen for cancels", relisten, async || {
         listeners(&admin, "exai_cancel").await.len() == 2
     })
     .await;
-    let run = start_run(&owner, "stall").await;
-    upstream_connections(&hanging, 1).await;
-    let mut watcher = Events::follow(&other, &run).await;
+    let run = replicas.stalled_run().await;
+    let mut watcher = Events::follow(&replicas.other, &run).await;
     assert_eq!(watcher.next_within(relisten).await.0, "progress");
 
     let cut: Vec<i32> = sqlx::query_scalar(
@@ -90,9 +86,9 @@ async fn events_and_cancels_come_through_again_once_postgres_drops_the_listeners
         now.len() == 2 && now.iter().all(|pid| !cut.contains(pid))
     })
     .await;
-    let (status, cancelled) = cancel(&other, &run, relisten).await;
+    let (status, cancelled) = cancel(&replicas.other, &run, relisten).await;
     assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")), "{cancelled}");
-    upstream_connections(&hanging, 0).await;
+    replicas.upstream_connections(0).await;
 }
 /// A watcher on the other replica follows a stalled run through the relay; the relay's
 /// server goes away (`fail`) and comes back (`recover`): the watcher gets progress again,
@@ -102,11 +98,9 @@ async fn progress_comes_through_again_once_the_relay_is_back(
     fail: impl FnOnce(),
     recover: impl FnOnce(),
 ) {
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (owner, other, _data) = replicas(store_env, &upstream, &hanging, LEASE_SECS);
-    let run = start_run(&owner, "stall").await;
-    upstream_connections(&hanging, 1).await;
-    let mut watcher = Events::follow(&other, &run).await;
+    let replicas = Replicas::start(store_env, LEASE_SECS).await;
+    let run = replicas.stalled_run().await;
+    let mut watcher = Events::follow(&replicas.other, &run).await;
     assert_eq!(watcher.next_within(leases(3)).await.0, "progress", "the relay works before it fails");
 
     fail();
@@ -117,9 +111,9 @@ async fn progress_comes_through_again_once_the_relay_is_back(
         let (event, data) = watcher.next_within(leases(3)).await;
         assert_eq!(event, "progress", "{data}");
     }
-    let (status, cancelled) = cancel(&other, &run, leases(3)).await;
+    let (status, cancelled) = cancel(&replicas.other, &run, leases(3)).await;
     assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")), "{cancelled}");
-    upstream_connections(&hanging, 0).await;
+    replicas.upstream_connections(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,17 +147,15 @@ async fn without_redis_a_write_on_one_replica_shows_on_another_within_the_cache_
     };
     let ttl = Duration::from_secs(1);
     let store_env = [("DATABASE_URL", database.as_str()), ("EXAI_CACHE_MAX_TTL_MS", "1000")];
-    let (upstream, hanging) = (upstream::start().await, upstream::hanging());
-    let (writer, reader, _data) = replicas(&store_env, &upstream, &hanging, LEASE_SECS);
+    let replicas = Replicas::start(&store_env, LEASE_SECS).await;
+    let (writer, reader) = (&replicas.owner, &replicas.other);
     let client = reqwest::Client::new();
-    let created: Value =
-        client.post(writer.url("/v1/threads")).json(&json!({})).send().await.unwrap().json().await.unwrap();
-    let thread = format!("/v1/threads/{}", created["id"].as_str().unwrap());
-    assert_eq!(get(&reader, &thread).await["turn_count"], 0, "the reader holds the thread");
+    let thread = format!("/v1/threads/{}", create_thread(writer).await);
+    assert_eq!(get(reader, &thread).await["turn_count"], 0, "the reader holds the thread");
 
     let turn = json!({"role": "user", "content": "hello"});
     let appended = client.post(writer.url(&format!("{thread}/turns"))).json(&turn).send().await.unwrap();
     assert_eq!(appended.status(), 201);
-    eventually("the reader sees the write", 3 * ttl, async || get(&reader, &thread).await["turn_count"] == 1)
+    eventually("the reader sees the write", 3 * ttl, async || get(reader, &thread).await["turn_count"] == 1)
         .await;
 }
