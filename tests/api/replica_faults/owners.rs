@@ -69,10 +69,10 @@ async fn an_owner_paused_past_its_lease_records_nothing_for_the_run_another_repl
 }
 
 /// Back from a pause past its lease, an owner finds that the other replica failed its
-/// run: it stops the run at its next renewal, closing the upstream connection, rather
-/// than holding it and the tool's slot until the run's timeout.
-#[tokio::test]
-async fn an_owner_back_from_a_pause_stops_the_run_another_replica_failed() {
+/// run: it stops the run (closing the upstream connection) rather than holding it and the
+/// tool's slot until the run's timeout, and takes the recorded end for the run's. A cancel
+/// asked meanwhile through the other replica is answered with that end.
+async fn back_from_a_pause(cancel_meanwhile: bool) {
     let Some(database) = services::postgres_database() else {
         return support::skip("no PostgreSQL server for two processes to share");
     };
@@ -80,13 +80,30 @@ async fn an_owner_back_from_a_pause_stops_the_run_another_replica_failed() {
     let run = replicas.stalled_run().await;
 
     replicas.owner.pause();
-    let failed = ended(&replicas.other, &run, leases(3)).await;
+    let failed = if cancel_meanwhile {
+        let (status, answered) = cancel(&replicas.other, &run, leases(3)).await;
+        assert_eq!(status, 200, "{answered}");
+        answered
+    } else {
+        ended(&replicas.other, &run, leases(3)).await
+    };
     assert_eq!(failed["status"], "failed", "{failed}");
     replicas.owner.resume();
     replicas.upstream_connections(0).await;
     assert_eq!(get(&replicas.owner, &format!("/v1/runs/{run}")).await, failed);
     assert!(replicas.owner.errors().is_empty(), "{:?}", replicas.owner.errors());
 }
+
+#[tokio::test]
+async fn an_owner_back_from_a_pause_stops_the_run_another_replica_failed() {
+    back_from_a_pause(false).await;
+}
+
+#[tokio::test]
+async fn a_cancel_asked_while_the_owner_is_paused_is_answered_with_the_recorded_end() {
+    back_from_a_pause(true).await;
+}
+
 #[tokio::test]
 async fn an_owner_killed_on_supabase_leaves_its_run_failed_for_the_other_replica() {
     let Some(database) = services::postgres_database() else {
