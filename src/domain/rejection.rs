@@ -18,4 +18,8 @@ pub enum Rejection {
     /// The idempotency key was used before for turns other than these.
     #[error("Idempotency-Key {0:?} was used on this thread for a different request")]
     KeyReused(String),
+    /// A run's turns came after the run had ended: another process failed it when its
+    /// lease lapsed, and a late answer must not reach the thread.
+    #[error("the run had already ended")]
+    RunEnded,
 }

@@ -232,6 +232,7 @@ impl From<Rejection> for ApiError {
                 ),
             ),
             reused @ Rejection::KeyReused(_) => Self::new(IdempotencyKeyReused, reused.to_string()),
+            ended @ Rejection::RunEnded => Self::new(RunFinished, ended.to_string()),
         }
     }
 }

@@ -63,7 +63,7 @@ forward_through_hook! {
     list_turns(id: Uuid, after_seq: u32, limit: u32) -> Result<Option<Vec<Turn>>, StoreError>;
     history(id: Uuid, limits: HistoryLimits) -> Result<Option<Chain>, StoreError>;
     reserve_run(run: &ToolRun, lease: &RunLease, policy: ConversationPolicy, now: DateTime<Utc>) -> Result<(), WriteError>;
-    save_run(run: &ToolRun) -> Result<(), StoreError>;
+    save_run(run: &ToolRun) -> Result<bool, StoreError>;
     get_run(id: Uuid) -> Result<Option<ToolRun>, StoreError>;
     list_runs(query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
     renew_run_leases(lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;

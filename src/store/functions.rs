@@ -232,6 +232,7 @@ impl<T: Transport> Store for FunctionStore<T> {
                 thread_id: id,
                 max_turns: append.policy.max_turns,
             }),
+            run_ended: Some(Rejection::RunEnded),
             ..Rejections::default()
         };
         let result: AppendResult = self.refusable(call, rejections).await?;
@@ -301,9 +302,9 @@ impl<T: Transport> Store for FunctionStore<T> {
         self.refusable::<bool>(call, rejections).await.map(drop)
     }
 
-    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+    async fn save_run(&self, run: &ToolRun) -> Result<bool, StoreError> {
         let call = Call { function: "exai_save_run", args: vec![("p_run", Arg::Json(json!(run)))] };
-        self.call::<Option<bool>>(call, Rejections::default()).await.map(drop)
+        self.call::<Option<bool>>(call, Rejections::default()).await.map(|saved| saved.is_some())
     }
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {

@@ -302,8 +302,9 @@ pub trait Store: Send + Sync {
     ) -> Result<(), WriteError>;
 
     /// Inserts a run, or replaces the stored state of one that has not ended: a final
-    /// state is never overwritten.
-    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError>;
+    /// state is never overwritten. Returns whether `run` was written: `false` when the
+    /// store already held the run's end.
+    async fn save_run(&self, run: &ToolRun) -> Result<bool, StoreError>;
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError>;
 
@@ -311,8 +312,9 @@ pub trait Store: Send + Sync {
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<ToolRun>, StoreError>;
 
     /// Moves the lease of each of `runs` that `lease.owner` owns and that has not ended
-    /// to `lease.expires_at`, in one round trip. Returns those of them whose cancel was
-    /// asked (see [`Store::request_run_cancel`]).
+    /// to `lease.expires_at`, in one round trip. Returns those of them for the owner to
+    /// stop: those whose cancel was asked (see [`Store::request_run_cancel`]), and those
+    /// that have ended (another process failed them when their lease lapsed).
     async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
 
     /// Records that the run, if it has not ended, is to be cancelled by its owner, which

@@ -285,7 +285,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn save_run(&self, run: &ToolRun) -> Result<(), StoreError> {
+    async fn save_run(&self, run: &ToolRun) -> Result<bool, StoreError> {
         let run = run.clone();
         self.write(move |store, conn| async move { store.upsert_run(conn, &run).await }.boxed()).await
     }

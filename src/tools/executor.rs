@@ -323,7 +323,14 @@ impl Executor {
         run.error = run.error.map(storable_text);
         let finished_at = now();
         run.finished_at = Some(finished_at);
-        self.inner.recorder.save_final(&run).await;
+        if let Some(stored) = self.inner.recorder.save_final(&run).await {
+            tracing::warn!(
+                status = stored.status.as_str(),
+                ended = run.status.as_str(),
+                "the run had been ended by another process"
+            );
+            run = stored;
+        }
 
         let metrics = &self.inner.metrics;
         let took = (finished_at - run.created_at).to_std().unwrap_or_default();

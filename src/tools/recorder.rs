@@ -67,11 +67,26 @@ impl Recorder {
     }
 
     /// Records the end of a run: a run whose end is lost reads `running` until its lease
-    /// ends after this process has stopped, and a sweep marks it failed.
-    pub(super) async fn save_final(&self, run: &ToolRun) {
+    /// ends after this process has stopped, and a sweep marks it failed. Returns the end
+    /// the store held already, if it was another: another process failed the run when its
+    /// lease lapsed (this one stalled, or could not renew it), and a run's end is final, so
+    /// that end is the one to tell. (A retry finds this very end when an attempt whose
+    /// answer was lost had written it.)
+    pub(super) async fn save_final(&self, run: &ToolRun) -> Option<ToolRun> {
         let saved = retrying(run, "recording a run's end", transient, || self.store.save_run(run)).await;
-        if let Err(error) = saved {
-            tracing::error!(run.id = %run.id, status = run.status.as_str(), %error, "could not record the run's end");
+        match saved {
+            Ok(true) => None,
+            Ok(false) => match self.store.get_run(run.id).await {
+                Ok(stored) => stored.filter(|stored| stored.status.is_final() && stored != run),
+                Err(error) => {
+                    tracing::warn!(run.id = %run.id, %error, "could not read the end recorded for the run");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::error!(run.id = %run.id, status = run.status.as_str(), %error, "could not record the run's end");
+                None
+            }
         }
     }
 

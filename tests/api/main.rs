@@ -29,6 +29,7 @@ mod logging;
 mod openapi;
 mod process;
 mod readme;
+mod replica_faults;
 mod replicas;
 mod replicas_behind_caddy;
 mod runs;

@@ -14,6 +14,7 @@ pub(super) struct Rejections {
     pub parent_not_found: Option<Rejection>,
     pub expired: Option<Rejection>,
     pub turn_limit: Option<Rejection>,
+    pub run_ended: Option<Rejection>,
 }
 
 impl Rejections {
@@ -23,6 +24,7 @@ impl Rejections {
             "EX422" => self.parent_not_found,
             "EX410" => self.expired,
             "EX409" => self.turn_limit,
+            "EX412" => self.run_ended,
             _ => None,
         }
     }

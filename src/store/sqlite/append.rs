@@ -11,14 +11,16 @@ use crate::domain::{Rejection, Turn};
 use crate::store::{AppendTurns, Appended, StoreError, TURNS_PER_RUN, WriteError};
 
 /// Thread `?1`'s header with, for the idempotency key `?2`: the first seq of the turns
-/// it already wrote, whether it is the key of an unfinished run (one holding room), and
-/// how many other unfinished runs hold room.
+/// it already wrote, whether it is the key of an unfinished run (one holding room) or of
+/// one that has ended, and how many other unfinished runs hold room.
 const CHECK_APPEND: &str = concat!(
     "SELECT ",
     thread_columns!(),
     ", (SELECT seq FROM messages WHERE conversation_id = ?1 AND idempotency_key = ?2) AS replayed_from",
     ", EXISTS (SELECT 1 FROM tool_runs WHERE continuation_id = ?1",
     " AND status IN ('queued', 'running') AND 'run:' || id = ?2) AS run_under_way",
+    ", EXISTS (SELECT 1 FROM tool_runs WHERE ?2 GLOB 'run:*' AND id = substr(?2, 5)",
+    " AND status NOT IN ('queued', 'running')) AS run_ended",
     ", (",
     open_runs!(),
     ") AS open_runs FROM conversations c WHERE c.id = ?1"
@@ -57,6 +59,10 @@ impl SqliteStore {
         if let Some(first) = row.try_get::<Option<u32>, _>("replayed_from")? {
             let turns = self.turns_from(conn, id, first, count).await?;
             return Ok(Appended { thread, turns, replayed: true });
+        }
+        // A run's end is final: the answer of a run that ended without it stays out.
+        if row.try_get::<bool, _>("run_ended")? {
+            return Err(Rejection::RunEnded.into());
         }
         // A run that reserved its room while the thread was open records its answer even
         // if the thread expired while it ran.

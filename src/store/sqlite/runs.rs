@@ -77,14 +77,14 @@ fn upsert<'a>(run: &'a ToolRun, lease: Option<&'a RunLease>) -> Query<'a, Sqlite
 }
 
 impl SqliteStore {
+    /// Whether the run was written: not when it had already ended.
     pub(super) async fn upsert_run(
         &self,
         conn: &mut SqliteConnection,
         run: &ToolRun,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.trip();
-        upsert(run, None).execute(conn).await?;
-        Ok(())
+        Ok(upsert(run, None).execute(conn).await?.rows_affected() > 0)
     }
 
     /// Unfinished runs on the thread holding room for their turns.
@@ -170,14 +170,23 @@ impl SqliteStore {
              AND status IN ('queued', 'running') RETURNING CASE WHEN cancel_requested THEN id END",
         )
         .bind(encode_time(lease.expires_at))
-        .bind(runs)
+        .bind(&runs)
         .bind(&lease.owner)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .flatten()
         .collect();
-        asked.iter().map(|id| Uuid::try_parse(id).map_err(|e| StoreError::Internal(e.to_string()))).collect()
+        self.trip();
+        let ended: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tool_runs WHERE id IN (SELECT value FROM json_each(?1)) \
+             AND status NOT IN ('queued', 'running')",
+        )
+        .bind(runs)
+        .fetch_all(conn)
+        .await?;
+        let to_stop = asked.iter().chain(&ended);
+        to_stop.map(|id| Uuid::try_parse(id).map_err(|e| StoreError::Internal(e.to_string()))).collect()
     }
 
     pub(super) async fn ask_cancel(&self, conn: &mut SqliteConnection, id: Uuid) -> Result<bool, StoreError> {

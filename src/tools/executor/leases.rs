@@ -2,6 +2,7 @@
 //! instance running it; the instance renews the leases of its live runs, and every
 //! instance fails the runs of instances that are gone.
 
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::Executor;
@@ -25,11 +26,17 @@ impl Executor {
     }
 
     /// Until shutdown, every quarter of a lease: renews the leases of this process's live
-    /// runs, all in one store call, cancels those whose cancel another process recorded,
-    /// then fails the runs whose owner is gone. `exclusive`
+    /// runs, all in one store call, stops those whose cancel another process recorded or
+    /// that another process failed, then fails the runs whose owner is gone. `exclusive`
     /// says no other process can use the store (SQLite's file lock), so every run of
     /// another instance is abandoned; otherwise only those whose lease ended are. The
     /// first sweep is at once.
+    ///
+    /// While the store is out of reach (a call fails, or a round takes half a lease), no
+    /// process can renew a lease: a lapsed lease then says nothing of its owner. So after
+    /// that, sweeps wait until this process has reached the store for a whole lease, in
+    /// every round (a ping stands in for the sweep), which gives every live owner time to
+    /// renew its leases first.
     pub async fn keep_leases(&self, exclusive: bool) {
         let lease = self.inner.settings.run_lease;
         let (abandoned, error) = if exclusive {
@@ -39,41 +46,65 @@ impl Executor {
         };
         let mut ticks = tokio::time::interval(lease / 4);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Since when the store has answered every round in time; `None`: since start.
+        let mut reached_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = self.inner.shutdown.cancelled() => return,
             }
-            self.renew_leases().await;
-            self.fail_abandoned(abandoned, error).await;
+            let round = Instant::now();
+            let sweeping = reached_since.is_none_or(|since| since.elapsed() >= lease);
+            let reached = self.renew_leases().await
+                && if sweeping {
+                    self.fail_abandoned(abandoned, error).await
+                } else {
+                    self.inner.store.ping().await.is_ok()
+                };
+            if !reached || round.elapsed() >= lease / 2 {
+                reached_since = Some(Instant::now());
+            }
         }
     }
 
-    async fn renew_leases(&self) {
+    /// Whether the store could be reached.
+    async fn renew_leases(&self) -> bool {
         let live: Vec<Uuid> = self.live().keys().copied().collect();
         if live.is_empty() {
-            return;
+            return true;
         }
         match self.inner.store.renew_run_leases(&self.lease(), &live).await {
-            Ok(asked) => {
-                let cancelling: Vec<_> = asked.iter().filter_map(|id| self.live().get(id).cloned()).collect();
+            // Runs whose cancel was asked, and runs another process failed while this one
+            // could not renew them, whose answers the store would refuse.
+            Ok(to_stop) => {
+                let cancelling: Vec<_> =
+                    to_stop.iter().filter_map(|id| self.live().get(id).cloned()).collect();
                 for live in cancelling {
                     live.cancel.cancel();
                 }
+                true
             }
             Err(error) => {
-                tracing::warn!(runs = live.len(), %error, "could not renew the leases of this process's runs")
+                tracing::warn!(runs = live.len(), %error, "could not renew the leases of this process's runs");
+                false
             }
         }
     }
 
-    async fn fail_abandoned(&self, abandoned: Abandoned, error: &str) {
+    /// Whether the store could be reached.
+    async fn fail_abandoned(&self, abandoned: Abandoned, error: &str) -> bool {
         let owner = &self.inner.instance;
         let sweep = Sweep { owner, abandoned, error, now: now() };
         match self.inner.store.fail_abandoned_runs(&sweep).await {
-            Ok(0) => {}
-            Ok(failed) => tracing::warn!(failed, "marked runs whose process is gone as failed"),
-            Err(error) => tracing::warn!(%error, "could not look for runs whose process is gone"),
+            Ok(0) => true,
+            Ok(failed) => {
+                tracing::warn!(failed, "marked runs whose process is gone as failed");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not look for runs whose process is gone");
+                false
+            }
         }
     }
 }

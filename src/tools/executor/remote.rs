@@ -3,6 +3,7 @@
 //! come.
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use tracing::Instrument;
@@ -68,9 +69,10 @@ impl Executor {
         self.inner.tasks.spawn(publishing.in_current_span());
     }
 
-    /// A run this process does not run: its events through the relay, if there is one,
-    /// ending with its final event, which the store gives every quarter lease, so that
-    /// without a relay, or when its owner is gone, the run still ends for its watchers.
+    /// A run this process does not run: its events through the relay, if there is one
+    /// (subscribed again whenever the relay drops it), ending with its final event, which
+    /// the store gives every quarter lease, so that without a relay, or when its owner is
+    /// gone, the run still ends for its watchers.
     pub(super) async fn watch_elsewhere(&self, id: Uuid) -> Result<Subscription, RunError> {
         let run = self.get(id).await?;
         if run.status.is_final() {
@@ -101,9 +103,10 @@ impl Executor {
                             _ => RunEvent::Finished(run),
                         },
                         Some(event) => event,
-                        // The relay went away: the store still tells the end.
+                        // The relay went away: the store still tells the end, and the
+                        // relay is asked again for the events to come.
                         None => {
-                            relayed = futures_util::stream::pending().boxed();
+                            relayed = this.resubscribed(id);
                             continue;
                         }
                     },
@@ -122,6 +125,17 @@ impl Executor {
         };
         self.inner.tasks.spawn(bridging.in_current_span());
         Ok(Subscription::Live { events, finished: None })
+    }
+
+    /// A run's relayed events from a subscription made again after a pause; when it
+    /// cannot be made, a stream that ends at once, to be made again.
+    fn resubscribed(&self, id: Uuid) -> BoxStream<'static, RunEvent> {
+        let Some(relay) = self.inner.relay.clone() else { return futures_util::stream::pending().boxed() };
+        let subscribing = async move {
+            tokio::time::sleep(RELISTEN).await;
+            relay.subscribe(id).await.unwrap_or_else(|_| futures_util::stream::empty().boxed())
+        };
+        futures_util::stream::once(subscribing).flatten().boxed()
     }
 
     /// Asks the process that runs `id` to cancel it, and returns the run once ended. The

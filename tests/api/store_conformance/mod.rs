@@ -23,7 +23,8 @@ use self::history::{
 use self::numbers::reads_accepted_numbers_back_exactly;
 use self::runs::{
     a_reserved_run_records_its_answer_past_expiry, appends_leave_the_room_runs_reserved,
-    fails_runs_whose_lease_ended, lists_runs_newest_first_with_filters, reserves_room_atomically,
+    fails_runs_whose_lease_ended, lists_runs_newest_first_with_filters,
+    refuses_the_turns_of_a_run_that_has_ended, reserves_room_atomically,
     reserves_room_for_the_turns_of_runs_under_way, saves_and_reads_runs,
 };
 use self::threads::{
@@ -90,6 +91,7 @@ macro_rules! store_conformance {
                 keeps_the_newest_turns_within_the_byte_budget,
                 reserves_room_for_the_turns_of_runs_under_way,
                 appends_leave_the_room_runs_reserved,
+                refuses_the_turns_of_a_run_that_has_ended,
                 a_reserved_run_records_its_answer_past_expiry,
                 saves_and_reads_runs,
                 lists_runs_newest_first_with_filters,

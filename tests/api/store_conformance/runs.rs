@@ -72,6 +72,25 @@ pub async fn appends_leave_the_room_runs_reserved(store: &dyn Store) {
     assert_eq!(appended.thread.turn_count, 3);
 }
 
+/// A run's end is final: once a run has ended (another process failed it when its lease
+/// lapsed), a second end changes nothing and its late answer is refused.
+pub async fn refuses_the_turns_of_a_run_that_has_ended(store: &dyn Store) {
+    let thread = new_thread(store, titled("late"), now()).await;
+    let run = queued_run(thread);
+    store.reserve_run(&run, &lease(), support::policy(20), now()).await.unwrap();
+    let failed =
+        ToolRun { status: RunStatus::Failed, error: Some("gone".into()), finished_at: Some(now()), ..run };
+    assert!(store.save_run(&failed).await.unwrap(), "the first end is recorded");
+    let completed = ToolRun { status: RunStatus::Completed, output: Some("late".into()), ..failed.clone() };
+    assert!(!store.save_run(&completed).await.unwrap(), "a second end is not");
+    assert_eq!(store.get_run(failed.id).await.unwrap(), Some(failed.clone()));
+
+    let mut answer = append(thread, vec![user("q"), user("late")], support::policy(20));
+    answer.idempotency_key = Some(exai::store::run_idempotency_key(failed.id));
+    assert_eq!(store.append_turns(&answer).await.unwrap_err(), WriteError::Refused(Rejection::RunEnded));
+    assert_eq!(store.list_turns(thread, 0, 10).await.unwrap(), Some(Vec::new()));
+}
+
 /// The reservation is the promise: a run accepted while its thread was open records its
 /// answer though the thread expired while it ran; a client's append is refused.
 pub async fn a_reserved_run_records_its_answer_past_expiry(store: &dyn Store) {
@@ -176,7 +195,7 @@ async fn status(store: &dyn Store, run: &ToolRun) -> (RunStatus, Option<String>)
 /// A sweep fails other instances' runs whose lease ended, and runs recorded without a
 /// lease once their timeout and a grace have passed; never the sweeping instance's own,
 /// nor a run whose owner renewed its lease. A renewal returns the runs whose cancel was
-/// asked.
+/// asked, and those that have ended.
 pub async fn fails_runs_whose_lease_ended(store: &dyn Store) {
     let thread = new_thread(store, titled("leases"), now()).await;
     let (me, gone, alive) = (lease(), lease(), lease());
@@ -213,6 +232,8 @@ pub async fn fails_runs_whose_lease_ended(store: &dyn Store) {
     assert!(store.request_run_cancel(live.id).await.unwrap());
     let asked = store.renew_run_leases(&alive, &[renewed.id, live.id]).await.unwrap();
     assert_eq!(asked, [live.id], "the owner finds the cancel when it renews");
+    let stopping = store.renew_run_leases(&gone, &[abandoned.id]).await.unwrap();
+    assert_eq!(stopping, [abandoned.id], "the owner finds that its run was failed");
 
     // With the store to itself, an instance fails every other instance's unfinished run.
     assert_eq!(store.fail_abandoned_runs(&sweep(Abandoned::All)).await.unwrap(), 3);

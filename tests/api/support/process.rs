@@ -91,11 +91,25 @@ impl ExaiProcess {
         self.child.wait().expect("reap");
     }
 
+    /// SIGSTOP: the process keeps its connections and holds its state, but runs nothing
+    /// (a stalled VM, a long GC pause).
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([format!("-{signal}"), self.child.id().to_string()]).status();
+        assert!(status.expect("run kill").success());
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(mut self) -> ExitStatus {
-        let status =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
-        assert!(status.success());
+        self.signal("TERM");
         self.child.wait().expect("reap")
     }
 }
