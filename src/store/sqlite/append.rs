@@ -1,13 +1,14 @@
 //! Appends: checked, written and answered at a cost independent of the thread's size,
-//! in three statements: one that reads what the checks need, one that writes the turns
-//! and answers them as stored, one that moves the thread's header.
+//! in two round trips to SQLite: one statement that reads what the checks need, then
+//! one command that writes the turns, answers them as stored, and moves the thread's
+//! header.
 
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::rows::{decode_thread, decode_turn, encode_json, encode_time};
 use super::{SELECT_TURNS_FROM, SqliteStore};
-use crate::domain::{Rejection, Turn};
+use crate::domain::{NewTurn, Rejection, Turn};
 use crate::store::{AppendTurns, Appended, StoreError, TURNS_PER_RUN, WriteError};
 
 /// Thread `?1`'s header with, for the idempotency key `?2`: the first seq of the turns
@@ -30,6 +31,11 @@ const INSERT_TURNS: &str = "INSERT INTO messages (conversation_id, seq, role, co
 const TURN_VALUES: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 const RETURNING_TURNS: &str = concat!(" RETURNING ", turn_columns!(""));
+
+/// Follows the last `INSERT` of an append in the same command; its parameters come
+/// after the turns': the number of turns, the time, the thread.
+const MOVE_HEADER: &str = "UPDATE conversations SET turn_count = turn_count + ?, updated_at = ?, \
+     version = version + 1 WHERE id = ?";
 
 /// Rows per `INSERT`, well within SQLite's limit on bound parameters.
 const TURNS_PER_INSERT: usize = 100;
@@ -78,9 +84,20 @@ impl SqliteStore {
         let encoded_now = encode_time(now);
         let first = thread.turn_count + 1;
         let mut turns = Vec::with_capacity(append.turns.len());
-        for (chunk_index, chunk) in append.turns.chunks(TURNS_PER_INSERT).enumerate() {
-            let values = vec![TURN_VALUES; chunk.len()].join(", ");
-            let sql = format!("{INSERT_TURNS}{values}{RETURNING_TURNS}");
+        let chunks: Vec<&[NewTurn]> = append.turns.chunks(TURNS_PER_INSERT).collect();
+        // The header moves in the command that writes the last turns (alone if there are
+        // none): a round trip less. Should it fail, the write's savepoint undoes the turns.
+        let last = chunks.len().saturating_sub(1);
+        for chunk_index in 0..=last {
+            let chunk = chunks.get(chunk_index).copied().unwrap_or_default();
+            let mut sql = String::new();
+            if !chunk.is_empty() {
+                let values = vec![TURN_VALUES; chunk.len()].join(", ");
+                sql = format!("{INSERT_TURNS}{values}{RETURNING_TURNS};");
+            }
+            if chunk_index == last {
+                sql.push_str(MOVE_HEADER);
+            }
             let mut insert = sqlx::query(&sql);
             for (offset, turn) in chunk.iter().enumerate() {
                 let offset = chunk_index * TURNS_PER_INSERT + offset;
@@ -97,6 +114,9 @@ impl SqliteStore {
                     .bind(if offset == 0 { key } else { None })
                     .bind(&encoded_now);
             }
+            if chunk_index == last {
+                insert = insert.bind(count).bind(&encoded_now).bind(id.to_string());
+            }
             self.trip();
             for row in insert.fetch_all(&mut *conn).await? {
                 turns.extend(decode_turn(&row)?);
@@ -105,16 +125,6 @@ impl SqliteStore {
         // RETURNING answers rows in no particular order.
         turns.sort_by_key(|turn| turn.seq);
 
-        self.trip();
-        sqlx::query(
-            "UPDATE conversations SET turn_count = turn_count + ?2, updated_at = ?3, \
-             version = version + 1 WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(count)
-        .bind(&encoded_now)
-        .execute(&mut *conn)
-        .await?;
         // The header as the UPDATE left it; only exai writes an SQLite store.
         thread.turn_count += count;
         thread.updated_at = now;
