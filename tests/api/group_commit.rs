@@ -100,7 +100,7 @@ async fn an_append_whose_header_cannot_move_leaves_no_turn_and_the_batch_standin
 
     let before = store.round_trips();
     store.append_turns(&append(threads[0], "alone", None)).await.unwrap();
-    assert_eq!(store.round_trips() - before, 4, "begin, check, write with its header, commit");
+    assert_eq!(store.round_trips() - before, 3, "begin, the append, commit");
 
     // Queued together on this one-task-at-a-time runtime: one transaction.
     let appends: Vec<AppendTurns> = threads.iter().map(|id| append(*id, "batched", None)).collect();
@@ -122,6 +122,37 @@ async fn an_append_whose_header_cannot_move_leaves_no_turn_and_the_batch_standin
     assert_eq!(contents(threads[0]).await, ["alone", "batched"]);
     assert!(contents(refused).await.is_empty());
     assert_eq!(contents(threads[2]).await, ["batched"]);
+}
+
+#[tokio::test]
+async fn an_append_longer_than_one_insert_is_written_whole_once_or_refused_whole() {
+    let (store, _dir) = sqlite_store().await;
+    let [thread, small] = create_threads(&store, 2).await[..] else { unreachable!() };
+    let turns: Vec<NewTurn> = (1..=250).map(|n| NewTurn::new(Role::User, format!("turn {n}"))).collect();
+    let long = AppendTurns { turns, policy: policy(300), ..append(thread, "", Some("long")) };
+
+    let written = store.append_turns(&long).await.unwrap();
+    let contents: Vec<String> = (1..=250).map(|n| format!("turn {n}")).collect();
+    let seqs: Vec<u32> = written.turns.iter().map(|t| t.seq).collect();
+    assert_eq!(seqs, (1..=250).collect::<Vec<_>>());
+    assert_eq!(
+        written.turns.iter().map(|t| &t.content).collect::<Vec<_>>(),
+        contents.iter().collect::<Vec<_>>()
+    );
+    assert_eq!((written.thread.turn_count, written.replayed), (250, false));
+
+    let replayed = store.append_turns(&long).await.unwrap();
+    assert!(replayed.replayed && replayed.turns == written.turns, "{:?}", replayed.turns.len());
+    let stored = store.get_thread(thread).await.unwrap().unwrap();
+    assert_eq!((stored.thread.turn_count, stored.turns), (250, written.turns));
+
+    let over = AppendTurns { thread_id: small, idempotency_key: None, policy: policy(200), ..long };
+    assert_eq!(
+        store.append_turns(&over).await.unwrap_err(),
+        WriteError::Refused(Rejection::TurnLimitReached { thread_id: small, max_turns: 200 })
+    );
+    let small = store.get_thread(small).await.unwrap().unwrap();
+    assert_eq!((small.thread.turn_count, small.turns.len()), (0, 0));
 }
 
 const CLIENTS: usize = 16;
