@@ -3,9 +3,10 @@
 
 use chrono::{TimeDelta, Utc};
 use exai::domain::{NewThread, NewTurn, Rejection, Role, truncate_to_micros};
-use exai::store::{AppendTurns, Store, WriteError};
+use exai::store::{AppendTurns, SqliteStore, Store, WriteError};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
+use sqlx::Connection;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -23,15 +24,20 @@ fn append(thread_id: Uuid, content: &str, key: Option<&str>) -> AppendTurns {
     }
 }
 
-#[tokio::test]
-async fn refused_appends_leave_the_rest_of_their_batch_standing() {
-    let (store, _dir) = sqlite_store().await;
+async fn create_threads(store: &SqliteStore, count: usize) -> Vec<Uuid> {
     let mut threads = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..count {
         let id = Uuid::new_v4();
         store.create_thread(id, &NewThread::default(), Utc::now()).await.unwrap();
         threads.push(id);
     }
+    threads
+}
+
+#[tokio::test]
+async fn refused_appends_leave_the_rest_of_their_batch_standing() {
+    let (store, _dir) = sqlite_store().await;
+    let threads = create_threads(&store, 6).await;
     let (open, [full, keyed]) = threads.split_at(4) else { unreachable!() };
     let (full, keyed) = (*full, *keyed);
     for content in ["1", "2", "3"] {
@@ -71,6 +77,82 @@ async fn refused_appends_leave_the_rest_of_their_batch_standing() {
     }
     assert_eq!(store.get_thread(full).await.unwrap().unwrap().turns.len(), 3);
     assert_eq!(store.get_thread(keyed).await.unwrap().unwrap().turns.len(), 1);
+}
+
+#[tokio::test]
+async fn an_append_whose_header_cannot_move_leaves_no_turn_and_the_batch_standing() {
+    let (store, dir) = sqlite_store().await;
+    let threads = create_threads(&store, 3).await;
+    let refused = threads[1];
+    // The header's UPDATE travels with the turns' INSERT in one command: make it fail
+    // for one thread, after its turns were written.
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("exai.db").display()))
+            .await
+            .unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER header_refused BEFORE UPDATE OF turn_count ON conversations \
+         WHEN NEW.id = '{refused}' BEGIN SELECT RAISE(ABORT, 'header refused'); END"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let before = store.round_trips();
+    store.append_turns(&append(threads[0], "alone", None)).await.unwrap();
+    assert_eq!(store.round_trips() - before, 3, "begin, the append, commit");
+
+    // Queued together on this one-task-at-a-time runtime: one transaction.
+    let appends: Vec<AppendTurns> = threads.iter().map(|id| append(*id, "batched", None)).collect();
+    let outcomes = join_all(appends.iter().map(|a| store.append_turns(a))).await;
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[1], Err(WriteError::Failed(e)) if e.to_string().contains("header refused")),
+        "{:?}",
+        outcomes[1]
+    );
+    let contents = |id| {
+        let store = store.clone();
+        async move {
+            let thread = store.get_thread(id).await.unwrap().unwrap();
+            assert_eq!(thread.thread.turn_count as usize, thread.turns.len());
+            thread.turns.into_iter().map(|t| t.content).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(contents(threads[0]).await, ["alone", "batched"]);
+    assert!(contents(refused).await.is_empty());
+    assert_eq!(contents(threads[2]).await, ["batched"]);
+}
+
+#[tokio::test]
+async fn an_append_longer_than_one_insert_is_written_whole_once_or_refused_whole() {
+    let (store, _dir) = sqlite_store().await;
+    let [thread, small] = create_threads(&store, 2).await[..] else { unreachable!() };
+    let turns: Vec<NewTurn> = (1..=250).map(|n| NewTurn::new(Role::User, format!("turn {n}"))).collect();
+    let long = AppendTurns { turns, policy: policy(300), ..append(thread, "", Some("long")) };
+
+    let written = store.append_turns(&long).await.unwrap();
+    let contents: Vec<String> = (1..=250).map(|n| format!("turn {n}")).collect();
+    let seqs: Vec<u32> = written.turns.iter().map(|t| t.seq).collect();
+    assert_eq!(seqs, (1..=250).collect::<Vec<_>>());
+    assert_eq!(
+        written.turns.iter().map(|t| &t.content).collect::<Vec<_>>(),
+        contents.iter().collect::<Vec<_>>()
+    );
+    assert_eq!((written.thread.turn_count, written.replayed), (250, false));
+
+    let replayed = store.append_turns(&long).await.unwrap();
+    assert!(replayed.replayed && replayed.turns == written.turns, "{:?}", replayed.turns.len());
+    let stored = store.get_thread(thread).await.unwrap().unwrap();
+    assert_eq!((stored.thread.turn_count, stored.turns), (250, written.turns));
+
+    let over = AppendTurns { thread_id: small, idempotency_key: None, policy: policy(200), ..long };
+    assert_eq!(
+        store.append_turns(&over).await.unwrap_err(),
+        WriteError::Refused(Rejection::TurnLimitReached { thread_id: small, max_turns: 200 })
+    );
+    let small = store.get_thread(small).await.unwrap().unwrap();
+    assert_eq!((small.thread.turn_count, small.turns.len()), (0, 0));
 }
 
 const CLIENTS: usize = 16;

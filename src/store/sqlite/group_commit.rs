@@ -33,7 +33,7 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer on `conn`, counting each statement it sends in `round_trips`.
+    /// Starts the writer on `conn`, counting each command it sends in `round_trips`.
     pub fn start(conn: SqliteConnection, round_trips: Arc<AtomicU64>) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE);
         tokio::spawn(Writer { conn, round_trips }.run(pending));
@@ -147,7 +147,6 @@ impl Writer {
         if batch.is_empty() {
             return Ok(());
         }
-        self.execute("BEGIN IMMEDIATE").await?;
         let committed = self.run_and_commit(batch).await;
         if committed.is_err() {
             // SQLite may have rolled back already; either way nothing of the batch stays.
@@ -157,19 +156,26 @@ impl Writer {
     }
 
     /// Each write in a savepoint of its own, left to COMMIT to release: `ROLLBACK TO`
-    /// undoes the newest savepoint of the name, the one of the write that failed.
-    /// Releasing `batch` fails if the transaction ended early (an I/O error rolls it
-    /// back, say) and the writes after that began another.
+    /// undoes the newest savepoint of the name, the one of the write that failed, and
+    /// keeps it, so that it marks where the next write starts. Releasing `batch` fails
+    /// if the transaction ended early (an I/O error rolls it back, say) and the writes
+    /// after that began another. The statements between two writes go to SQLite as one
+    /// command: each command is a round trip to the connection's thread, and the batch
+    /// waits for each in turn. A command stops at its first failing statement.
     async fn run_and_commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-        self.execute("SAVEPOINT batch").await?;
-        for job in batch {
-            self.execute("SAVEPOINT write").await?;
-            if !job.run(&mut self.conn).await {
-                self.execute("ROLLBACK TO write").await?;
-            }
+        self.execute("BEGIN IMMEDIATE; SAVEPOINT batch; SAVEPOINT write").await?;
+        let last = batch.len() - 1;
+        for (index, job) in batch.iter_mut().enumerate() {
+            let succeeded = job.run(&mut self.conn).await;
+            self.execute(match (succeeded, index == last) {
+                (true, false) => "SAVEPOINT write",
+                (false, false) => "ROLLBACK TO write",
+                (true, true) => "RELEASE batch; COMMIT",
+                (false, true) => "ROLLBACK TO write; RELEASE batch; COMMIT",
+            })
+            .await?;
         }
-        self.execute("RELEASE batch").await?;
-        self.execute("COMMIT").await
+        Ok(())
     }
 
     async fn execute(&mut self, statement: &'static str) -> Result<(), StoreError> {
@@ -222,6 +228,14 @@ mod tests {
                     match then {
                         "refuse" => Err(Rejection::ThreadExpired(uuid::Uuid::nil()).into()),
                         "panic" => panic!("a failing write"),
+                        // Then one command whose second statement fails once the first has run.
+                        "fail mid-command" => {
+                            sqlx::query("INSERT INTO t (v) VALUES (?1); INSERT INTO t (v) VALUES (NULL)")
+                                .bind(value)
+                                .execute(conn)
+                                .await?;
+                            Ok(())
+                        }
                         "end the transaction" => {
                             sqlx::query("ROLLBACK").execute(conn).await?;
                             Ok(())
@@ -257,6 +271,22 @@ mod tests {
             matches!(&outcomes[2], Err(WriteError::Failed(StoreError::Internal(m))) if m.contains("panicked"))
         );
         assert_eq!(values(&path).await, ["a", "d"]);
+    }
+
+    #[tokio::test]
+    async fn a_write_failing_inside_a_command_undoes_only_itself_first_or_last() {
+        let (_dir, path, writer) = start().await;
+        let outcomes = join_all([
+            write(&writer, "a", "fail mid-command"),
+            write(&writer, "b", "keep"),
+            write(&writer, "c", "fail mid-command"),
+            write(&writer, "d", "keep"),
+            write(&writer, "e", "fail mid-command"),
+        ])
+        .await;
+        let failed: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [true, false, true, false, true], "{outcomes:?}");
+        assert_eq!(values(&path).await, ["b", "d"]);
     }
 
     #[tokio::test]
