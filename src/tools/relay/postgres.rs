@@ -1,14 +1,18 @@
 //! The relay over Postgres `LISTEN`/`NOTIFY`, for replicas without Redis: a run's events
 //! on the channel `exai_run_<id>`, cancel requests on `exai_cancel`. Notifying goes
-//! through a small pool; every subscription listens on a connection of its own.
+//! through a small pool; every subscription listens on the process's one listening
+//! connection, so that watchers cannot use up the database's connections.
+
+mod listener;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::time::Duration;
 use uuid::Uuid;
 
+use self::listener::SharedListener;
 use super::{Relay, RelayError};
 use crate::tools::live::RunEvent;
 
@@ -19,7 +23,7 @@ const MAX_PAYLOAD: usize = 7_999;
 const CANCEL_CHANNEL: &str = "exai_cancel";
 
 pub struct PgRelay {
-    url: String,
+    listener: SharedListener,
     notifier: PgPool,
 }
 
@@ -45,14 +49,14 @@ fn payload(event: &RunEvent) -> Result<String, RelayError> {
 }
 
 impl PgRelay {
-    /// Prepares the pool without connecting.
+    /// Prepares the pool and the listening task without connecting.
     pub fn connect(url: &str) -> Result<Self, RelayError> {
+        let options: PgConnectOptions = url.parse().map_err(failed)?;
         let notifier = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(CALL_TIMEOUT)
-            .connect_lazy(url)
-            .map_err(failed)?;
-        Ok(Self { url: url.to_owned(), notifier })
+            .connect_lazy_with(options.clone());
+        Ok(Self { listener: SharedListener::start(options), notifier })
     }
 
     async fn notify(&self, channel: &str, payload: &str) -> Result<(), RelayError> {
@@ -63,23 +67,6 @@ impl PgRelay {
             Err(_) => Err(RelayError(format!("no answer within {CALL_TIMEOUT:?}"))),
         }
     }
-
-    /// The payloads of `channel`'s notifications.
-    async fn listen(&self, channel: &str) -> Result<BoxStream<'static, String>, RelayError> {
-        let listening = async {
-            let mut listener = PgListener::connect(&self.url).await?;
-            listener.listen(channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let listener = tokio::time::timeout(CALL_TIMEOUT, listening)
-            .await
-            .map_err(|_| RelayError("no answer to LISTEN".into()))?
-            .map_err(failed)?;
-        let payloads = listener.into_stream().filter_map(|notification| async move {
-            notification.ok().map(|notification| notification.payload().to_owned())
-        });
-        Ok(payloads.boxed())
-    }
 }
 
 #[async_trait]
@@ -89,7 +76,7 @@ impl Relay for PgRelay {
     }
 
     async fn subscribe(&self, run: Uuid) -> Result<BoxStream<'static, RunEvent>, RelayError> {
-        let payloads = self.listen(&events_channel(run)).await?;
+        let payloads = self.listener.subscribe(&events_channel(run)).await?;
         Ok(payloads.filter_map(|payload| async move { serde_json::from_str(&payload).ok() }).boxed())
     }
 
@@ -98,7 +85,7 @@ impl Relay for PgRelay {
     }
 
     async fn cancel_requests(&self) -> Result<BoxStream<'static, Uuid>, RelayError> {
-        let payloads = self.listen(CANCEL_CHANNEL).await?;
+        let payloads = self.listener.subscribe(CANCEL_CHANNEL).await?;
         Ok(payloads.filter_map(|payload| async move { Uuid::try_parse(&payload).ok() }).boxed())
     }
 }

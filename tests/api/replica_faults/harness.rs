@@ -167,8 +167,15 @@ pub async fn turns_in_store(admin: &PgPool, thread: &str) -> Vec<String> {
     sqlx::query_scalar(query).bind(thread).fetch_all(admin).await.unwrap()
 }
 
-/// The backends of this database that listen for notifications.
-pub async fn listeners(admin: &PgPool, channel: &str) -> Vec<i32> {
-    let query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE $1";
-    sqlx::query_scalar(query).bind(format!("LISTEN \"{channel}\"%")).fetch_all(admin).await.unwrap()
+/// The backends of this database that listen for notifications: one per replica, named
+/// for the relay.
+pub async fn listeners(admin: &PgPool) -> Vec<i32> {
+    let query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'exai relay'";
+    sqlx::query_scalar(query).fetch_all(admin).await.unwrap()
+}
+
+/// How many backends of this database serve someone other than `admin`.
+pub async fn backends(admin: &PgPool) -> i64 {
+    let query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    sqlx::query_scalar(query).fetch_one(admin).await.unwrap()
 }

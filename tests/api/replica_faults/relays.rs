@@ -1,11 +1,13 @@
 //! Relays that fail: Redis stalled, killed or restarted, Postgres dropping its listening
-//! connections or restarting.
+//! connections or restarting; and many watchers on one relay.
 
 use serde_json::json;
 use sqlx::PgPool;
 use std::time::Duration;
 
-use super::harness::{Events, LEASE_SECS, Replicas, SLOW_MS, cancel, eventually, leases, listeners};
+use super::harness::{
+    Events, LEASE_SECS, Replicas, SLOW_MS, backends, cancel, eventually, leases, listeners,
+};
 use crate::support;
 use crate::support::runs::{get_json, start_run};
 use crate::support::services::{self, PostgresServer, RedisServer};
@@ -57,29 +59,27 @@ async fn events_and_cancels_come_through_again_once_postgres_drops_the_listeners
     let replicas = Replicas::start(&[("DATABASE_URL", &database)], lease_secs).await;
     let admin = PgPool::connect(&database).await.unwrap();
     let relisten = Duration::from_secs(10);
-    eventually("both replicas listen for cancels", relisten, async || {
-        listeners(&admin, "exai_cancel").await.len() == 2
-    })
-    .await;
+    eventually("both replicas listen for cancels", relisten, async || listeners(&admin).await.len() == 2)
+        .await;
     let run = replicas.stalled_run().await;
     let mut watcher = Events::follow(&replicas.other, &run).await;
     assert_eq!(watcher.next_within(relisten).await.0, "progress");
 
-    let cut: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %' \
-         AND pg_terminate_backend(pid)",
-    )
-    .fetch_all(&admin)
-    .await
-    .unwrap();
-    assert_eq!(cut.len(), 3, "two cancel listeners and the watcher's: {cut:?}");
+    let cut = listeners(&admin).await;
+    let terminated: Vec<bool> =
+        sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+            .bind(&cut)
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    assert_eq!(terminated, [true, true], "one listening connection per replica: {cut:?}");
 
     // At most one progress event was on its way when the watcher's connection went.
     for _ in 0..3 {
         assert_eq!(watcher.next_within(relisten).await.0, "progress");
     }
     eventually("both replicas listen for cancels again", relisten, async || {
-        let now = listeners(&admin, "exai_cancel").await;
+        let now = listeners(&admin).await;
         now.len() == 2 && now.iter().all(|pid| !cut.contains(pid))
     })
     .await;
@@ -133,4 +133,40 @@ async fn progress_comes_through_again_once_postgres_is_back() {
     let server = std::sync::Mutex::new(server);
     let (fail, recover) = (|| server.lock().unwrap().stop(), || server.lock().unwrap().restart());
     progress_comes_through_again_once_the_relay_is_back(&[("DATABASE_URL", &database)], fail, recover).await;
+}
+
+/// Many watchers of a run, on the replica that does not own it, share its one listening
+/// connection: the database's backends do not grow with them, and each gets the run's
+/// progress and end.
+#[tokio::test]
+async fn watchers_on_another_replica_share_one_listening_connection() {
+    let Some(database) = services::postgres_database() else {
+        return support::skip("no PostgreSQL server for two processes to share");
+    };
+    const WATCHERS: usize = 40;
+    /// The most connections a replica's store pool holds.
+    const STORE_POOL: i64 = 16;
+    let replicas = Replicas::start(&[("DATABASE_URL", &database)], LEASE_SECS).await;
+    let admin = PgPool::connect(&database).await.unwrap();
+    let run = start_run(&replicas.owner, "slower").await;
+    let mut first = Events::follow(&replicas.other, &run).await;
+    assert_eq!(first.next_within(leases(3)).await.0, "progress");
+    let before = backends(&admin).await;
+
+    let following = (0..WATCHERS).map(|_| Events::follow(&replicas.other, &run));
+    let mut watchers = futures_util::future::join_all(following).await;
+    for watcher in &mut watchers {
+        assert_eq!(watcher.next_within(leases(3)).await.0, "progress");
+    }
+    let during = backends(&admin).await;
+    println!("database backends: {before} with one watcher, {during} with {} watchers", WATCHERS + 1);
+    // The replica's store pool may open more for the watchers' reads, up to its cap; a
+    // connection per watcher would be 40 more.
+    assert!(during <= before + STORE_POOL, "{before} backends before the watchers, {during} with them");
+
+    let patience = Duration::from_millis(2 * SLOW_MS) + leases(3);
+    for watcher in watchers.iter_mut().chain([&mut first]) {
+        let (event, run) = watcher.last_within(patience).await;
+        assert_eq!(event, "completed", "{run}");
+    }
 }
