@@ -2,6 +2,7 @@
 //! that any of them serves `GET /v1/runs/{id}/events` and `POST /v1/runs/{id}/cancel`
 //! for a run another one owns.
 
+mod hub;
 mod postgres;
 mod redis;
 

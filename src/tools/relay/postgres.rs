@@ -8,11 +8,11 @@ mod listener;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use std::time::Duration;
 use uuid::Uuid;
 
-use self::listener::SharedListener;
+use super::hub::SharedListener;
 use super::{Relay, RelayError};
 use crate::tools::live::RunEvent;
 
@@ -56,7 +56,7 @@ impl PgRelay {
             .max_connections(2)
             .acquire_timeout(CALL_TIMEOUT)
             .connect_lazy_with(options.clone());
-        Ok(Self { listener: SharedListener::start(options), notifier })
+        Ok(Self { listener: SharedListener::start::<PgListener>(options, CALL_TIMEOUT), notifier })
     }
 
     async fn notify(&self, channel: &str, payload: &str) -> Result<(), RelayError> {

@@ -1,15 +1,17 @@
 //! The relay over Redis pub/sub: a run's events on `<namespace>:run:{id}`, cancel
 //! requests on `<namespace>:cancel`. Publishing goes over a multiplexed command
-//! connection; every subscription holds a pub/sub connection of its own, since a
-//! connection that subscribes can send no other command.
+//! connection; every subscription is made on the process's one pub/sub connection (a
+//! connection that subscribes can send no other command), so that watchers cannot use
+//! up Redis's clients.
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use std::time::Duration;
 use uuid::Uuid;
 
+use super::hub::{Listener, SharedListener};
 use super::{Relay, RelayError};
 use crate::tools::live::RunEvent;
 
@@ -18,7 +20,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct RedisRelay {
-    client: redis::Client,
+    listener: SharedListener,
     commands: ConnectionManager,
     namespace: String,
 }
@@ -36,7 +38,9 @@ impl RedisRelay {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(1);
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(failed)?;
-        Ok(Self { client, commands, namespace: namespace.to_owned() })
+        // A subscription may take as long as connecting and subscribing.
+        let listener = SharedListener::start::<Subscriber>(client, CONNECT_TIMEOUT * 2);
+        Ok(Self { listener, commands, namespace: namespace.to_owned() })
     }
 
     fn events_channel(&self, run: Uuid) -> String {
@@ -57,19 +61,38 @@ impl RedisRelay {
             Err(_) => Err(RelayError(format!("no answer within {PUBLISH_TIMEOUT:?}"))),
         }
     }
+}
 
-    /// The payloads of `channel`'s messages, over a pub/sub connection of their own.
-    async fn messages(&self, channel: String) -> Result<BoxStream<'static, String>, RelayError> {
-        let subscribing = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = tokio::time::timeout(CONNECT_TIMEOUT * 2, subscribing)
-            .await
-            .map_err(|_| RelayError("no answer to SUBSCRIBE".into()))?
-            .map_err(failed)?;
-        Ok(pubsub.into_on_message().filter_map(|message| async move { message.get_payload().ok() }).boxed())
+/// The process's pub/sub connection: subscribing on its sink while its stream is read.
+struct Subscriber {
+    sink: PubSubSink,
+    messages: PubSubStream,
+}
+
+#[async_trait]
+impl Listener for Subscriber {
+    type Options = redis::Client;
+
+    async fn connect(client: &redis::Client) -> Result<Self, RelayError> {
+        let (sink, messages) = client.get_async_pubsub().await.map_err(failed)?.split();
+        Ok(Self { sink, messages })
+    }
+
+    async fn listen(&mut self, channel: &str) -> Result<(), RelayError> {
+        self.sink.subscribe(channel).await.map_err(failed)
+    }
+
+    async fn unlisten(&mut self, channel: &str) -> Result<(), RelayError> {
+        self.sink.unsubscribe(channel).await.map_err(failed)
+    }
+
+    async fn next(&mut self) -> Result<Option<(String, String)>, RelayError> {
+        while let Some(message) = self.messages.next().await {
+            if let Ok(payload) = message.get_payload() {
+                return Ok(Some((message.get_channel_name().to_owned(), payload)));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -81,7 +104,7 @@ impl Relay for RedisRelay {
     }
 
     async fn subscribe(&self, run: Uuid) -> Result<BoxStream<'static, RunEvent>, RelayError> {
-        let messages = self.messages(self.events_channel(run)).await?;
+        let messages = self.listener.subscribe(&self.events_channel(run)).await?;
         Ok(messages.filter_map(|message| async move { serde_json::from_str(&message).ok() }).boxed())
     }
 
@@ -90,7 +113,7 @@ impl Relay for RedisRelay {
     }
 
     async fn cancel_requests(&self) -> Result<BoxStream<'static, Uuid>, RelayError> {
-        let messages = self.messages(self.cancel_channel()).await?;
+        let messages = self.listener.subscribe(&self.cancel_channel()).await?;
         Ok(messages.filter_map(|message| async move { Uuid::try_parse(&message).ok() }).boxed())
     }
 }

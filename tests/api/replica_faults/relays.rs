@@ -1,5 +1,5 @@
 //! Relays that fail: Redis stalled, killed or restarted, Postgres dropping its listening
-//! connections or restarting; and many watchers on one relay.
+//! connections or restarting; and many watchers on one relay's connection.
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -136,37 +136,60 @@ async fn progress_comes_through_again_once_postgres_is_back() {
 }
 
 /// Many watchers of a run, on the replica that does not own it, share its one listening
-/// connection: the database's backends do not grow with them, and each gets the run's
-/// progress and end.
-#[tokio::test]
-async fn watchers_on_another_replica_share_one_listening_connection() {
-    let Some(database) = services::postgres_database() else {
-        return support::skip("no PostgreSQL server for two processes to share");
-    };
+/// connection: the relay's server's connections, as `connections` counts them, do not
+/// grow by more than `allowance` with them, and each watcher gets the run's progress and end.
+async fn watchers_on_another_replica_share_one_connection(
+    store_env: &[(&str, &str)],
+    connections: impl AsyncFn() -> i64,
+    allowance: i64,
+) {
     const WATCHERS: usize = 40;
-    /// The most connections a replica's store pool holds.
-    const STORE_POOL: i64 = 16;
-    let replicas = Replicas::start(&[("DATABASE_URL", &database)], LEASE_SECS).await;
-    let admin = PgPool::connect(&database).await.unwrap();
+    let replicas = Replicas::start(store_env, LEASE_SECS).await;
     let run = start_run(&replicas.owner, "slower").await;
     let mut first = Events::follow(&replicas.other, &run).await;
     assert_eq!(first.next_within(leases(3)).await.0, "progress");
-    let before = backends(&admin).await;
+    let before = connections().await;
 
     let following = (0..WATCHERS).map(|_| Events::follow(&replicas.other, &run));
     let mut watchers = futures_util::future::join_all(following).await;
     for watcher in &mut watchers {
         assert_eq!(watcher.next_within(leases(3)).await.0, "progress");
     }
-    let during = backends(&admin).await;
-    println!("database backends: {before} with one watcher, {during} with {} watchers", WATCHERS + 1);
-    // The replica's store pool may open more for the watchers' reads, up to its cap; a
-    // connection per watcher would be 40 more.
-    assert!(during <= before + STORE_POOL, "{before} backends before the watchers, {during} with them");
+    let during = connections().await;
+    println!("relay connections: {before} with one watcher, {during} with {} watchers", WATCHERS + 1);
+    assert!(during <= before + allowance, "{before} connections before the watchers, {during} with them");
 
     let patience = Duration::from_millis(2 * SLOW_MS) + leases(3);
     for watcher in watchers.iter_mut().chain([&mut first]) {
         let (event, run) = watcher.last_within(patience).await;
         assert_eq!(event, "completed", "{run}");
     }
+}
+
+#[tokio::test]
+async fn watchers_on_another_replica_share_one_listening_connection() {
+    let Some(database) = services::postgres_database() else {
+        return support::skip("no PostgreSQL server for two processes to share");
+    };
+    // The replica's store pool may open more backends for the watchers' reads, up to its
+    // cap of 16; a connection per watcher would be 40 more.
+    let admin = PgPool::connect(&database).await.unwrap();
+    let connections = async || backends(&admin).await;
+    watchers_on_another_replica_share_one_connection(&[("DATABASE_URL", &database)], connections, 16).await;
+}
+
+#[tokio::test]
+async fn watchers_on_another_replica_share_one_pubsub_connection() {
+    let (Some(database), Some(redis)) = (services::postgres_database(), RedisServer::start()) else {
+        return support::skip("no PostgreSQL or Redis for two processes to share");
+    };
+    let store_env = [("DATABASE_URL", database.as_str()), ("REDIS_URL", &redis.url())];
+    let client = redis::Client::open(redis.url()).unwrap();
+    let admin = client.get_multiplexed_async_connection().await.unwrap();
+    // Redis's clients subscribed to some channel: each replica's one, whatever it watches.
+    let connections = async || {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut admin.clone()).await.unwrap();
+        clients.lines().filter(|client| !client.contains(" sub=0 ")).count() as i64
+    };
+    watchers_on_another_replica_share_one_connection(&store_env, connections, 0).await;
 }
