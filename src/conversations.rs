@@ -181,7 +181,6 @@ impl Conversations {
                 Ok(deleted) => deleted,
                 Err(error) => return Err(this.distrust_after(id, error).await.into()),
             };
-            this.flights.forget(|(key, _)| *key == id);
             let block_fills_for = this.policy.timeout.to_std().unwrap_or_default();
             this.cache.remove(id, block_fills_for).await;
             Ok(deleted)
@@ -213,7 +212,6 @@ impl Conversations {
                     return Err(this.distrust_after(thread_id, error).await.into());
                 }
             };
-            this.flights.forget(|(key, _)| *key == thread_id);
             // The next read fills the entry: writing the whole document here would cost
             // every append the size of its thread. A replay too: the first attempt may
             // have committed without updating the cache.
@@ -266,7 +264,6 @@ impl Conversations {
     /// threads keep their entries. Returns the error.
     async fn distrust_after(&self, id: Uuid, error: StoreError) -> StoreError {
         if matches!(error, StoreError::Unavailable(_) | StoreError::Internal(_)) {
-            self.flights.forget(|(key, _)| *key == id);
             self.cache.distrust(id).await;
         }
         error

@@ -27,13 +27,6 @@ impl<K: Eq + Hash + Clone, V: Clone> SingleFlight<K, V> {
         value
     }
 
-    /// Makes the next callers of the keys `stale` picks load afresh instead of joining
-    /// a load already under way, which may have read the data before a write that just
-    /// committed.
-    pub fn forget(&self, stale: impl Fn(&K) -> bool) {
-        self.flights().retain(|key, _| !stale(key));
-    }
-
     fn retire(&self, key: &K, flight: &Arc<OnceCell<V>>) {
         let mut flights = self.flights();
         if flights.get(key).is_some_and(|current| Arc::ptr_eq(current, flight)) {
