@@ -9,11 +9,8 @@ pub use exclusive::{LockError, ServingLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, TryStreamExt};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use futures_util::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, Row, SqliteConnection};
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +30,8 @@ use crate::domain::{
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: u32 = 4;
+/// Prepared statements the writer keeps: every statement its writes run, with room.
+const WRITER_STATEMENTS: usize = 64;
 
 macro_rules! thread_columns {
     () => {
@@ -123,7 +122,36 @@ const HISTORY: &str = concat!(
     " ORDER BY chain.depth DESC, m.seq"
 );
 
-/// Cheap to clone: a write takes a clone of the store along to the writer task.
+/// The writer's own connection, opened after the migrations have put the file in WAL
+/// mode (which the file keeps), every commit synced.
+fn open_writer(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
+    // The savepoints of a batch journal the pages their writes change; past 64 KiB
+    // SQLite would spill that journal to a temporary file, created and deleted again
+    // for nearly every batch. It is never needed after a crash.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;")?;
+    Ok(conn)
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match error.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => StoreError::Unavailable(error.to_string()),
+            _ => StoreError::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+/// Cheap to clone: a write takes a clone of the store along to the writer's thread.
 #[derive(Clone)]
 pub struct SqliteStore {
     /// The single writer connection: SQLite admits one writer at a time, and queueing
@@ -139,29 +167,23 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let options =
             SqliteConnectOptions::new().filename(path).busy_timeout(BUSY_TIMEOUT).foreign_keys(true);
-        let mut writer = SqliteConnection::connect_with(
-            &options
-                .clone()
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                // The savepoints of a batch journal the pages their writes change; past
-                // 64 KiB SQLite would spill that journal to a temporary file, created and
-                // deleted again for nearly every batch. It is never needed after a crash.
-                .pragma("temp_store", "memory"),
+        let mut migrator = SqliteConnection::connect_with(
+            &options.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal),
         )
         .await?;
         sqlx::migrate!("migrations/sqlite")
-            .run(&mut writer)
+            .run(&mut migrator)
             .await
             .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+        let writer = open_writer(path)?;
+        migrator.close().await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.read_only(true))
             .await?;
         let round_trips = Arc::new(AtomicU64::new(0));
-        Ok(Self { writer: GroupCommit::start(writer, round_trips.clone()), reader, round_trips })
+        Ok(Self { writer: GroupCommit::start(writer, round_trips.clone())?, reader, round_trips })
     }
 
     /// Runs `write` on the writer connection, in a transaction shared with the writes
@@ -170,10 +192,10 @@ impl SqliteStore {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: for<'c> FnOnce(Self, &'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        F: FnOnce(&Self, &rusqlite::Connection) -> Result<T, E> + Send + 'static,
     {
         let store = self.clone();
-        self.writer.write(move |conn| write(store, conn)).await
+        self.writer.write(move |conn| write(&store, conn)).await
     }
 
     /// Counts one command sent to SQLite: one or more statements, one round trip.
@@ -205,8 +227,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Thread, WriteError> {
         let new = new.clone();
-        self.write(move |store, conn| async move { store.insert_thread(conn, id, new, now).await }.boxed())
-            .await
+        self.write(move |store, conn| store.insert_thread(conn, id, new, now)).await
     }
 
     async fn get_thread(&self, id: Uuid) -> Result<Option<ThreadWithTurns>, StoreError> {
@@ -223,12 +244,12 @@ impl Store for SqliteStore {
     }
 
     async fn delete_thread(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.write(move |store, conn| async move { store.remove_thread(conn, id).await }.boxed()).await
+        self.write(move |store, conn| store.remove_thread(conn, id)).await
     }
 
     async fn append_turns(&self, append: &AppendTurns) -> Result<Appended, WriteError> {
         let append = append.clone();
-        self.write(move |store, conn| async move { store.append_in(conn, &append).await }.boxed()).await
+        self.write(move |store, conn| store.append_in(conn, &append)).await
     }
 
     async fn list_turns(
@@ -283,15 +304,12 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<(), WriteError> {
         let (run, lease) = (run.clone(), lease.clone());
-        self.write(move |store, conn| {
-            async move { store.reserve_in(conn, &run, &lease, policy, now).await }.boxed()
-        })
-        .await
+        self.write(move |store, conn| store.reserve_in(conn, &run, &lease, policy, now)).await
     }
 
     async fn save_run(&self, run: &ToolRun) -> Result<bool, StoreError> {
         let run = run.clone();
-        self.write(move |store, conn| async move { store.upsert_run(conn, &run).await }.boxed()).await
+        self.write(move |store, conn| store.upsert_run(conn, &run)).await
     }
 
     async fn get_run(&self, id: Uuid) -> Result<Option<ToolRun>, StoreError> {
@@ -304,23 +322,18 @@ impl Store for SqliteStore {
 
     async fn renew_run_leases(&self, lease: &RunLease, runs: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let (lease, runs) = (lease.clone(), runs.to_vec());
-        self.write(move |store, conn| async move { store.renew_leases(conn, &lease, &runs).await }.boxed())
-            .await
+        self.write(move |store, conn| store.renew_leases(conn, &lease, &runs)).await
     }
 
     async fn request_run_cancel(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.write(move |store, conn| async move { store.ask_cancel(conn, id).await }.boxed()).await
+        self.write(move |store, conn| store.ask_cancel(conn, id)).await
     }
 
     async fn fail_abandoned_runs(&self, sweep: &Sweep<'_>) -> Result<u64, StoreError> {
         let (owner, error) = (sweep.owner.to_owned(), sweep.error.to_owned());
         let (abandoned, now) = (sweep.abandoned, sweep.now);
         self.write(move |store, conn| {
-            async move {
-                let sweep = Sweep { owner: &owner, abandoned, error: &error, now };
-                store.fail_abandoned(conn, &sweep).await
-            }
-            .boxed()
+            store.fail_abandoned(conn, &Sweep { owner: &owner, abandoned, error: &error, now })
         })
         .await
     }
@@ -331,7 +344,7 @@ impl Store for SqliteStore {
 
     async fn import_threads(&self, threads: &[ThreadRecord]) -> Result<Vec<ImportedThread>, StoreError> {
         let threads = threads.to_vec();
-        self.write(move |store, conn| async move { store.import_batch(conn, &threads).await }.boxed()).await
+        self.write(move |store, conn| store.import_batch(conn, &threads)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -342,5 +355,25 @@ impl Store for SqliteStore {
 
     fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_writer_syncs_every_commit_and_enforces_foreign_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("exai.db");
+        drop(SqliteStore::open(&path).await.expect("open"));
+        let writer = open_writer(&path).expect("writer");
+        let pragma = |name: &str| -> i64 {
+            writer.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0)).expect("pragma")
+        };
+        // FULL, on, MEMORY.
+        assert_eq!((pragma("synchronous"), pragma("foreign_keys"), pragma("temp_store")), (2, 1, 2));
+        let mode: String = writer.query_row("PRAGMA journal_mode", [], |row| row.get(0)).expect("mode");
+        assert_eq!(mode, "wal");
     }
 }

@@ -5,9 +5,12 @@ use chrono::{TimeDelta, Utc};
 use exai::domain::{NewThread, NewTurn, Rejection, Role, truncate_to_micros};
 use exai::store::{AppendTurns, SqliteStore, Store, WriteError};
 use futures_util::future::join_all;
+use futures_util::poll;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -24,6 +27,37 @@ fn append(thread_id: Uuid, content: &str, key: Option<&str>) -> AppendTurns {
     }
 }
 
+async fn connect(dir: &Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.join("exai.db").display())).await.unwrap()
+}
+
+/// Awaits `writes` run as one batch: while another connection holds SQLite's write
+/// lock, the writer waits in a write of its own and they are queued behind it.
+async fn in_one_batch<F: Future>(store: &SqliteStore, dir: &Path, writes: F) -> F::Output {
+    let mut lock = connect(dir).await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    let new = NewThread::default();
+    let mut first = pin!(store.create_thread(Uuid::new_v4(), &new, Utc::now()));
+    assert!(poll!(&mut first).is_pending(), "the writer waits for the lock");
+    // Time for the writer's thread to take the first write alone.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut writes = pin!(writes);
+    assert!(poll!(&mut writes).is_pending(), "queued");
+    // Counts the commits of other connections, and none can commit meanwhile.
+    let version = "PRAGMA data_version";
+    let before: i64 = sqlx::query_scalar(version).fetch_one(&mut lock).await.unwrap();
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    first.await.unwrap();
+    let output = writes.await;
+    let after: i64 = sqlx::query_scalar(version).fetch_one(&mut lock).await.unwrap();
+    assert!(
+        (1..=2).contains(&(after - before)),
+        "{} commits: one for the first write, one for the rest",
+        after - before
+    );
+    output
+}
+
 async fn create_threads(store: &SqliteStore, count: usize) -> Vec<Uuid> {
     let mut threads = Vec::new();
     for _ in 0..count {
@@ -36,7 +70,7 @@ async fn create_threads(store: &SqliteStore, count: usize) -> Vec<Uuid> {
 
 #[tokio::test]
 async fn refused_appends_leave_the_rest_of_their_batch_standing() {
-    let (store, _dir) = sqlite_store().await;
+    let (store, dir) = sqlite_store().await;
     let threads = create_threads(&store, 6).await;
     let (open, [full, keyed]) = threads.split_at(4) else { unreachable!() };
     let (full, keyed) = (*full, *keyed);
@@ -46,8 +80,6 @@ async fn refused_appends_leave_the_rest_of_their_batch_standing() {
     store.append_turns(&append(keyed, "first", Some("k"))).await.unwrap();
     let expired = AppendTurns { now: Utc::now() + TimeDelta::hours(25), ..append(open[0], "late", None) };
 
-    // The test runtime runs one task at a time: every append below is queued before
-    // the writer takes the first of them, so they share one transaction.
     let mut appends = vec![
         append(full, "over the limit", None),
         expired,
@@ -57,7 +89,8 @@ async fn refused_appends_leave_the_rest_of_their_batch_standing() {
     for round in 0..3 {
         appends.extend(open.iter().map(|id| append(*id, &format!("turn {round}"), None)));
     }
-    let outcomes = join_all(appends.iter().map(|a| store.append_turns(a))).await;
+    let outcomes =
+        in_one_batch(&store, dir.path(), join_all(appends.iter().map(|a| store.append_turns(a)))).await;
 
     let (refused, landed) = outcomes.split_at(4);
     assert_eq!(
@@ -84,12 +117,8 @@ async fn an_append_whose_header_cannot_move_leaves_no_turn_and_the_batch_standin
     let (store, dir) = sqlite_store().await;
     let threads = create_threads(&store, 3).await;
     let refused = threads[1];
-    // The header's UPDATE travels with the turns' INSERT in one command: make it fail
-    // for one thread, after its turns were written.
-    let mut conn =
-        sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("exai.db").display()))
-            .await
-            .unwrap();
+    // Make the header's UPDATE fail for one thread, after its turns were written.
+    let mut conn = connect(dir.path()).await;
     sqlx::query(&format!(
         "CREATE TRIGGER header_refused BEFORE UPDATE OF turn_count ON conversations \
          WHEN NEW.id = '{refused}' BEGIN SELECT RAISE(ABORT, 'header refused'); END"
@@ -100,11 +129,12 @@ async fn an_append_whose_header_cannot_move_leaves_no_turn_and_the_batch_standin
 
     let before = store.round_trips();
     store.append_turns(&append(threads[0], "alone", None)).await.unwrap();
-    assert_eq!(store.round_trips() - before, 3, "begin, the append, commit");
+    // Begin, its savepoint, the check, the turn, the header, the savepoint's release, commit.
+    assert_eq!(store.round_trips() - before, 7);
 
-    // Queued together on this one-task-at-a-time runtime: one transaction.
     let appends: Vec<AppendTurns> = threads.iter().map(|id| append(*id, "batched", None)).collect();
-    let outcomes = join_all(appends.iter().map(|a| store.append_turns(a))).await;
+    let outcomes =
+        in_one_batch(&store, dir.path(), join_all(appends.iter().map(|a| store.append_turns(a)))).await;
     assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
     assert!(
         matches!(&outcomes[1], Err(WriteError::Failed(e)) if e.to_string().contains("header refused")),
@@ -125,7 +155,7 @@ async fn an_append_whose_header_cannot_move_leaves_no_turn_and_the_batch_standin
 }
 
 #[tokio::test]
-async fn an_append_longer_than_one_insert_is_written_whole_once_or_refused_whole() {
+async fn a_long_append_is_written_whole_once_or_refused_whole() {
     let (store, _dir) = sqlite_store().await;
     let [thread, small] = create_threads(&store, 2).await[..] else { unreachable!() };
     let turns: Vec<NewTurn> = (1..=250).map(|n| NewTurn::new(Role::User, format!("turn {n}"))).collect();

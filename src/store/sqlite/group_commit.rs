@@ -1,19 +1,23 @@
-//! Group commit: every write to the SQLite file goes through one task that owns the
-//! only writer connection. It takes the writes queued meanwhile (at most [`MAX_BATCH`]),
+//! Group commit: every write to the SQLite file runs on one thread that owns the only
+//! writer connection. It takes the writes queued meanwhile (at most [`MAX_BATCH`]),
 //! runs them in one transaction with a savepoint each, so that a write that is refused
 //! or fails undoes only its own statements, commits once — one fsync for the batch —
 //! and only then answers each caller. A failed commit fails every write of its batch.
+//!
+//! The writer calls SQLite synchronously, through rusqlite, where the readers go
+//! through sqlx: sqlx runs each SQLite connection on a thread of its own and every
+//! statement is a hand-off to that thread and back, tens of microseconds under load
+//! that the single writer would pay in turn for each statement of each write. Here a
+//! whole batch runs on one thread with no hand-off but the queue's.
 
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
-use sqlx::{Connection, SqliteConnection};
+use rusqlite::Connection;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, Span};
+use tracing::Span;
 
 use crate::store::StoreError;
 
@@ -25,30 +29,31 @@ const QUEUE: usize = 1024;
 /// unavailable: a write not queued is certainly not written, so it can be retried.
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
-/// The sender side of the writer's queue; cheap to clone. The writer ends, closing its
-/// connection, once every clone is gone and the queue is drained.
+/// The sender side of the writer's queue; cheap to clone. The writer's thread ends,
+/// closing its connection, once every clone is gone and the queue is drained.
 #[derive(Clone)]
 pub struct GroupCommit {
     queue: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl GroupCommit {
-    /// Starts the writer on `conn`, counting each command it sends in `round_trips`.
-    pub fn start(conn: SqliteConnection, round_trips: Arc<AtomicU64>) -> Self {
+    /// Starts the writer's thread on `conn`, counting each statement it runs in `statements`.
+    pub fn start(conn: Connection, statements: Arc<AtomicU64>) -> Result<Self, StoreError> {
         let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(Writer { conn, round_trips }.run(pending));
-        Self { queue }
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || Writer { conn, statements }.run(pending))
+            .map_err(|e| StoreError::Internal(format!("starting the SQLite writer: {e}")))?;
+        Ok(Self { queue })
     }
 
     /// Runs `write` inside the next batch's transaction; its result once that commits.
-    /// The write must await nothing but statements on the connection it is given: the
-    /// whole batch waits for it. `E` is the write's error: a store failure, or also a
-    /// refusal by the rules.
+    /// `E` is the write's error: a store failure, or also a refusal by the rules.
     pub async fn write<T, E, F>(&self, write: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Pending { write: Some(write), span: Span::current(), outcome: None, reply };
@@ -71,7 +76,7 @@ trait Job: Send {
     /// The caller has given up waiting.
     fn abandoned(&self) -> bool;
     /// Runs the write inside the open transaction; whether it succeeded.
-    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool>;
+    fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller with the write's outcome if the batch `committed`, else with why not.
     fn answer(self: Box<Self>, committed: Result<(), StoreError>);
 }
@@ -88,27 +93,21 @@ impl<T, E, F> Job for Pending<T, E, F>
 where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
 {
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
     }
 
-    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool> {
-        let write = self.write.take();
-        let span = self.span.clone();
-        async move {
-            let Some(write) = write else { return false };
-            let outcome = AssertUnwindSafe(async move { write(conn).await })
-                .catch_unwind()
-                .instrument(span)
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Internal("a write to SQLite panicked".into()).into()));
-            let succeeded = outcome.is_ok();
-            self.outcome = Some(outcome);
-            succeeded
-        }
-        .boxed()
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(write) = self.write.take() else { return false };
+        let outcome = self
+            .span
+            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| write(conn))))
+            .unwrap_or_else(|_| Err(StoreError::Internal("a write to SQLite panicked".into()).into()));
+        let succeeded = outcome.is_ok();
+        self.outcome = Some(outcome);
+        succeeded
     }
 
     fn answer(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -123,64 +122,62 @@ where
 }
 
 struct Writer {
-    conn: SqliteConnection,
-    round_trips: Arc<AtomicU64>,
+    conn: Connection,
+    statements: Arc<AtomicU64>,
 }
 
 impl Writer {
-    async fn run(mut self, mut pending: mpsc::Receiver<Box<dyn Job>>) {
+    fn run(mut self, mut pending: mpsc::Receiver<Box<dyn Job>>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        while let Some(first) = pending.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH
+                && let Ok(job) = pending.try_recv()
+            {
+                batch.push(job);
+            }
             batch.retain(|job| !job.abandoned());
-            let committed = self.commit(&mut batch).await;
+            let committed = self.commit(&mut batch);
             for job in batch.drain(..) {
                 job.answer(committed.clone());
             }
         }
-        if let Err(error) = self.conn.close().await {
+        if let Err((_, error)) = self.conn.close() {
             tracing::warn!(%error, "closing the SQLite writer connection failed");
         }
     }
 
     /// Runs the batch in one transaction and commits it.
-    async fn commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let committed = self.run_and_commit(batch).await;
-        if committed.is_err() {
-            // SQLite may have rolled back already; either way nothing of the batch stays.
-            let _ = self.execute("ROLLBACK").await;
+        let committed = self.run_and_commit(batch);
+        if committed.is_err() && !self.conn.is_autocommit() {
+            // Nothing of the batch stays.
+            let _ = self.execute("ROLLBACK");
         }
         committed
     }
 
-    /// Each write in a savepoint of its own, left to COMMIT to release: `ROLLBACK TO`
-    /// undoes the newest savepoint of the name, the one of the write that failed, and
-    /// keeps it, so that it marks where the next write starts. Releasing `batch` fails
-    /// if the transaction ended early (an I/O error rolls it back, say) and the writes
-    /// after that began another. The statements between two writes go to SQLite as one
-    /// command: each command is a round trip to the connection's thread, and the batch
-    /// waits for each in turn. A command stops at its first failing statement.
-    async fn run_and_commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-        self.execute("BEGIN IMMEDIATE; SAVEPOINT batch; SAVEPOINT write").await?;
-        let last = batch.len() - 1;
-        for (index, job) in batch.iter_mut().enumerate() {
-            let succeeded = job.run(&mut self.conn).await;
-            self.execute(match (succeeded, index == last) {
-                (true, false) => "SAVEPOINT write",
-                (false, false) => "ROLLBACK TO write",
-                (true, true) => "RELEASE batch; COMMIT",
-                (false, true) => "ROLLBACK TO write; RELEASE batch; COMMIT",
-            })
-            .await?;
+    /// Each write in a savepoint of its own. A write that ends the transaction itself
+    /// (an I/O error rolls it back, say) leaves no savepoint to release, which fails
+    /// the batch rather than letting the writes after it run outside it.
+    fn run_and_commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+        self.execute("BEGIN IMMEDIATE")?;
+        for job in batch.iter_mut() {
+            self.execute("SAVEPOINT write")?;
+            if !job.run(&self.conn) {
+                self.execute("ROLLBACK TO write")?;
+            }
+            self.execute("RELEASE write")?;
         }
-        Ok(())
+        self.execute("COMMIT")
     }
 
-    async fn execute(&mut self, statement: &'static str) -> Result<(), StoreError> {
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        sqlx::query(statement).execute(&mut self.conn).await?;
+    fn execute(&mut self, statement: &str) -> Result<(), StoreError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.conn.execute_batch(statement)?;
         Ok(())
     }
 }
@@ -190,142 +187,189 @@ mod tests {
     use super::*;
     use crate::domain::Rejection;
     use crate::store::WriteError;
-    use futures_util::future::join_all;
+    use futures_util::FutureExt;
+    use futures_util::future::{BoxFuture, join_all};
     use std::path::{Path, PathBuf};
 
-    async fn connect(path: &Path) -> SqliteConnection {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-        SqliteConnection::connect_with(&options).await.expect("open sqlite")
+    fn connect(path: &Path) -> Connection {
+        let conn = Connection::open(path).expect("open sqlite");
+        conn.pragma_update(None, "journal_mode", "wal").expect("wal");
+        conn
     }
 
     /// A writer on a fresh database with one table, in a directory removed on drop.
-    async fn start() -> (tempfile::TempDir, PathBuf, GroupCommit) {
+    fn start() -> (tempfile::TempDir, PathBuf, GroupCommit) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("db");
-        let mut conn = connect(&path).await;
-        sqlx::query("CREATE TABLE t (v TEXT NOT NULL)").execute(&mut conn).await.expect("create table");
-        (dir, path, GroupCommit::start(conn, Arc::default()))
+        let conn = connect(&path);
+        conn.execute_batch("CREATE TABLE t (v TEXT NOT NULL)").expect("create table");
+        (dir, path, GroupCommit::start(conn, Arc::default()).expect("start"))
     }
 
-    async fn insert(conn: &mut SqliteConnection, value: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO t (v) VALUES (?1)").bind(value).execute(conn).await?;
+    fn insert(conn: &Connection, value: &str) -> Result<(), StoreError> {
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [value])?;
         Ok(())
     }
 
     /// Queues an insert of `value`, then does what `then` says.
-    fn write<'a>(
-        writer: &'a GroupCommit,
+    fn write(
+        writer: &GroupCommit,
         value: &'static str,
         then: &'static str,
-    ) -> BoxFuture<'a, Result<(), WriteError>> {
-        writer
-            .write(move |conn| {
-                async move {
-                    insert(conn, value).await?;
+    ) -> BoxFuture<'static, Result<(), WriteError>> {
+        let writer = writer.clone();
+        async move {
+            writer
+                .write(move |conn| {
+                    insert(conn, value)?;
                     match then {
                         "refuse" => Err(Rejection::ThreadExpired(uuid::Uuid::nil()).into()),
                         "panic" => panic!("a failing write"),
-                        // Then one command whose second statement fails once the first has run.
-                        "fail mid-command" => {
-                            sqlx::query("INSERT INTO t (v) VALUES (?1); INSERT INTO t (v) VALUES (NULL)")
-                                .bind(value)
-                                .execute(conn)
-                                .await?;
+                        // A second insert, then a statement that fails.
+                        "fail after writing" => {
+                            insert(conn, value)?;
+                            conn.execute("INSERT INTO t (v) VALUES (NULL)", [])?;
                             Ok(())
                         }
                         "end the transaction" => {
-                            sqlx::query("ROLLBACK").execute(conn).await?;
+                            conn.execute_batch("ROLLBACK")?;
                             Ok(())
                         }
                         _ => Ok(()),
                     }
-                }
-                .boxed()
-            })
-            .boxed()
+                })
+                .await
+        }
+        .boxed()
     }
 
-    async fn values(path: &Path) -> Vec<String> {
-        let mut conn = connect(path).await;
-        sqlx::query_scalar("SELECT v FROM t ORDER BY rowid").fetch_all(&mut conn).await.expect("select")
+    type Holding = (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<(), StoreError>>);
+
+    /// Holds the writer's thread in a write of its own until the sender is dropped, so
+    /// that the writes queued meanwhile wait, then share one batch.
+    async fn hold(writer: &GroupCommit) -> Holding {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = writer.clone();
+        let holding = tokio::spawn(async move {
+            holder
+                .write(move |_| {
+                    // Dropping the sender ends the wait as well as sending does.
+                    let _ = held.recv();
+                    Ok::<_, StoreError>(())
+                })
+                .await
+        });
+        // On this single-threaded runtime, the holding write is queued before the caller's.
+        tokio::task::yield_now().await;
+        (release, holding)
+    }
+
+    async fn release((release, holding): Holding) {
+        drop(release);
+        // Its outcome is that of the batch it ran in, which may be the one it held.
+        let _ = holding.await.expect("holding task");
+    }
+
+    /// Runs `writes` in one batch.
+    async fn batched(
+        writer: &GroupCommit,
+        writes: Vec<BoxFuture<'static, Result<(), WriteError>>>,
+    ) -> Vec<Result<(), WriteError>> {
+        let holding = hold(writer).await;
+        let mut writes = join_all(writes);
+        assert!(futures_util::poll!(&mut writes).is_pending(), "queued");
+        release(holding).await;
+        writes.await
+    }
+
+    fn values(path: &Path) -> Vec<String> {
+        let conn = connect(path);
+        let mut select = conn.prepare("SELECT v FROM t ORDER BY rowid").expect("prepare");
+        select.query_map([], |row| row.get(0)).expect("select").collect::<Result<_, _>>().expect("rows")
     }
 
     #[tokio::test]
     async fn a_refused_or_panicking_write_undoes_only_itself() {
-        let (_dir, path, writer) = start().await;
-        // On this single-threaded runtime all four are queued before the writer runs:
-        // they share one transaction.
-        let outcomes = join_all([
-            write(&writer, "a", "keep"),
-            write(&writer, "b", "refuse"),
-            write(&writer, "c", "panic"),
-            write(&writer, "d", "keep"),
-        ])
+        let (_dir, path, writer) = start();
+        let outcomes = batched(
+            &writer,
+            vec![
+                write(&writer, "a", "keep"),
+                write(&writer, "b", "refuse"),
+                write(&writer, "c", "panic"),
+                write(&writer, "d", "keep"),
+            ],
+        )
         .await;
         assert!(outcomes[0].is_ok() && outcomes[3].is_ok(), "{outcomes:?}");
         assert_eq!(outcomes[1], Err(Rejection::ThreadExpired(uuid::Uuid::nil()).into()));
         assert!(
             matches!(&outcomes[2], Err(WriteError::Failed(StoreError::Internal(m))) if m.contains("panicked"))
         );
-        assert_eq!(values(&path).await, ["a", "d"]);
+        assert_eq!(values(&path), ["a", "d"]);
     }
 
     #[tokio::test]
-    async fn a_write_failing_inside_a_command_undoes_only_itself_first_or_last() {
-        let (_dir, path, writer) = start().await;
-        let outcomes = join_all([
-            write(&writer, "a", "fail mid-command"),
-            write(&writer, "b", "keep"),
-            write(&writer, "c", "fail mid-command"),
-            write(&writer, "d", "keep"),
-            write(&writer, "e", "fail mid-command"),
-        ])
+    async fn a_write_failing_after_it_wrote_undoes_only_itself_first_or_last() {
+        let (_dir, path, writer) = start();
+        let outcomes = batched(
+            &writer,
+            vec![
+                write(&writer, "a", "fail after writing"),
+                write(&writer, "b", "keep"),
+                write(&writer, "c", "fail after writing"),
+                write(&writer, "d", "keep"),
+                write(&writer, "e", "fail after writing"),
+            ],
+        )
         .await;
         let failed: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
         assert_eq!(failed, [true, false, true, false, true], "{outcomes:?}");
-        assert_eq!(values(&path).await, ["b", "d"]);
+        assert_eq!(values(&path), ["b", "d"]);
     }
 
     #[tokio::test]
     async fn a_batch_that_cannot_commit_fails_every_write_in_it() {
-        let (_dir, path, writer) = start().await;
-        let outcomes = join_all([
-            write(&writer, "a", "keep"),
-            write(&writer, "b", "end the transaction"),
-            write(&writer, "c", "keep"),
-        ])
+        let (_dir, path, writer) = start();
+        let outcomes = batched(
+            &writer,
+            vec![
+                write(&writer, "a", "keep"),
+                write(&writer, "b", "end the transaction"),
+                write(&writer, "c", "keep"),
+            ],
+        )
         .await;
         assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
-        assert!(values(&path).await.is_empty());
+        assert!(values(&path).is_empty());
         write(&writer, "after", "keep").await.expect("the writer goes on");
-        assert_eq!(values(&path).await, ["after"]);
+        assert_eq!(values(&path), ["after"]);
     }
 
     #[tokio::test]
     async fn a_caller_that_gives_up_does_not_hold_up_the_others() {
-        let (_dir, path, writer) = start().await;
+        let (_dir, path, writer) = start();
+        let holding = hold(&writer).await;
         let mut abandoned = write(&writer, "abandoned", "keep");
         assert!(futures_util::poll!(&mut abandoned).is_pending(), "queued");
         drop(abandoned);
+        release(holding).await;
         write(&writer, "kept", "keep").await.expect("write");
-        assert_eq!(values(&path).await, ["kept"]);
+        assert_eq!(values(&path), ["kept"]);
     }
 
     #[tokio::test]
     async fn the_writer_closes_its_connection_when_the_store_is_gone() {
-        let (dir, _, writer) = start().await;
+        let (dir, _, writer) = start();
         write(&writer, "a", "keep").await.expect("write");
         let wal = dir.path().join("db-wal");
         assert!(wal.exists(), "an open connection keeps the log");
         drop(writer);
         // The last connection to close checkpoints the log and removes it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while wal.exists() {
             assert!(std::time::Instant::now() < deadline, "the writer never closed its connection");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Tool runs in SQLite.
 
 use chrono::{DateTime, Utc};
-use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite, SqliteConnection};
+use rusqlite::{Connection, ToSql, params};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use super::SqliteStore;
-use super::rows::{decode_time, decode_uuid, encode_time, position};
+use super::rows::{decode_time, decode_uuid, encode_time, number, position};
 use crate::domain::{ConversationPolicy, Rejection, RunStatus, ToolRun};
 use crate::store::{
     Listed, Page, RunLease, RunQuery, StoreError, Sweep, TURNS_PER_RUN, WriteError, run_position,
@@ -57,52 +57,40 @@ pub(super) fn decode_run(row: &SqliteRow) -> Result<ToolRun, StoreError> {
     })
 }
 
-/// Inserts a run, owned by `lease`'s owner when given, or updates one that has not ended.
-fn upsert<'a>(run: &'a ToolRun, lease: Option<&'a RunLease>) -> Query<'a, Sqlite, SqliteArguments<'a>> {
-    sqlx::query(UPSERT_RUN)
-        .bind(run.id.to_string())
-        .bind(&run.tool)
-        .bind(run.status.as_str())
-        .bind(run.continuation_id.to_string())
-        .bind(&run.input)
-        .bind(&run.output)
-        .bind(&run.error)
-        .bind(encode_time(run.created_at))
-        .bind(run.started_at.map(encode_time))
-        .bind(run.finished_at.map(encode_time))
-        .bind(run.timeout_secs)
-        .bind(run.turns_remaining)
-        .bind(lease.map(|lease| &lease.owner))
-        .bind(lease.map(|lease| encode_time(lease.expires_at)))
+/// Inserts a run, owned by `lease`'s owner when given, or updates one that has not
+/// ended; whether it wrote.
+fn upsert(conn: &Connection, run: &ToolRun, lease: Option<&RunLease>) -> Result<bool, StoreError> {
+    let written = conn.prepare_cached(UPSERT_RUN)?.execute(params![
+        run.id.to_string(),
+        run.tool,
+        run.status.as_str(),
+        run.continuation_id.to_string(),
+        run.input,
+        run.output,
+        run.error,
+        encode_time(run.created_at),
+        run.started_at.map(encode_time),
+        run.finished_at.map(encode_time),
+        run.timeout_secs,
+        run.turns_remaining,
+        lease.map(|lease| &lease.owner),
+        lease.map(|lease| encode_time(lease.expires_at)),
+    ])?;
+    Ok(written > 0)
 }
 
 impl SqliteStore {
     /// Whether the run was written: not when it had already ended.
-    pub(super) async fn upsert_run(
-        &self,
-        conn: &mut SqliteConnection,
-        run: &ToolRun,
-    ) -> Result<bool, StoreError> {
+    pub(super) fn upsert_run(&self, conn: &Connection, run: &ToolRun) -> Result<bool, StoreError> {
         self.trip();
-        Ok(upsert(run, None).execute(conn).await?.rows_affected() > 0)
-    }
-
-    /// Unfinished runs on the thread holding room for their turns.
-    async fn open_runs(&self, conn: &mut SqliteConnection, thread_id: Uuid) -> Result<u32, StoreError> {
-        self.trip();
-        let open = sqlx::query_scalar(open_runs!())
-            .bind(thread_id.to_string())
-            .bind(None::<&str>)
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok(open)
+        upsert(conn, run, None)
     }
 
     /// [`Store::reserve_run`](crate::store::Store::reserve_run) inside the writer's
     /// transaction, which SQLite's single writer serializes with every append.
-    pub(super) async fn reserve_in(
+    pub(super) fn reserve_in(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &Connection,
         run: &ToolRun,
         lease: &RunLease,
         policy: ConversationPolicy,
@@ -110,21 +98,23 @@ impl SqliteStore {
     ) -> Result<(), WriteError> {
         let id = run.continuation_id;
         self.trip();
-        let row = sqlx::query("SELECT updated_at, turn_count FROM conversations WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(Rejection::ThreadNotFound(id))?;
-        if policy.is_expired(decode_time(&row, "updated_at")?, now) {
+        let mut select = conn.prepare_cached(concat!(
+            "SELECT updated_at, turn_count, (",
+            open_runs!(),
+            ") AS open_runs FROM conversations WHERE id = ?1"
+        ))?;
+        let mut rows = select.query(params![id.to_string(), None::<&str>])?;
+        let row = rows.next()?.ok_or(Rejection::ThreadNotFound(id))?;
+        if policy.is_expired(decode_time(row, "updated_at")?, now) {
             return Err(Rejection::ThreadExpired(id).into());
         }
-        let turn_count: u32 = row.try_get("turn_count")?;
-        let open_runs = self.open_runs(conn, id).await?;
+        let turn_count: u32 = number(row, "turn_count")?;
+        let open_runs: u32 = number(row, "open_runs")?;
         if turn_count + TURNS_PER_RUN * (open_runs + 1) > policy.max_turns {
             return Err(Rejection::TurnLimitReached { thread_id: id, max_turns: policy.max_turns }.into());
         }
         self.trip();
-        upsert(run, Some(lease)).execute(&mut *conn).await?;
+        upsert(conn, run, Some(lease))?;
         Ok(())
     }
 
@@ -156,72 +146,64 @@ impl SqliteStore {
         Ok(Page::of(rows.collect(), query.limit, run_position, "run"))
     }
 
-    pub(super) async fn renew_leases(
+    pub(super) fn renew_leases(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &Connection,
         lease: &RunLease,
         runs: &[Uuid],
     ) -> Result<Vec<Uuid>, StoreError> {
-        self.trip();
         let runs = serde_json::to_string(runs).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let asked: Vec<String> = sqlx::query_scalar::<_, Option<String>>(
+        let ids = |sql: &str, params: &[&dyn ToSql]| -> Result<Vec<String>, StoreError> {
+            self.trip();
+            let mut statement = conn.prepare_cached(sql)?;
+            let ids = statement.query_map(params, |row| row.get::<_, Option<String>>(0))?;
+            Ok(ids.collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
+        };
+        let expires_at = encode_time(lease.expires_at);
+        let asked = ids(
             "UPDATE tool_runs SET lease_expires_at = ?1 \
              WHERE id IN (SELECT value FROM json_each(?2)) AND owner = ?3 \
              AND status IN ('queued', 'running') RETURNING CASE WHEN cancel_requested THEN id END",
-        )
-        .bind(encode_time(lease.expires_at))
-        .bind(&runs)
-        .bind(&lease.owner)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
-        self.trip();
-        let ended: Vec<String> = sqlx::query_scalar(
+            &[&expires_at, &runs, &lease.owner],
+        )?;
+        let ended = ids(
             "SELECT id FROM tool_runs WHERE id IN (SELECT value FROM json_each(?1)) \
              AND status NOT IN ('queued', 'running')",
-        )
-        .bind(runs)
-        .fetch_all(conn)
-        .await?;
+            &[&runs],
+        )?;
         let to_stop = asked.iter().chain(&ended);
         to_stop.map(|id| Uuid::try_parse(id).map_err(|e| StoreError::Internal(e.to_string()))).collect()
     }
 
-    pub(super) async fn ask_cancel(&self, conn: &mut SqliteConnection, id: Uuid) -> Result<bool, StoreError> {
+    pub(super) fn ask_cancel(&self, conn: &Connection, id: Uuid) -> Result<bool, StoreError> {
         self.trip();
-        let asked = sqlx::query(
-            "UPDATE tool_runs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('queued', 'running')",
-        )
-        .bind(id.to_string())
-        .execute(conn)
-        .await?;
-        Ok(asked.rows_affected() > 0)
+        let asked = conn
+            .prepare_cached(
+                "UPDATE tool_runs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('queued', 'running')",
+            )?
+            .execute([id.to_string()])?;
+        Ok(asked > 0)
     }
 
     /// Times compare as Julian days: a lease's and one computed from a legacy run's
     /// timeout are not written alike.
-    pub(super) async fn fail_abandoned(
-        &self,
-        conn: &mut SqliteConnection,
-        sweep: &Sweep<'_>,
-    ) -> Result<u64, StoreError> {
+    pub(super) fn fail_abandoned(&self, conn: &Connection, sweep: &Sweep<'_>) -> Result<u64, StoreError> {
         let (every_one, legacy_grace) = sweep.scope();
         self.trip();
-        let failed = sqlx::query(
-            "UPDATE tool_runs SET status = 'failed', error = ?1, finished_at = ?2 \
-             WHERE status IN ('queued', 'running') AND owner IS NOT ?3 \
-             AND (?4 OR coalesce(julianday(lease_expires_at), \
-                  julianday(created_at) + (timeout_secs + ?5) / 86400.0) < julianday(?2))",
-        )
-        .bind(sweep.error)
-        .bind(encode_time(sweep.now))
-        .bind(sweep.owner)
-        .bind(every_one)
-        .bind(legacy_grace.as_secs_f64())
-        .execute(conn)
-        .await?;
-        Ok(failed.rows_affected())
+        let failed = conn
+            .prepare_cached(
+                "UPDATE tool_runs SET status = 'failed', error = ?1, finished_at = ?2 \
+                 WHERE status IN ('queued', 'running') AND owner IS NOT ?3 \
+                 AND (?4 OR coalesce(julianday(lease_expires_at), \
+                      julianday(created_at) + (timeout_secs + ?5) / 86400.0) < julianday(?2))",
+            )?
+            .execute(params![
+                sweep.error,
+                encode_time(sweep.now),
+                sweep.owner,
+                every_one,
+                legacy_grace.as_secs_f64()
+            ])?;
+        Ok(failed as u64)
     }
 }

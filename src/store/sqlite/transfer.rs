@@ -3,14 +3,13 @@
 use std::ops::ControlFlow;
 
 use futures_util::TryStreamExt;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use rusqlite::{Connection, params};
+use sqlx::Row;
 use uuid::Uuid;
 
 use super::SqliteStore;
-use super::rows::{decode_thread, decode_turn, encode_json, encode_time};
+use super::rows::{Columns, decode_thread, decode_turn, encode_json, encode_time, required_text};
 use super::runs::{RUN_COLUMNS, decode_run};
-use crate::domain::Turn;
 use crate::store::{Counts, ExportSink, ImportedThread, StoreError, ThreadRecord};
 
 const THREAD_RECORDS: &str = concat!(
@@ -31,43 +30,19 @@ const INSERT_THREAD: &str = "INSERT INTO conversations (id, parent_id, title, to
      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
      WHERE ?2 IS NULL OR EXISTS (SELECT 1 FROM conversations WHERE id = ?2)";
 
-/// Turns stored by one statement: 11 variables each, well under SQLite's limit.
-const TURNS_PER_INSERT: usize = 500;
-
-/// One multi-row insert of turns, each with its thread's key for it.
-fn insert_turns<'a>(
-    rows: &'a [(&'a ThreadRecord, &'a Turn)],
-) -> Result<QueryBuilder<'a, Sqlite>, StoreError> {
-    let mut insert = QueryBuilder::new(
-        "INSERT INTO messages (conversation_id, seq, role, content, tool_name, files, model_provider, \
-         model_name, metadata, idempotency_key, created_at) ",
-    );
-    let encoded = rows
-        .iter()
-        .map(|(record, turn)| Ok((encode_json(&turn.files)?, encode_json(&turn.metadata)?, record, turn)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    insert.push_values(encoded, |mut values, (files, metadata, record, turn)| {
-        values
-            .push_bind(record.thread.id.to_string())
-            .push_bind(turn.seq)
-            .push_bind(turn.role.as_str())
-            .push_bind(&turn.content)
-            .push_bind(&turn.tool_name)
-            .push_bind(files)
-            .push_bind(&turn.model_provider)
-            .push_bind(&turn.model_name)
-            .push_bind(metadata)
-            .push_bind(record.keys.get(&turn.seq))
-            .push_bind(encode_time(turn.created_at));
-    });
-    Ok(insert)
-}
+/// A turn as it was, with its thread's key for it.
+const INSERT_TURN: &str = "INSERT INTO messages (conversation_id, seq, role, content, tool_name, files, \
+     model_provider, model_name, metadata, idempotency_key, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// Adds a row of a `THREAD_RECORDS` query to the record it belongs to, or starts the
 /// next record (returning the finished one) when the row is of another thread.
-fn fold_row(current: &mut Option<ThreadRecord>, row: &SqliteRow) -> Result<Option<ThreadRecord>, StoreError> {
-    let id: &str = row.try_get("id")?;
-    let same = current.as_ref().is_some_and(|record| Uuid::try_parse(id).ok() == Some(record.thread.id));
+fn fold_row(
+    current: &mut Option<ThreadRecord>,
+    row: &impl Columns,
+) -> Result<Option<ThreadRecord>, StoreError> {
+    let id = required_text(row, "id")?;
+    let same = current.as_ref().is_some_and(|record| Uuid::try_parse(&id).ok() == Some(record.thread.id));
     let finished = if same {
         None
     } else {
@@ -77,7 +52,7 @@ fn fold_row(current: &mut Option<ThreadRecord>, row: &SqliteRow) -> Result<Optio
     };
     let record = current.as_mut().expect("a record was just started or continued");
     if let Some(turn) = decode_turn(row)? {
-        if let Some(key) = row.try_get::<Option<String>, _>("m_key")? {
+        if let Some(key) = row.text("m_key")? {
             record.keys.insert(turn.seq, key);
         }
         record.turns.push(turn);
@@ -130,57 +105,66 @@ impl SqliteStore {
 
     /// Imports a batch on the writer connection: inside one savepoint of a group commit,
     /// so the batch lands whole or not at all.
-    pub(super) async fn import_batch(
+    pub(super) fn import_batch(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &Connection,
         threads: &[ThreadRecord],
     ) -> Result<Vec<ImportedThread>, StoreError> {
         let mut outcomes = Vec::with_capacity(threads.len());
         for record in threads {
-            outcomes.push(self.import_in(conn, record).await?);
+            outcomes.push(self.import_in(conn, record)?);
         }
+        let mut insert = conn.prepare_cached(INSERT_TURN)?;
         let created =
             threads.iter().zip(&outcomes).filter(|(_, outcome)| **outcome == ImportedThread::Created);
-        let turns: Vec<(&ThreadRecord, &Turn)> =
-            created.flat_map(|(record, _)| record.turns.iter().map(move |turn| (record, turn))).collect();
-        for rows in turns.chunks(TURNS_PER_INSERT) {
-            self.trip();
-            insert_turns(rows)?.build().execute(&mut *conn).await?;
+        for (record, _) in created {
+            let id = record.thread.id.to_string();
+            for turn in &record.turns {
+                self.trip();
+                insert.execute(params![
+                    id,
+                    turn.seq,
+                    turn.role.as_str(),
+                    turn.content,
+                    turn.tool_name,
+                    encode_json(&turn.files)?,
+                    turn.model_provider,
+                    turn.model_name,
+                    encode_json(&turn.metadata)?,
+                    record.keys.get(&turn.seq),
+                    encode_time(turn.created_at),
+                ])?;
+            }
         }
         Ok(outcomes)
     }
 
-    async fn import_in(
-        &self,
-        conn: &mut SqliteConnection,
-        record: &ThreadRecord,
-    ) -> Result<ImportedThread, StoreError> {
+    fn import_in(&self, conn: &Connection, record: &ThreadRecord) -> Result<ImportedThread, StoreError> {
         let thread = &record.thread;
         let id = thread.id.to_string();
         self.trip();
-        let query = format!("{THREAD_RECORDS} WHERE c.id = ?1 ORDER BY m.seq");
-        let rows = sqlx::query(&query).bind(&id).fetch_all(&mut *conn).await?;
+        let mut select = conn.prepare_cached(&format!("{THREAD_RECORDS} WHERE c.id = ?1 ORDER BY m.seq"))?;
+        let mut rows = select.query([&id])?;
         let mut held = None;
-        for row in &rows {
+        while let Some(row) = rows.next()? {
             fold_row(&mut held, row)?;
         }
         if let Some(held) = held {
             return Ok(ImportedThread::Held(Box::new(held)));
         }
         self.trip();
-        let inserted = sqlx::query(INSERT_THREAD)
-            .bind(&id)
-            .bind(thread.parent_id.map(|parent| parent.to_string()))
-            .bind(&thread.title)
-            .bind(&thread.tool_name)
-            .bind(encode_json(&thread.metadata)?)
-            .bind(encode_time(thread.created_at))
-            .bind(encode_time(thread.updated_at))
-            .bind(thread.turn_count)
-            .bind(thread.version)
-            .execute(&mut *conn)
-            .await?;
-        if inserted.rows_affected() == 0 {
+        let inserted = conn.prepare_cached(INSERT_THREAD)?.execute(params![
+            id,
+            thread.parent_id.map(|parent| parent.to_string()),
+            thread.title,
+            thread.tool_name,
+            encode_json(&thread.metadata)?,
+            encode_time(thread.created_at),
+            encode_time(thread.updated_at),
+            thread.turn_count,
+            thread.version,
+        ])?;
+        if inserted == 0 {
             return Ok(ImportedThread::ParentMissing);
         }
         Ok(ImportedThread::Created)
