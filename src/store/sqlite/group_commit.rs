@@ -175,9 +175,10 @@ impl Writer {
         self.execute("COMMIT")
     }
 
+    /// Runs a statement of the writer's own, prepared once.
     fn execute(&mut self, statement: &str) -> Result<(), StoreError> {
         self.statements.fetch_add(1, Ordering::Relaxed);
-        self.conn.execute_batch(statement)?;
+        self.conn.prepare_cached(statement)?.execute([])?;
         Ok(())
     }
 }
