@@ -34,6 +34,7 @@ mod replicas;
 mod replicas_behind_caddy;
 mod runs;
 mod service;
+mod sqlite_schema;
 mod stats;
 mod store_conformance;
 mod supabase;
