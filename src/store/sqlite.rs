@@ -69,6 +69,15 @@ macro_rules! open_runs {
     };
 }
 
+/// Inserts turn `?2` of thread `?1` with every column given.
+macro_rules! insert_turn {
+    () => {
+        "INSERT INTO messages (conversation_id, seq, role, content, tool_name, files, model_provider, \
+         model_name, metadata, idempotency_key, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    };
+}
+
 // After the macros, which their queries use.
 mod append;
 mod listings;
@@ -198,9 +207,15 @@ impl SqliteStore {
         self.writer.write(move |conn| write(&store, conn)).await
     }
 
-    /// Counts one command sent to SQLite: one or more statements, one round trip.
+    /// Counts one request to SQLite: a command to a reader, a statement of a write.
     fn trip(&self) {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Transactions the writer has committed: each is one sync of the log, however many
+    /// writes it holds.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
     }
 
     async fn load_thread_with_turns(
@@ -348,6 +363,9 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if !self.writer.is_running() {
+            return Err(group_commit::stopped());
+        }
         self.trip();
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
@@ -363,7 +381,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_writer_syncs_every_commit_and_enforces_foreign_keys() {
+    async fn the_writer_connection_syncs_every_commit_with_foreign_keys_on() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("exai.db");
         drop(SqliteStore::open(&path).await.expect("open"));

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::support::process::ExaiProcess;
@@ -36,25 +37,22 @@ async fn connect(dir: &Path) -> sqlx::SqliteConnection {
 async fn in_one_batch<F: Future>(store: &SqliteStore, dir: &Path, writes: F) -> F::Output {
     let mut lock = connect(dir).await;
     sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    let (commits, statements) = (store.commits(), store.round_trips());
     let new = NewThread::default();
     let mut first = pin!(store.create_thread(Uuid::new_v4(), &new, Utc::now()));
     assert!(poll!(&mut first).is_pending(), "the writer waits for the lock");
-    // Time for the writer's thread to take the first write alone.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The writer counts its BEGIN as it sends it: from then on it is held.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.round_trips() == statements {
+        assert!(Instant::now() < deadline, "the writer never took the first write");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let mut writes = pin!(writes);
     assert!(poll!(&mut writes).is_pending(), "queued");
-    // Counts the commits of other connections, and none can commit meanwhile.
-    let version = "PRAGMA data_version";
-    let before: i64 = sqlx::query_scalar(version).fetch_one(&mut lock).await.unwrap();
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
     first.await.unwrap();
     let output = writes.await;
-    let after: i64 = sqlx::query_scalar(version).fetch_one(&mut lock).await.unwrap();
-    assert!(
-        (1..=2).contains(&(after - before)),
-        "{} commits: one for the first write, one for the rest",
-        after - before
-    );
+    assert_eq!(store.commits() - commits, 2, "one commit for the first write, one for the rest");
     output
 }
 

@@ -30,36 +30,34 @@ const CHECK_APPEND: &str = concat!(
 );
 
 /// Turn `?2` of thread `?1`, answered as stored.
-const INSERT_TURN: &str = concat!(
-    "INSERT INTO messages (conversation_id, seq, role, content, tool_name, files, model_provider, \
-     model_name, metadata, idempotency_key, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING ",
-    turn_columns!("")
-);
+const INSERT_TURN: &str = concat!(insert_turn!(), " RETURNING ", turn_columns!(""));
 
 /// `?2` more turns on thread `?1`, changed at `?3`.
 const MOVE_HEADER: &str = "UPDATE conversations SET turn_count = turn_count + ?2, updated_at = ?3, \
      version = version + 1 WHERE id = ?1 RETURNING turn_count, updated_at, version";
+
+/// What the check read: the thread before the append, the first seq its key wrote if
+/// it was used already, and the thread's time as stored.
+struct Checked {
+    thread: Thread,
+    replayed_from: Option<u32>,
+    updated_at: String,
+}
 
 impl SqliteStore {
     /// Appends within the writer's transaction and answers with the thread's header and
     /// the turns written: the thread's other turns are never read.
     pub(super) fn append_in(&self, conn: &Connection, append: &AppendTurns) -> Result<Appended, WriteError> {
         let id = append.thread_id;
-        let key = append.idempotency_key.as_deref();
-        self.trip();
-        let mut check = conn.prepare_cached(CHECK_APPEND)?;
-        let mut checked = check.query(params![id.to_string(), key])?;
-        let row = checked.next()?.ok_or(Rejection::ThreadNotFound(id))?;
-        let mut thread = decode_thread(row)?;
-        if let Some(first) = optional_number(row, "replayed_from")? {
+        let Checked { mut thread, replayed_from, updated_at } = self.check(conn, append)?;
+        if let Some(first) = replayed_from {
             let turns = self.turns_from(conn, id, first, append.turns.len() as u32)?;
             return Ok(Appended { thread, turns, replayed: true });
         }
-        refusal(append, &thread, row)?;
         // Clocks of concurrent callers differ slightly, and a thread never moves back in
         // time. Compared as stored, as SQLite's `max` would.
-        let at = encode_time(append.now).max(required_text(row, "updated_at")?);
+        let at = encode_time(append.now).max(updated_at);
+        let key = append.idempotency_key.as_deref();
         let id = id.to_string();
         let mut turns = Vec::with_capacity(append.turns.len());
         let mut insert = conn.prepare_cached(INSERT_TURN)?;
@@ -90,6 +88,21 @@ impl SqliteStore {
         thread.updated_at = decode_time(row, "updated_at")?;
         thread.version = number(row, "version")?;
         Ok(Appended { thread, turns, replayed: false })
+    }
+
+    /// Reads the thread as it is before the append and judges the append by it, unless
+    /// its key was used already.
+    fn check(&self, conn: &Connection, append: &AppendTurns) -> Result<Checked, WriteError> {
+        self.trip();
+        let mut check = conn.prepare_cached(CHECK_APPEND)?;
+        let mut rows = check.query(params![append.thread_id.to_string(), append.idempotency_key])?;
+        let row = rows.next()?.ok_or(Rejection::ThreadNotFound(append.thread_id))?;
+        let thread = decode_thread(row)?;
+        let replayed_from = optional_number(row, "replayed_from")?;
+        if replayed_from.is_none() {
+            refusal(append, &thread, row)?;
+        }
+        Ok(Checked { thread, replayed_from, updated_at: required_text(row, "updated_at")? })
     }
 
     /// `count` turns of the thread from `first` on, as stored.

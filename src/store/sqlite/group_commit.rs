@@ -34,21 +34,38 @@ const QUEUE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct GroupCommit {
     queue: mpsc::Sender<Box<dyn Job>>,
+    commits: Arc<AtomicU64>,
 }
 
 impl GroupCommit {
-    /// Starts the writer's thread on `conn`, counting each statement it runs in `statements`.
+    /// Starts the writer's thread on `conn`, counting in `statements` each statement of
+    /// its own (the transactions and savepoints around the writes) before it runs it.
     pub fn start(conn: Connection, statements: Arc<AtomicU64>) -> Result<Self, StoreError> {
         let (queue, pending) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer { conn, statements, commits: commits.clone() };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || Writer { conn, statements }.run(pending))
+            .spawn(move || writer.run(pending))
             .map_err(|e| StoreError::Internal(format!("starting the SQLite writer: {e}")))?;
-        Ok(Self { queue })
+        Ok(Self { queue, commits })
+    }
+
+    /// Transactions committed so far: each is one sync of the log, however many writes
+    /// it holds.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer's thread still takes writes.
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
     }
 
     /// Runs `write` inside the next batch's transaction; its result once that commits.
-    /// `E` is the write's error: a store failure, or also a refusal by the rules.
+    /// `E` is the write's error: a store failure, or also a refusal by the rules. The
+    /// write runs on the one writer thread while it holds SQLite's write lock: it must
+    /// not wait for anything but SQLite, and must leave the transaction open.
     pub async fn write<T, E, F>(&self, write: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -67,7 +84,7 @@ impl GroupCommit {
     }
 }
 
-fn stopped() -> StoreError {
+pub fn stopped() -> StoreError {
     StoreError::Unavailable("the SQLite writer has stopped".into())
 }
 
@@ -124,6 +141,7 @@ where
 struct Writer {
     conn: Connection,
     statements: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -153,21 +171,33 @@ impl Writer {
             return Ok(());
         }
         let committed = self.run_and_commit(batch);
-        if committed.is_err() && !self.conn.is_autocommit() {
-            // Nothing of the batch stays.
-            let _ = self.execute("ROLLBACK");
+        if committed.is_ok() {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+        } else if !self.conn.is_autocommit()
+            && let Err(error) = self.execute("ROLLBACK")
+        {
+            // The next batch's BEGIN fails too, and says so to its callers.
+            tracing::error!(%error, "rolling back a failed SQLite batch failed");
         }
         committed
     }
 
-    /// Each write in a savepoint of its own. A write that ends the transaction itself
-    /// (an I/O error rolls it back, say) leaves no savepoint to release, which fails
-    /// the batch rather than letting the writes after it run outside it.
+    /// Each write in a savepoint of its own. A write whose failure made SQLite roll back
+    /// the whole transaction (a full disk, an I/O error) fails the batch rather than
+    /// letting the writes after it run outside it.
     fn run_and_commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
         self.execute("BEGIN IMMEDIATE")?;
         for job in batch.iter_mut() {
             self.execute("SAVEPOINT write")?;
-            if !job.run(&self.conn) {
+            let succeeded = job.run(&self.conn);
+            if self.conn.is_autocommit() {
+                return Err(StoreError::Unavailable(
+                    "a write failed and SQLite rolled back the transaction it shared with others; \
+                     try again"
+                        .into(),
+                ));
+            }
+            if !succeeded {
                 self.execute("ROLLBACK TO write")?;
             }
             self.execute("RELEASE write")?;
@@ -195,15 +225,22 @@ mod tests {
     fn connect(path: &Path) -> Connection {
         let conn = Connection::open(path).expect("open sqlite");
         conn.pragma_update(None, "journal_mode", "wal").expect("wal");
+        conn.pragma_update(None, "foreign_keys", "on").expect("foreign keys");
         conn
     }
 
-    /// A writer on a fresh database with one table, in a directory removed on drop.
+    /// A writer on a fresh database, in a directory removed on drop. A row of `t` may
+    /// name a parent that does not exist until its transaction commits.
     fn start() -> (tempfile::TempDir, PathBuf, GroupCommit) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("db");
         let conn = connect(&path);
-        conn.execute_batch("CREATE TABLE t (v TEXT NOT NULL)").expect("create table");
+        conn.execute_batch(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+             CREATE TABLE t (v TEXT NOT NULL, \
+             parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .expect("create tables");
         (dir, path, GroupCommit::start(conn, Arc::default()).expect("start"))
     }
 
@@ -236,6 +273,11 @@ mod tests {
                             conn.execute_batch("ROLLBACK")?;
                             Ok(())
                         }
+                        // Accepted now; fails the commit, where the parent is checked.
+                        "name no parent" => {
+                            conn.execute("INSERT INTO t (v, parent) VALUES (?1, 42)", [value])?;
+                            Ok(())
+                        }
                         _ => Ok(()),
                     }
                 })
@@ -246,41 +288,45 @@ mod tests {
 
     type Holding = (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<(), StoreError>>);
 
-    /// Holds the writer's thread in a write of its own until the sender is dropped, so
-    /// that the writes queued meanwhile wait, then share one batch.
+    /// Holds the writer's thread inside a write of its own until the sender is dropped,
+    /// so that the writes queued meanwhile wait, then share the next batch.
     async fn hold(writer: &GroupCommit) -> Holding {
+        let (entering, entered) = std::sync::mpsc::channel::<()>();
         let (release, held) = std::sync::mpsc::channel::<()>();
         let holder = writer.clone();
         let holding = tokio::spawn(async move {
             holder
                 .write(move |_| {
+                    let _ = entering.send(());
                     // Dropping the sender ends the wait as well as sending does.
                     let _ = held.recv();
                     Ok::<_, StoreError>(())
                 })
                 .await
         });
-        // On this single-threaded runtime, the holding write is queued before the caller's.
-        tokio::task::yield_now().await;
+        while entered.try_recv().is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         (release, holding)
     }
 
     async fn release((release, holding): Holding) {
         drop(release);
-        // Its outcome is that of the batch it ran in, which may be the one it held.
-        let _ = holding.await.expect("holding task");
+        holding.await.expect("holding task").expect("holding write");
     }
 
-    /// Runs `writes` in one batch.
+    /// Runs `writes` in one batch; their outcomes, and the commits made from the hold on.
     async fn batched(
         writer: &GroupCommit,
         writes: Vec<BoxFuture<'static, Result<(), WriteError>>>,
-    ) -> Vec<Result<(), WriteError>> {
+    ) -> (Vec<Result<(), WriteError>>, u64) {
+        let before = writer.commits();
         let holding = hold(writer).await;
         let mut writes = join_all(writes);
         assert!(futures_util::poll!(&mut writes).is_pending(), "queued");
         release(holding).await;
-        writes.await
+        let outcomes = writes.await;
+        (outcomes, writer.commits() - before)
     }
 
     fn values(path: &Path) -> Vec<String> {
@@ -292,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_or_panicking_write_undoes_only_itself() {
         let (_dir, path, writer) = start();
-        let outcomes = batched(
+        let (outcomes, commits) = batched(
             &writer,
             vec![
                 write(&writer, "a", "keep"),
@@ -302,6 +348,7 @@ mod tests {
             ],
         )
         .await;
+        assert_eq!(commits, 2, "the holding write's, then one for the four");
         assert!(outcomes[0].is_ok() && outcomes[3].is_ok(), "{outcomes:?}");
         assert_eq!(outcomes[1], Err(Rejection::ThreadExpired(uuid::Uuid::nil()).into()));
         assert!(
@@ -313,7 +360,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_failing_after_it_wrote_undoes_only_itself_first_or_last() {
         let (_dir, path, writer) = start();
-        let outcomes = batched(
+        let (outcomes, commits) = batched(
             &writer,
             vec![
                 write(&writer, "a", "fail after writing"),
@@ -324,15 +371,16 @@ mod tests {
             ],
         )
         .await;
+        assert_eq!(commits, 2, "the holding write's, then one for the five");
         let failed: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
         assert_eq!(failed, [true, false, true, false, true], "{outcomes:?}");
         assert_eq!(values(&path), ["b", "d"]);
     }
 
     #[tokio::test]
-    async fn a_batch_that_cannot_commit_fails_every_write_in_it() {
+    async fn a_batch_whose_transaction_ends_early_fails_every_write_in_it() {
         let (_dir, path, writer) = start();
-        let outcomes = batched(
+        let (outcomes, commits) = batched(
             &writer,
             vec![
                 write(&writer, "a", "keep"),
@@ -341,7 +389,30 @@ mod tests {
             ],
         )
         .await;
+        assert_eq!(commits, 1, "the holding write's only");
         assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
+        assert!(values(&path).is_empty());
+        write(&writer, "after", "keep").await.expect("the writer goes on");
+        assert_eq!(values(&path), ["after"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_commit_fails_every_write_in_it() {
+        let (_dir, path, writer) = start();
+        let (outcomes, commits) = batched(
+            &writer,
+            vec![
+                write(&writer, "a", "keep"),
+                write(&writer, "b", "name no parent"),
+                write(&writer, "c", "keep"),
+            ],
+        )
+        .await;
+        assert_eq!(commits, 1, "the holding write's only");
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Err(e) if e.to_string().contains("FOREIGN KEY"))),
+            "{outcomes:?}"
+        );
         assert!(values(&path).is_empty());
         write(&writer, "after", "keep").await.expect("the writer goes on");
         assert_eq!(values(&path), ["after"]);
@@ -365,6 +436,7 @@ mod tests {
         write(&writer, "a", "keep").await.expect("write");
         let wal = dir.path().join("db-wal");
         assert!(wal.exists(), "an open connection keeps the log");
+        assert!(writer.is_running());
         drop(writer);
         // The last connection to close checkpoints the log and removes it.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -98,18 +98,19 @@ impl SqliteStore {
     ) -> Result<(), WriteError> {
         let id = run.continuation_id;
         self.trip();
-        let mut select = conn.prepare_cached(concat!(
-            "SELECT updated_at, turn_count, (",
-            open_runs!(),
-            ") AS open_runs FROM conversations WHERE id = ?1"
-        ))?;
-        let mut rows = select.query(params![id.to_string(), None::<&str>])?;
-        let row = rows.next()?.ok_or(Rejection::ThreadNotFound(id))?;
-        if policy.is_expired(decode_time(row, "updated_at")?, now) {
+        let (updated_at, turn_count, open_runs): (_, u32, u32) = {
+            let mut select = conn.prepare_cached(concat!(
+                "SELECT updated_at, turn_count, (",
+                open_runs!(),
+                ") AS open_runs FROM conversations WHERE id = ?1"
+            ))?;
+            let mut rows = select.query(params![id.to_string(), None::<&str>])?;
+            let row = rows.next()?.ok_or(Rejection::ThreadNotFound(id))?;
+            (decode_time(row, "updated_at")?, number(row, "turn_count")?, number(row, "open_runs")?)
+        };
+        if policy.is_expired(updated_at, now) {
             return Err(Rejection::ThreadExpired(id).into());
         }
-        let turn_count: u32 = number(row, "turn_count")?;
-        let open_runs: u32 = number(row, "open_runs")?;
         if turn_count + TURNS_PER_RUN * (open_runs + 1) > policy.max_turns {
             return Err(Rejection::TurnLimitReached { thread_id: id, max_turns: policy.max_turns }.into());
         }

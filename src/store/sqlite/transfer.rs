@@ -30,11 +30,6 @@ const INSERT_THREAD: &str = "INSERT INTO conversations (id, parent_id, title, to
      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
      WHERE ?2 IS NULL OR EXISTS (SELECT 1 FROM conversations WHERE id = ?2)";
 
-/// A turn as it was, with its thread's key for it.
-const INSERT_TURN: &str = "INSERT INTO messages (conversation_id, seq, role, content, tool_name, files, \
-     model_provider, model_name, metadata, idempotency_key, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
 /// Adds a row of a `THREAD_RECORDS` query to the record it belongs to, or starts the
 /// next record (returning the finished one) when the row is of another thread.
 fn fold_row(
@@ -111,10 +106,11 @@ impl SqliteStore {
         threads: &[ThreadRecord],
     ) -> Result<Vec<ImportedThread>, StoreError> {
         let mut outcomes = Vec::with_capacity(threads.len());
+        let held = format!("{THREAD_RECORDS} WHERE c.id = ?1 ORDER BY m.seq");
         for record in threads {
-            outcomes.push(self.import_in(conn, record)?);
+            outcomes.push(self.import_in(conn, &held, record)?);
         }
-        let mut insert = conn.prepare_cached(INSERT_TURN)?;
+        let mut insert = conn.prepare_cached(insert_turn!())?;
         let created =
             threads.iter().zip(&outcomes).filter(|(_, outcome)| **outcome == ImportedThread::Created);
         for (record, _) in created {
@@ -139,18 +135,25 @@ impl SqliteStore {
         Ok(outcomes)
     }
 
-    fn import_in(&self, conn: &Connection, record: &ThreadRecord) -> Result<ImportedThread, StoreError> {
+    /// Imports one thread unless the store holds it already, as `held` reads it.
+    fn import_in(
+        &self,
+        conn: &Connection,
+        held: &str,
+        record: &ThreadRecord,
+    ) -> Result<ImportedThread, StoreError> {
         let thread = &record.thread;
         let id = thread.id.to_string();
         self.trip();
-        let mut select = conn.prepare_cached(&format!("{THREAD_RECORDS} WHERE c.id = ?1 ORDER BY m.seq"))?;
+        let mut existing = None;
+        let mut select = conn.prepare_cached(held)?;
         let mut rows = select.query([&id])?;
-        let mut held = None;
         while let Some(row) = rows.next()? {
-            fold_row(&mut held, row)?;
+            fold_row(&mut existing, row)?;
         }
-        if let Some(held) = held {
-            return Ok(ImportedThread::Held(Box::new(held)));
+        drop(rows);
+        if let Some(existing) = existing {
+            return Ok(ImportedThread::Held(Box::new(existing)));
         }
         self.trip();
         let inserted = conn.prepare_cached(INSERT_THREAD)?.execute(params![
