@@ -3,6 +3,7 @@
 use chrono::Utc;
 use exai::domain::{NewTurn, Role, truncate_to_micros};
 use exai::store::{AppendTurns, SqliteStore, Store};
+use serde_json::{Value, json};
 use sqlx::{Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
@@ -38,9 +39,11 @@ async fn turns_written_before_keys_had_their_own_index_keep_their_keys() {
     let at = "2026-11-30T00:00:00.000000Z";
     sqlx::query(
         "INSERT INTO conversations (id, created_at, updated_at, turn_count) VALUES (?1, ?2, ?2, 3); \
-         INSERT INTO messages (conversation_id, seq, role, content, idempotency_key, created_at) \
-         VALUES (?1, 1, 'user', 'keyed', 'k', ?2), (?1, 2, 'assistant', 'plain', NULL, ?2), \
-         (?1, 3, 'user', 'also plain', NULL, ?2)",
+         INSERT INTO messages (conversation_id, seq, role, content, tool_name, files, model_provider, \
+         model_name, metadata, idempotency_key, created_at) VALUES \
+         (?1, 1, 'user', 'keyed', NULL, '[\"a.rs\"]', NULL, NULL, '{\"n\":1}', 'k', ?2), \
+         (?1, 2, 'assistant', 'plain', 'chat', '[]', 'kimi', 'k2', '{}', NULL, ?2), \
+         (?1, 3, 'tool', 'also plain', 'echo', '[]', NULL, NULL, '{}', NULL, ?2)",
     )
     .bind(thread.to_string())
     .bind(at)
@@ -51,8 +54,46 @@ async fn turns_written_before_keys_had_their_own_index_keep_their_keys() {
 
     let store = SqliteStore::open(&path).await.unwrap();
     let stored = store.get_thread(thread).await.unwrap().unwrap();
-    let turns: Vec<(u32, &str)> = stored.turns.iter().map(|t| (t.seq, t.content.as_str())).collect();
-    assert_eq!(turns, [(1, "keyed"), (2, "plain"), (3, "also plain")]);
+    let turns: Vec<Value> = stored.turns.iter().map(|t| serde_json::to_value(t).unwrap()).collect();
+    let created_at = "2026-11-30T00:00:00Z";
+    let expected =
+        |seq: u32, role: &str, content: &str, tool: Value, files: Value, model: [Value; 2], metadata| {
+            json!({"thread_id": thread, "seq": seq, "role": role, "content": content, "tool_name": tool,
+               "files": files, "model_provider": model[0], "model_name": model[1], "metadata": metadata,
+               "created_at": created_at})
+        };
+    assert_eq!(
+        turns,
+        [
+            expected(
+                1,
+                "user",
+                "keyed",
+                Value::Null,
+                json!(["a.rs"]),
+                [Value::Null, Value::Null],
+                json!({"n": 1})
+            ),
+            expected(
+                2,
+                "assistant",
+                "plain",
+                json!("chat"),
+                json!([]),
+                [json!("kimi"), json!("k2")],
+                json!({})
+            ),
+            expected(
+                3,
+                "tool",
+                "also plain",
+                json!("echo"),
+                json!([]),
+                [Value::Null, Value::Null],
+                json!({})
+            ),
+        ]
+    );
 
     let replay = store.append_turns(&append(thread, "again", Some("k"))).await.unwrap();
     assert!(replay.replayed && replay.turns[0].content == "keyed", "{replay:?}");
@@ -83,4 +124,9 @@ async fn turns_written_before_keys_had_their_own_index_keep_their_keys() {
     .unwrap();
     let details: Vec<String> = plan.iter().map(|row| row.get("detail")).collect();
     assert!(details.iter().any(|d| d.contains("messages_by_idempotency_key")), "{details:?}");
+
+    // Deleting the thread still deletes its turns.
+    assert!(store.delete_thread(thread).await.unwrap());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(left, 0);
 }
