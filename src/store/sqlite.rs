@@ -78,6 +78,26 @@ macro_rules! insert_turn {
     };
 }
 
+/// The parameters of `insert_turn!`: `turn`'s own fields (a new turn's or a stored
+/// one's, which have the same), as turn `seq` of thread `id`, with its key and time.
+macro_rules! turn_row {
+    ($id:expr, $seq:expr, $turn:expr, $key:expr, $at:expr) => {
+        rusqlite::params![
+            $id,
+            $seq,
+            $turn.role.as_str(),
+            $turn.content,
+            $turn.tool_name,
+            encode_json(&$turn.files)?,
+            $turn.model_provider,
+            $turn.model_name,
+            encode_json(&$turn.metadata)?,
+            $key,
+            $at,
+        ]
+    };
+}
+
 // After the macros, which their queries use.
 mod append;
 mod listings;

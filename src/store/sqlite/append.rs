@@ -63,19 +63,8 @@ impl SqliteStore {
         let mut insert = conn.prepare_cached(INSERT_TURN)?;
         for (seq, turn) in (thread.turn_count + 1..).zip(&append.turns) {
             self.trip();
-            let mut inserted = insert.query(params![
-                id,
-                seq,
-                turn.role.as_str(),
-                turn.content,
-                turn.tool_name,
-                encode_json(&turn.files)?,
-                turn.model_provider,
-                turn.model_name,
-                encode_json(&turn.metadata)?,
-                if seq == thread.turn_count + 1 { key } else { None },
-                at,
-            ])?;
+            let key = if seq == thread.turn_count + 1 { key } else { None };
+            let mut inserted = insert.query(turn_row!(id, seq, turn, key, at))?;
             let row =
                 inserted.next()?.ok_or_else(|| StoreError::Internal("a turn was not inserted".into()))?;
             turns.extend(decode_turn(row)?);

@@ -117,19 +117,13 @@ impl SqliteStore {
             let id = record.thread.id.to_string();
             for turn in &record.turns {
                 self.trip();
-                insert.execute(params![
+                insert.execute(turn_row!(
                     id,
                     turn.seq,
-                    turn.role.as_str(),
-                    turn.content,
-                    turn.tool_name,
-                    encode_json(&turn.files)?,
-                    turn.model_provider,
-                    turn.model_name,
-                    encode_json(&turn.metadata)?,
+                    turn,
                     record.keys.get(&turn.seq),
-                    encode_time(turn.created_at),
-                ])?;
+                    encode_time(turn.created_at)
+                ))?;
             }
         }
         Ok(outcomes)
