@@ -80,6 +80,7 @@ macro_rules! insert_turn {
 
 /// The parameters of `insert_turn!`: `turn`'s own fields (a new turn's or a stored
 /// one's, which have the same), as turn `seq` of thread `id`, with its key and time.
+/// Encoding the JSON fields can fail: the caller's error takes a `StoreError`.
 macro_rules! turn_row {
     ($id:expr, $seq:expr, $turn:expr, $key:expr, $at:expr) => {
         rusqlite::params![
@@ -88,10 +89,10 @@ macro_rules! turn_row {
             $turn.role.as_str(),
             $turn.content,
             $turn.tool_name,
-            encode_json(&$turn.files)?,
+            $crate::store::sqlite::rows::encode_json(&$turn.files)?,
             $turn.model_provider,
             $turn.model_name,
-            encode_json(&$turn.metadata)?,
+            $crate::store::sqlite::rows::encode_json(&$turn.metadata)?,
             $key,
             $at,
         ]
@@ -166,9 +167,12 @@ fn open_writer(path: &Path) -> Result<rusqlite::Connection, StoreError> {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
         match error.sqlite_error_code() {
-            Some(DatabaseBusy | DatabaseLocked) => StoreError::Unavailable(error.to_string()),
+            // Another process holds the file, or the disk under it fails: not the request.
+            Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure) => {
+                StoreError::Unavailable(error.to_string())
+            }
             _ => StoreError::Internal(error.to_string()),
         }
     }
@@ -204,6 +208,12 @@ impl SqliteStore {
             .run(&mut migrator)
             .await
             .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+        // A migration that rewrote a table left a log as large as the table, and the log
+        // keeps its size while any connection is open; no other is open yet. Failing that
+        // (a backup reading the file, say) costs disk space, not correctness.
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut migrator).await {
+            tracing::warn!(%error, "the SQLite log keeps its size until exai stops: emptying it failed");
+        }
         let writer = open_writer(path)?;
         migrator.close().await?;
         let reader = SqlitePoolOptions::new()
@@ -220,7 +230,7 @@ impl SqliteStore {
     async fn write<T, E, F>(&self, write: F) -> Result<T, E>
     where
         T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
+        E: From<StoreError> + std::fmt::Display + Send + 'static,
         F: FnOnce(&Self, &rusqlite::Connection) -> Result<T, E> + Send + 'static,
     {
         let store = self.clone();
@@ -232,8 +242,7 @@ impl SqliteStore {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Transactions the writer has committed: each is one sync of the log, however many
-    /// writes it holds.
+    /// Transactions the writer has committed, however many writes each held.
     pub fn commits(&self) -> u64 {
         self.writer.commits()
     }

@@ -33,7 +33,8 @@ async fn connect(dir: &Path) -> sqlx::SqliteConnection {
 }
 
 /// Awaits `writes` run as one batch: while another connection holds SQLite's write
-/// lock, the writer waits in a write of its own and they are queued behind it.
+/// lock, the writer waits to begin the batch of a write of this helper's, and they are
+/// queued behind it.
 async fn in_one_batch<F: Future>(store: &SqliteStore, dir: &Path, writes: F) -> F::Output {
     let mut lock = connect(dir).await;
     sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
@@ -48,7 +49,7 @@ async fn in_one_batch<F: Future>(store: &SqliteStore, dir: &Path, writes: F) -> 
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let mut writes = pin!(writes);
-    assert!(poll!(&mut writes).is_pending(), "queued");
+    assert!(poll!(&mut writes).is_pending(), "not answered while the writer waits");
     sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
     first.await.unwrap();
     let output = writes.await;

@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::rows::{
-    decode_thread, decode_time, decode_turn, encode_json, encode_time, number, optional_number, required_text,
+    decode_thread, decode_time, decode_turn, encode_time, number, optional_number, required_text,
 };
 use super::{SELECT_TURNS_FROM, SqliteStore};
 use crate::domain::{Rejection, Thread, Turn};

@@ -51,8 +51,7 @@ impl GroupCommit {
         Ok(Self { queue, commits })
     }
 
-    /// Transactions committed so far: each is one sync of the log, however many writes
-    /// it holds.
+    /// Transactions committed so far, however many writes each held.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
@@ -69,7 +68,7 @@ impl GroupCommit {
     pub async fn write<T, E, F>(&self, write: F) -> Result<T, E>
     where
         T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
+        E: From<StoreError> + std::fmt::Display + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
@@ -92,8 +91,8 @@ pub fn stopped() -> StoreError {
 trait Job: Send {
     /// The caller has given up waiting.
     fn abandoned(&self) -> bool;
-    /// Runs the write inside the open transaction; whether it succeeded.
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs the write inside the open transaction; why it failed, if it did.
+    fn run(&mut self, conn: &Connection) -> Option<String>;
     /// Answers the caller with the write's outcome if the batch `committed`, else with why not.
     fn answer(self: Box<Self>, committed: Result<(), StoreError>);
 }
@@ -109,22 +108,22 @@ struct Pending<T, E, F> {
 impl<T, E, F> Job for Pending<T, E, F>
 where
     T: Send + 'static,
-    E: From<StoreError> + Send + 'static,
+    E: From<StoreError> + std::fmt::Display + Send + 'static,
     F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
 {
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
     }
 
-    fn run(&mut self, conn: &Connection) -> bool {
-        let Some(write) = self.write.take() else { return false };
+    fn run(&mut self, conn: &Connection) -> Option<String> {
+        let Some(write) = self.write.take() else { return Some("the write ran twice".into()) };
         let outcome = self
             .span
             .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| write(conn))))
             .unwrap_or_else(|_| Err(StoreError::Internal("a write to SQLite panicked".into()).into()));
-        let succeeded = outcome.is_ok();
+        let failure = outcome.as_ref().err().map(ToString::to_string);
         self.outcome = Some(outcome);
-        succeeded
+        failure
     }
 
     fn answer(self: Box<Self>, committed: Result<(), StoreError>) {
@@ -171,13 +170,16 @@ impl Writer {
             return Ok(());
         }
         let committed = self.run_and_commit(batch);
-        if committed.is_ok() {
-            self.commits.fetch_add(1, Ordering::Relaxed);
-        } else if !self.conn.is_autocommit()
-            && let Err(error) = self.execute("ROLLBACK")
-        {
-            // The next batch's BEGIN fails too, and says so to its callers.
-            tracing::error!(%error, "rolling back a failed SQLite batch failed");
+        match &committed {
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::error!(%error, writes = batch.len(), "a batch of SQLite writes failed");
+                if let Err(error) = self.roll_back_if_open() {
+                    tracing::error!(%error, "rolling back the failed batch failed; the next batch tries again");
+                }
+            }
         }
         committed
     }
@@ -186,23 +188,30 @@ impl Writer {
     /// the whole transaction (a full disk, an I/O error) fails the batch rather than
     /// letting the writes after it run outside it.
     fn run_and_commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+        self.roll_back_if_open()?;
         self.execute("BEGIN IMMEDIATE")?;
         for job in batch.iter_mut() {
             self.execute("SAVEPOINT write")?;
-            let succeeded = job.run(&self.conn);
+            let failure = job.run(&self.conn);
             if self.conn.is_autocommit() {
-                return Err(StoreError::Unavailable(
-                    "a write failed and SQLite rolled back the transaction it shared with others; \
-                     try again"
-                        .into(),
-                ));
+                return Err(match failure {
+                    Some(reason) => StoreError::Unavailable(format!(
+                        "SQLite rolled back a batch of writes after one failed ({reason}); try again"
+                    )),
+                    None => StoreError::Internal("a write ended the transaction of its batch".into()),
+                });
             }
-            if !succeeded {
+            if failure.is_some() {
                 self.execute("ROLLBACK TO write")?;
             }
             self.execute("RELEASE write")?;
         }
         self.execute("COMMIT")
+    }
+
+    /// Ends a transaction left open by a batch whose rollback failed.
+    fn roll_back_if_open(&mut self) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() { Ok(()) } else { self.execute("ROLLBACK") }
     }
 
     /// Runs a statement of the writer's own, prepared once.
@@ -304,10 +313,19 @@ mod tests {
                 })
                 .await
         });
-        while entered.try_recv().is_err() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match entered.try_recv() {
+                Ok(()) => return (release, holding),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    assert!(std::time::Instant::now() < deadline, "the writer never ran the holding write");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    panic!("the holding write was dropped unrun")
+                }
+            }
         }
-        (release, holding)
     }
 
     async fn release((release, holding): Holding) {
@@ -323,7 +341,7 @@ mod tests {
         let before = writer.commits();
         let holding = hold(writer).await;
         let mut writes = join_all(writes);
-        assert!(futures_util::poll!(&mut writes).is_pending(), "queued");
+        assert!(futures_util::poll!(&mut writes).is_pending(), "not answered while the writer is held");
         release(holding).await;
         let outcomes = writes.await;
         (outcomes, writer.commits() - before)
@@ -419,11 +437,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_caller_that_gives_up_does_not_hold_up_the_others() {
+    async fn a_write_whose_caller_gave_up_is_not_run() {
         let (_dir, path, writer) = start();
         let holding = hold(&writer).await;
         let mut abandoned = write(&writer, "abandoned", "keep");
-        assert!(futures_util::poll!(&mut abandoned).is_pending(), "queued");
+        assert!(futures_util::poll!(&mut abandoned).is_pending(), "not answered while the writer is held");
         drop(abandoned);
         release(holding).await;
         write(&writer, "kept", "keep").await.expect("write");
@@ -436,7 +454,6 @@ mod tests {
         write(&writer, "a", "keep").await.expect("write");
         let wal = dir.path().join("db-wal");
         assert!(wal.exists(), "an open connection keeps the log");
-        assert!(writer.is_running());
         drop(writer);
         // The last connection to close checkpoints the log and removes it.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
