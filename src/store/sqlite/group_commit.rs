@@ -395,16 +395,13 @@ mod tests {
         assert_eq!(values(&path), ["b", "d"]);
     }
 
-    #[tokio::test]
-    async fn a_batch_whose_transaction_ends_early_fails_every_write_in_it() {
+    /// Runs a batch whose middle write does what `culprit` says, checks that nothing of
+    /// it stays and that the writer goes on, and returns the batch's outcomes.
+    async fn a_failed_batch(culprit: &'static str) -> Vec<Result<(), WriteError>> {
         let (_dir, path, writer) = start();
         let (outcomes, commits) = batched(
             &writer,
-            vec![
-                write(&writer, "a", "keep"),
-                write(&writer, "b", "end the transaction"),
-                write(&writer, "c", "keep"),
-            ],
+            vec![write(&writer, "a", "keep"), write(&writer, "b", culprit), write(&writer, "c", "keep")],
         )
         .await;
         assert_eq!(commits, 1, "the holding write's only");
@@ -412,28 +409,21 @@ mod tests {
         assert!(values(&path).is_empty());
         write(&writer, "after", "keep").await.expect("the writer goes on");
         assert_eq!(values(&path), ["after"]);
+        outcomes
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_transaction_ends_early_fails_every_write_in_it() {
+        a_failed_batch("end the transaction").await;
     }
 
     #[tokio::test]
     async fn a_batch_that_cannot_commit_fails_every_write_in_it() {
-        let (_dir, path, writer) = start();
-        let (outcomes, commits) = batched(
-            &writer,
-            vec![
-                write(&writer, "a", "keep"),
-                write(&writer, "b", "name no parent"),
-                write(&writer, "c", "keep"),
-            ],
-        )
-        .await;
-        assert_eq!(commits, 1, "the holding write's only");
+        let outcomes = a_failed_batch("name no parent").await;
         assert!(
             outcomes.iter().all(|o| matches!(o, Err(e) if e.to_string().contains("FOREIGN KEY"))),
             "{outcomes:?}"
         );
-        assert!(values(&path).is_empty());
-        write(&writer, "after", "keep").await.expect("the writer goes on");
-        assert_eq!(values(&path), ["after"]);
     }
 
     #[tokio::test]
